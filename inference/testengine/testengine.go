@@ -1,0 +1,170 @@
+// Package testengine is a deterministic inference.Engine for tests and
+// benchmarks: a byte-level tokenizer and a generator whose next token is a
+// hash of everything the sequence has seen, with a configurable step cost
+// that stands in for a model's forward pass. It is not a language model.
+package testengine
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/open-autoglm/autoglm/inference"
+)
+
+// EOS is the end-of-sequence token; tokens 0..255 are bytes.
+const EOS = 256
+
+// alphabet is what generated tokens are drawn from, so completions are
+// readable ASCII.
+const alphabet = "abcdefghijklmnopqrstuvwxyz     "
+
+// Config sets the engine's shape and cost. The cost of one step is
+// StepCost + SeqCost*len(batch) + TokenCost*(tokens fed), spent sleeping,
+// the way a GPU step blocks the scheduler without using its CPU.
+type Config struct {
+	Model         string
+	Slots         int
+	ContextLength int
+	StepCost      time.Duration
+	SeqCost       time.Duration
+	TokenCost     time.Duration
+	// EOSAfter ends every sequence with EOS after that many generated
+	// tokens; 0 never emits EOS.
+	EOSAfter int
+}
+
+type slot struct {
+	started bool
+	hash    uint64
+	length  int
+	gen     int
+	seed    uint64
+}
+
+// Engine implements inference.Engine.
+type Engine struct {
+	cfg   Config
+	slots []slot
+	// Steps counts the steps run, for tests.
+	Steps int
+}
+
+// New returns an engine; zero fields of cfg get small defaults.
+func New(cfg Config) *Engine {
+	if cfg.Model == "" {
+		cfg.Model = "autoglm-test"
+	}
+	if cfg.Slots <= 0 {
+		cfg.Slots = 64
+	}
+	if cfg.ContextLength <= 0 {
+		cfg.ContextLength = 4096
+	}
+	return &Engine{cfg: cfg, slots: make([]slot, cfg.Slots)}
+}
+
+func (e *Engine) Info() inference.Info {
+	return inference.Info{
+		Model:         e.cfg.Model,
+		Description:   "test engine (deterministic pseudo-text, not a language model)",
+		ContextLength: e.cfg.ContextLength,
+		Slots:         e.cfg.Slots,
+		KVTokens:      e.cfg.Slots * e.cfg.ContextLength,
+	}
+}
+
+func (e *Engine) Tokenizer() inference.Tokenizer { return tokenizer{} }
+
+func (e *Engine) Start(i int, s inference.Sampling) error {
+	if i < 0 || i >= len(e.slots) {
+		return fmt.Errorf("start slot %d: %w", i, inference.ErrSlot)
+	}
+	seed := uint64(0)
+	if s.Temperature > 0 {
+		seed = uint64(s.Seed) | 1
+	}
+	e.slots[i] = slot{started: true, hash: 14695981039346656037, seed: seed}
+	return nil
+}
+
+func (e *Engine) Release(i int) {
+	if i >= 0 && i < len(e.slots) {
+		e.slots[i] = slot{}
+	}
+}
+
+func (e *Engine) Step(ctx context.Context, batch []inference.Input) ([]inference.Output, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	fed := 0
+	for _, in := range batch {
+		if in.Slot < 0 || in.Slot >= len(e.slots) || !e.slots[in.Slot].started {
+			return nil, fmt.Errorf("step slot %d: %w", in.Slot, inference.ErrSlot)
+		}
+		if len(in.Tokens) == 0 {
+			return nil, fmt.Errorf("step slot %d: no tokens", in.Slot)
+		}
+		if s := &e.slots[in.Slot]; s.length+len(in.Tokens) > e.cfg.ContextLength {
+			return nil, fmt.Errorf("step slot %d: %d tokens exceed context length %d", in.Slot, s.length+len(in.Tokens), e.cfg.ContextLength)
+		}
+		fed += len(in.Tokens)
+	}
+	if cost := e.cfg.StepCost + time.Duration(len(batch))*e.cfg.SeqCost + time.Duration(fed)*e.cfg.TokenCost; cost > 0 {
+		time.Sleep(cost)
+	}
+	e.Steps++
+	out := make([]inference.Output, 0, len(batch))
+	for _, in := range batch {
+		s := &e.slots[in.Slot]
+		for _, t := range in.Tokens {
+			s.hash = (s.hash ^ uint64(t)) * 1099511628211
+		}
+		s.length += len(in.Tokens)
+		if !in.Sample {
+			continue
+		}
+		s.gen++
+		if e.cfg.EOSAfter > 0 && s.gen > e.cfg.EOSAfter {
+			out = append(out, inference.Output{Slot: in.Slot, Token: EOS, EOS: true})
+			continue
+		}
+		h := s.hash ^ s.seed*0x9e3779b97f4a7c15
+		h ^= h >> 29
+		out = append(out, inference.Output{Slot: in.Slot, Token: int(alphabet[h%uint64(len(alphabet))])})
+	}
+	return out, nil
+}
+
+type tokenizer struct{}
+
+func (tokenizer) Encode(text string) []int {
+	ids := make([]int, len(text))
+	for i := 0; i < len(text); i++ {
+		ids[i] = int(text[i])
+	}
+	return ids
+}
+
+func (tokenizer) Piece(token int) []byte {
+	if token < 0 || token > 255 {
+		return nil
+	}
+	return []byte{byte(token)}
+}
+
+// ChatPrompt renders ChatML.
+func (tokenizer) ChatPrompt(msgs []inference.Message) (string, error) {
+	var b strings.Builder
+	for _, m := range msgs {
+		b.WriteString("<|im_start|>")
+		b.WriteString(m.Role)
+		b.WriteByte('\n')
+		b.WriteString(m.Content)
+		b.WriteString("<|im_end|>\n")
+	}
+	b.WriteString("<|im_start|>assistant\n")
+	return b.String(), nil
+}

@@ -1,0 +1,346 @@
+package batch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/sidecar/admission"
+	"github.com/open-autoglm/autoglm/sidecar/telemetry"
+)
+
+// ErrStopped is returned to sequences still queued or running when the
+// scheduler stops.
+var ErrStopped = errors.New("batch: scheduler stopped")
+
+// ErrTooLong reports a request whose prompt plus max tokens cannot fit the
+// model's context or the engine's KV budget.
+var ErrTooLong = errors.New("batch: request exceeds the context length")
+
+// Config holds the batching limits and the admission queue's size.
+type Config struct {
+	// MaxBatchSize is the most sequences in one step.
+	MaxBatchSize int
+	// MaxBatchTokens is the most tokens fed in one step; long prompts are
+	// prefilled in chunks under it.
+	MaxBatchTokens int
+	// MaxQueueDelay is how long an idle engine waits for a batch to fill
+	// before its first step (0: start at once).
+	MaxQueueDelay time.Duration
+	Queue         admission.Config
+}
+
+// Scheduler runs continuous batching over one engine.
+type Scheduler struct {
+	cfg  Config
+	eng  inference.Engine
+	info inference.Info
+	tok  inference.Tokenizer
+	q    *admission.Queue[*Sequence]
+	m    *telemetry.Metrics
+	log  *slog.Logger
+
+	// Owned by Run's goroutine.
+	running []*Sequence
+	free    []int
+	slotSeq []*Sequence
+	held    *Sequence
+	kvUsed  int
+	inputs  []inference.Input
+
+	nRunning atomic.Int64
+	nKV      atomic.Int64
+}
+
+// New returns a scheduler for eng; Run starts it.
+func New(cfg Config, eng inference.Engine, log *slog.Logger) *Scheduler {
+	info := eng.Info()
+	s := &Scheduler{cfg: cfg, eng: eng, info: info, tok: eng.Tokenizer(), log: log, slotSeq: make([]*Sequence, info.Slots)}
+	s.q = admission.New(cfg.Queue, func(it *admission.Item[*Sequence], err error) {
+		s.m.Reject(telemetry.ReasonQueueFull)
+		it.Value.finish(Result{}, err)
+	})
+	for i := info.Slots - 1; i >= 0; i-- {
+		s.free = append(s.free, i)
+	}
+	return s
+}
+
+// SetMetrics attaches metrics; call before Run.
+func (s *Scheduler) SetMetrics(m *telemetry.Metrics) { s.m = m }
+
+// Info describes the engine's model.
+func (s *Scheduler) Info() inference.Info { return s.info }
+
+// Tokenizer is the engine's tokenizer.
+func (s *Scheduler) Tokenizer() inference.Tokenizer { return s.tok }
+
+// Submit queues a request under ctx, which carries its cancellation and
+// deadline. It fails at once with admission.ErrQueueFull,
+// admission.ErrDeadline, admission.ErrClosed or ErrTooLong.
+func (s *Scheduler) Submit(ctx context.Context, r Request) (*Sequence, error) {
+	reserve := len(r.Prompt) + r.MaxTokens
+	if reserve > s.info.ContextLength || reserve > s.info.KVTokens {
+		return nil, fmt.Errorf("%w: %d prompt + %d max tokens > %d", ErrTooLong, len(r.Prompt), r.MaxTokens, min(s.info.ContextLength, s.info.KVTokens))
+	}
+	seq := &Sequence{req: r, sched: s, reserve: reserve, notify: make(chan struct{}, 1)}
+	seq.stats.Arrived = time.Now()
+	seq.item = admission.Item[*Sequence]{Priority: r.Priority, Tenant: r.Tenant, Ctx: ctx, Value: seq}
+	if err := s.q.TryEnqueue(&seq.item); err != nil {
+		s.m.Reject(rejectReason(err))
+		return nil, err
+	}
+	return seq, nil
+}
+
+func rejectReason(err error) string {
+	switch {
+	case errors.Is(err, admission.ErrDeadline):
+		return telemetry.ReasonDeadline
+	case errors.Is(err, admission.ErrClosed):
+		return telemetry.ReasonDraining
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	return telemetry.ReasonQueueFull
+}
+
+// Close stops admission; queued and running sequences still finish.
+func (s *Scheduler) Close() { s.q.Close() }
+
+// Depths is the queue depth per priority level.
+func (s *Scheduler) Depths() []int { return s.q.Depths() }
+
+// Load reports the running sequences, queued requests and reserved KV tokens.
+func (s *Scheduler) Load() (running, queued, kvUsed int) {
+	return int(s.nRunning.Load()), s.q.Len(), int(s.nKV.Load())
+}
+
+// Run schedules until ctx ends, then fails what is left with ErrStopped.
+func (s *Scheduler) Run(ctx context.Context) error {
+	defer s.stopAll()
+	for {
+		s.reap()
+		s.admit()
+		if len(s.running) == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-s.q.Ready():
+				s.waitForBatch(ctx)
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.step(ctx)
+	}
+}
+
+// waitForBatch lets an idle engine wait up to MaxQueueDelay for a fuller
+// first batch.
+func (s *Scheduler) waitForBatch(ctx context.Context) {
+	if s.cfg.MaxQueueDelay <= 0 {
+		return
+	}
+	t := time.NewTimer(s.cfg.MaxQueueDelay)
+	defer t.Stop()
+	for s.q.Len() < s.cfg.MaxBatchSize {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-s.q.Ready():
+		}
+	}
+}
+
+// reap drops running sequences whose caller has gone or whose deadline
+// passed, freeing their slots before the next step.
+func (s *Scheduler) reap() {
+	if s.held != nil && s.held.item.Ctx.Err() != nil {
+		s.held.finish(Result{}, s.held.item.Ctx.Err())
+		s.held = nil
+	}
+	n := 0
+	for _, seq := range s.running {
+		if err := seq.item.Ctx.Err(); err != nil {
+			s.retire(seq, "", err)
+			continue
+		}
+		s.running[n] = seq
+		n++
+	}
+	clear(s.running[n:])
+	s.running = s.running[:n]
+	s.nRunning.Store(int64(n))
+}
+
+// admit moves queued sequences into free slots while the batch and the KV
+// budget have room.
+func (s *Scheduler) admit() {
+	for len(s.running) < s.cfg.MaxBatchSize && len(s.free) > 0 {
+		seq := s.held
+		s.held = nil
+		if seq == nil {
+			it := s.q.TryDequeue()
+			if it == nil {
+				break
+			}
+			seq = it.Value
+		}
+		if s.kvUsed+seq.reserve > s.info.KVTokens {
+			s.held = seq
+			break
+		}
+		slot := s.free[len(s.free)-1]
+		if err := s.eng.Start(slot, seq.req.Sampling); err != nil {
+			seq.finish(Result{}, fmt.Errorf("start sequence: %w", err))
+			continue
+		}
+		s.free = s.free[:len(s.free)-1]
+		seq.slot = slot
+		s.slotSeq[slot] = seq
+		s.kvUsed += seq.reserve
+		s.running = append(s.running, seq)
+		s.m.ObserveAdmitted(time.Since(seq.item.Enqueued()), len(seq.req.Prompt))
+	}
+	s.nRunning.Store(int64(len(s.running)))
+	s.nKV.Store(int64(s.kvUsed))
+}
+
+// step runs one engine step: one token for each decoding sequence, then
+// prompt chunks in admission order under the token budget.
+func (s *Scheduler) step(ctx context.Context) {
+	budget := s.cfg.MaxBatchTokens
+	in := s.inputs[:0]
+	for _, seq := range s.running {
+		seq.feeding = 0
+		if seq.fed == len(seq.req.Prompt) {
+			in = append(in, inference.Input{Slot: seq.slot, Tokens: seq.last[:], Sample: true})
+			budget--
+		}
+	}
+	for _, seq := range s.running {
+		if rest := len(seq.req.Prompt) - seq.fed; rest > 0 && budget > 0 {
+			n := min(rest, budget)
+			in = append(in, inference.Input{Slot: seq.slot, Tokens: seq.req.Prompt[seq.fed : seq.fed+n], Sample: n == rest})
+			seq.feeding = n
+			budget -= n
+		}
+	}
+	s.inputs = in
+	s.m.ObserveBatch(len(in), s.cfg.MaxBatchTokens-budget)
+	outs, err := s.eng.Step(ctx, in)
+	if err != nil {
+		if ctx.Err() != nil {
+			return // stopping: stopAll fails the batch with ErrStopped
+		}
+		s.log.Error("engine step failed", "err", err, "batch", len(in))
+		for _, x := range in {
+			s.retire(s.slotSeq[x.Slot], "", fmt.Errorf("engine step: %w", err))
+		}
+		s.compact()
+		return
+	}
+	for _, seq := range s.running {
+		seq.fed += seq.feeding
+	}
+	now := time.Now()
+	for _, o := range outs {
+		if seq := s.slotSeq[o.Slot]; seq != nil {
+			s.emit(seq, o, now)
+		}
+	}
+	s.compact()
+}
+
+func (s *Scheduler) emit(seq *Sequence, o inference.Output, now time.Time) {
+	r := &seq.stats
+	if r.FirstToken.IsZero() {
+		r.FirstToken = now
+		s.m.ObserveFirstToken(now.Sub(r.Arrived))
+	}
+	if o.EOS {
+		seq.deliver(seq.flush())
+		s.retire(seq, FinishStop, nil)
+		return
+	}
+	r.CompletionTokens++
+	seq.last[0] = o.Token
+	text, stopped := seq.appendPiece(s.tok.Piece(o.Token))
+	seq.deliver(text)
+	switch {
+	case stopped:
+		s.retire(seq, FinishStop, nil)
+	case r.CompletionTokens >= seq.req.MaxTokens || len(seq.req.Prompt)+r.CompletionTokens >= s.info.ContextLength:
+		seq.deliver(seq.flush())
+		s.retire(seq, FinishLength, nil)
+	}
+}
+
+// retire ends a sequence and frees its slot; compact removes it from the
+// running list.
+func (s *Scheduler) retire(seq *Sequence, finish string, err error) {
+	if s.slotSeq[seq.slot] != seq {
+		return
+	}
+	s.eng.Release(seq.slot)
+	s.slotSeq[seq.slot] = nil
+	s.free = append(s.free, seq.slot)
+	s.kvUsed -= seq.reserve
+	r := seq.stats
+	r.Finish, r.PromptTokens, r.Done = finish, len(seq.req.Prompt), time.Now()
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+		if errors.Is(err, context.Canceled) {
+			outcome = "canceled"
+		} else if errors.Is(err, context.DeadlineExceeded) {
+			outcome = "deadline"
+		}
+	}
+	var afterFirst time.Duration
+	if !r.FirstToken.IsZero() {
+		afterFirst = r.Done.Sub(r.FirstToken)
+	}
+	s.m.ObserveFinished(outcome, r.Done.Sub(r.Arrived), afterFirst, r.CompletionTokens)
+	seq.finish(r, err)
+}
+
+func (s *Scheduler) compact() {
+	n := 0
+	for _, seq := range s.running {
+		if s.slotSeq[seq.slot] == seq {
+			s.running[n] = seq
+			n++
+		}
+	}
+	clear(s.running[n:])
+	s.running = s.running[:n]
+	s.nRunning.Store(int64(n))
+	s.nKV.Store(int64(s.kvUsed))
+}
+
+func (s *Scheduler) stopAll() {
+	s.q.Close()
+	for _, seq := range s.running {
+		s.retire(seq, "", ErrStopped)
+	}
+	s.running = s.running[:0]
+	if s.held != nil {
+		s.held.finish(Result{}, ErrStopped)
+		s.held = nil
+	}
+	for it := s.q.TryDequeue(); it != nil; it = s.q.TryDequeue() {
+		it.Value.finish(Result{}, ErrStopped)
+	}
+	s.nRunning.Store(0)
+	s.nKV.Store(0)
+}

@@ -1,0 +1,162 @@
+// Package telemetry holds the sidecar's Prometheus metrics and its ORCA load
+// report: the reporting side of the request path. A nil *Metrics is valid
+// and records nothing, so components run without a registry in tests.
+package telemetry
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Rejection reasons, the values of the "reason" label.
+const (
+	ReasonQueueFull = "queue_full"
+	ReasonDeadline  = "deadline"
+	ReasonDraining  = "draining"
+	ReasonInvalid   = "invalid_request"
+	ReasonTooLarge  = "body_too_large"
+)
+
+// Metrics records what the sidecar does.
+type Metrics struct {
+	batchSize   prometheus.Histogram
+	batchTokens prometheus.Histogram
+	ttft        prometheus.Histogram
+	tpot        prometheus.Histogram
+	e2e         *prometheus.HistogramVec
+	queueWait   prometheus.Histogram
+	tokensIn    prometheus.Counter
+	tokensOut   prometheus.Counter
+	rejections  *prometheus.CounterVec
+	requests    *prometheus.CounterVec
+}
+
+var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
+
+// New registers the metrics with reg. depths reports the queue depth per
+// priority level and load the scheduler's running sequences and KV use,
+// both read at scrape time.
+func New(reg prometheus.Registerer, depths func() []int, load func() (running, kvUsed, kvTotal int)) *Metrics {
+	m := &Metrics{
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "autoglm_batch_size", Help: "Sequences in each engine step.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
+		batchTokens: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "autoglm_batch_tokens", Help: "Tokens fed to the engine in each step.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 9),
+		}),
+		ttft: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "autoglm_time_to_first_token_seconds", Help: "Time from arrival to the first generated token.",
+			Buckets: latencyBuckets,
+		}),
+		tpot: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "autoglm_time_per_output_token_seconds", Help: "Mean time per output token after the first, per request.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
+		e2e: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "autoglm_request_duration_seconds", Help: "End-to-end latency of generation requests.",
+			Buckets: latencyBuckets,
+		}, []string{"outcome"}),
+		queueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "autoglm_queue_wait_seconds", Help: "Time admitted requests waited in the queue.",
+			Buckets: latencyBuckets,
+		}),
+		tokensIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "autoglm_prompt_tokens_total", Help: "Prompt tokens of admitted requests.",
+		}),
+		tokensOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "autoglm_generation_tokens_total", Help: "Generated tokens.",
+		}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "autoglm_rejections_total", Help: "Requests refused, by reason.",
+		}, []string{"reason"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "autoglm_requests_total", Help: "Finished requests by API and status code.",
+		}, []string{"api", "code"}),
+	}
+	for _, r := range []string{ReasonQueueFull, ReasonDeadline, ReasonDraining, ReasonInvalid, ReasonTooLarge} {
+		m.rejections.WithLabelValues(r)
+	}
+	reg.MustRegister(m.batchSize, m.batchTokens, m.ttft, m.tpot, m.e2e, m.queueWait, m.tokensIn, m.tokensOut, m.rejections, m.requests,
+		&loadCollector{depths: depths, load: load})
+	return m
+}
+
+func (m *Metrics) ObserveBatch(seqs, tokens int) {
+	if m != nil {
+		m.batchSize.Observe(float64(seqs))
+		m.batchTokens.Observe(float64(tokens))
+	}
+}
+
+func (m *Metrics) ObserveAdmitted(wait time.Duration, promptTokens int) {
+	if m != nil {
+		m.queueWait.Observe(wait.Seconds())
+		m.tokensIn.Add(float64(promptTokens))
+	}
+}
+
+func (m *Metrics) ObserveFirstToken(d time.Duration) {
+	if m != nil {
+		m.ttft.Observe(d.Seconds())
+	}
+}
+
+// ObserveFinished records a finished sequence: its latency, outcome and
+// the mean time per output token after the first.
+func (m *Metrics) ObserveFinished(outcome string, total, afterFirst time.Duration, tokens int) {
+	if m == nil {
+		return
+	}
+	m.e2e.WithLabelValues(outcome).Observe(total.Seconds())
+	m.tokensOut.Add(float64(tokens))
+	if tokens > 1 {
+		m.tpot.Observe(afterFirst.Seconds() / float64(tokens-1))
+	}
+}
+
+func (m *Metrics) Reject(reason string) {
+	if m != nil {
+		m.rejections.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) Request(api string, code int) {
+	if m != nil {
+		m.requests.WithLabelValues(api, strconv.Itoa(code)).Inc()
+	}
+}
+
+// loadCollector reads gauges at scrape time, so the hot path updates none.
+type loadCollector struct {
+	depths func() []int
+	load   func() (running, kvUsed, kvTotal int)
+}
+
+var (
+	queueDepthDesc = prometheus.NewDesc("autoglm_queue_depth", "Requests waiting, by priority level.", []string{"priority"}, nil)
+	runningDesc    = prometheus.NewDesc("autoglm_running_sequences", "Sequences in the running batch.", nil, nil)
+	kvDesc         = prometheus.NewDesc("autoglm_kv_utilization", "Fraction of the KV-cache token budget reserved.", nil, nil)
+)
+
+func (c *loadCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- queueDepthDesc
+	ch <- runningDesc
+	ch <- kvDesc
+}
+
+func (c *loadCollector) Collect(ch chan<- prometheus.Metric) {
+	for p, n := range c.depths() {
+		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(n), strconv.Itoa(p))
+	}
+	running, used, total := c.load()
+	ch <- prometheus.MustNewConstMetric(runningDesc, prometheus.GaugeValue, float64(running))
+	kv := 0.0
+	if total > 0 {
+		kv = float64(used) / float64(total)
+	}
+	ch <- prometheus.MustNewConstMetric(kvDesc, prometheus.GaugeValue, kv)
+}

@@ -1,0 +1,29 @@
+package telemetry
+
+import "strconv"
+
+// ORCAHeader is the response header Envoy reads ORCA load reports from.
+const ORCAHeader = "endpoint-load-metrics"
+
+// ORCA formats a load report in Envoy's TEXT format:
+// "TEXT application_utilization=0.5, named_metrics.queue_depth=3, named_metrics.kv_utilization=0.25".
+// utilization is (running+queued)/max batch size and may exceed 1 when work
+// waits, which is what load-aware balancing needs to see.
+func ORCA(running, queued, maxBatch, kvUsed, kvTotal int) string {
+	util := 0.0
+	if maxBatch > 0 {
+		util = float64(running+queued) / float64(maxBatch)
+	}
+	kv := 0.0
+	if kvTotal > 0 {
+		kv = float64(kvUsed) / float64(kvTotal)
+	}
+	b := make([]byte, 0, 96)
+	b = append(b, "TEXT application_utilization="...)
+	b = strconv.AppendFloat(b, util, 'g', 4, 64)
+	b = append(b, ", named_metrics.queue_depth="...)
+	b = strconv.AppendInt(b, int64(queued), 10)
+	b = append(b, ", named_metrics.kv_utilization="...)
+	b = strconv.AppendFloat(b, kv, 'g', 4, 64)
+	return string(b)
+}
