@@ -25,6 +25,8 @@ type Info struct {
 	Description string
 	// ContextLength is the most tokens (prompt + generated) one sequence may hold.
 	ContextLength int
+	// Vocab is the number of token ids.
+	Vocab int
 	// Slots is how many sequences can hold KV state at once.
 	Slots int
 	// KVTokens is the KV-cache budget in tokens shared by all slots.

@@ -70,6 +70,7 @@ func (e *Engine) Info() inference.Info {
 		Model:         e.cfg.Model,
 		Description:   "test engine (deterministic pseudo-text, not a language model)",
 		ContextLength: e.cfg.ContextLength,
+		Vocab:         EOS + 1,
 		Slots:         e.cfg.Slots,
 		KVTokens:      e.cfg.Slots * e.cfg.ContextLength,
 	}

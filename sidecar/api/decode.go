@@ -1,0 +1,229 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+)
+
+// MaxStop is the most stop strings a request may give (OpenAI's limit).
+const MaxStop = 4
+
+// problems collects validation failures so a request learns all of them
+// at once; the first one's field becomes the error's param.
+type problems struct {
+	param string
+	msgs  []string
+}
+
+func (p *problems) add(param, format string, args ...any) {
+	if p.param == "" {
+		p.param = param
+	}
+	p.msgs = append(p.msgs, param+": "+fmt.Sprintf(format, args...))
+}
+
+func (p *problems) err() *Error {
+	if len(p.msgs) == 0 {
+		return nil
+	}
+	return Invalid(p.param, strings.Join(p.msgs, "; "))
+}
+
+// decode parses body strictly into v: valid UTF-8, one JSON object, no
+// unknown fields.
+func decode(body []byte, v any) *Error {
+	if !utf8.Valid(body) {
+		return Invalid("", "request body is not valid UTF-8")
+	}
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return jsonError(err)
+	}
+	if d.More() {
+		return Invalid("", "invalid JSON body: unexpected data after the top-level object")
+	}
+	return nil
+}
+
+func jsonError(err error) *Error {
+	var typ *json.UnmarshalTypeError
+	var syn *json.SyntaxError
+	switch {
+	case errors.As(err, &typ):
+		field := strings.TrimPrefix(typ.Field, "Sampling.")
+		if field == "" {
+			return Invalid("", "request body must be a JSON object")
+		}
+		return Invalid(field, fmt.Sprintf("%s: expected %s, got JSON %s", field, typeName(typ.Type.String()), typ.Value))
+	case errors.As(err, &syn):
+		return Invalid("", fmt.Sprintf("invalid JSON body: %v (at byte %d)", syn, syn.Offset))
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return Invalid(name, "Unrecognized request argument supplied: "+name)
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return Invalid("", "invalid JSON body: the body is empty or truncated")
+	}
+	return Invalid("", "invalid request: "+strings.TrimPrefix(err.Error(), "json: "))
+}
+
+func typeName(goType string) string {
+	switch {
+	case strings.Contains(goType, "int"):
+		return "an integer"
+	case strings.Contains(goType, "float"):
+		return "a number"
+	case goType == "bool" || goType == "*bool":
+		return "a boolean"
+	case strings.Contains(goType, "string"):
+		return "a string"
+	case strings.HasPrefix(goType, "[]"):
+		return "an array"
+	}
+	return "an object"
+}
+
+// DecodeChat parses and validates a chat completion request.
+func DecodeChat(body []byte) (*ChatRequest, *Error) {
+	var r ChatRequest
+	if err := decode(body, &r); err != nil {
+		return nil, err
+	}
+	var p problems
+	r.Sampling.validate(&p)
+	if len(r.Messages) == 0 {
+		p.add("messages", "must hold at least one message")
+	}
+	for i, m := range r.Messages {
+		if !roles[m.Role] {
+			p.add(fmt.Sprintf("messages[%d].role", i), "must be one of system, developer, user, assistant, tool; got %q", m.Role)
+		}
+		if !m.Content.Set {
+			p.add(fmt.Sprintf("messages[%d].content", i), "is required")
+		}
+		if len(m.ToolCalls) > 0 && string(m.ToolCalls) != "null" {
+			p.add(fmt.Sprintf("messages[%d].tool_calls", i), "tool calls are not supported")
+		}
+	}
+	if r.MaxCompletionTokens != nil {
+		if r.MaxTokens != nil && *r.MaxTokens != *r.MaxCompletionTokens {
+			p.add("max_completion_tokens", "conflicts with max_tokens; give one of them")
+		}
+		if *r.MaxCompletionTokens < 1 {
+			p.add("max_completion_tokens", "must be at least 1, got %d", *r.MaxCompletionTokens)
+		}
+		r.MaxTokens = r.MaxCompletionTokens
+	}
+	if r.Logprobs != nil && *r.Logprobs {
+		p.add("logprobs", "log probabilities are not supported")
+	}
+	if r.TopLogprobs != nil && *r.TopLogprobs != 0 {
+		p.add("top_logprobs", "log probabilities are not supported")
+	}
+	if isSet(r.Tools) {
+		p.add("tools", "tool calling is not supported")
+	}
+	if isSet(r.ToolChoice) && string(r.ToolChoice) != `"none"` {
+		p.add("tool_choice", "tool calling is not supported")
+	}
+	if r.ResponseFormat != nil && r.ResponseFormat.Type != "text" {
+		p.add("response_format.type", "only \"text\" is supported, got %q", r.ResponseFormat.Type)
+	}
+	if err := p.err(); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// DecodeCompletion parses and validates a text completion request.
+func DecodeCompletion(body []byte) (*CompletionRequest, *Error) {
+	var r CompletionRequest
+	if err := decode(body, &r); err != nil {
+		return nil, err
+	}
+	var p problems
+	r.Sampling.validate(&p)
+	switch {
+	case r.Prompt == nil || r.Prompt.Count == 0:
+		p.add("prompt", "is required")
+	case r.Prompt.Count > 1:
+		p.add("prompt", "only one prompt per request is supported, got %d", r.Prompt.Count)
+	case r.Prompt.Tokens == nil && r.Prompt.Text == "":
+		p.add("prompt", "must not be empty")
+	}
+	if r.Echo {
+		p.add("echo", "echo is not supported")
+	}
+	if r.Suffix != nil && *r.Suffix != "" {
+		p.add("suffix", "suffix is not supported")
+	}
+	if r.Logprobs != nil && *r.Logprobs != 0 {
+		p.add("logprobs", "log probabilities are not supported")
+	}
+	if r.BestOf != nil && *r.BestOf != 1 {
+		p.add("best_of", "only best_of=1 is supported")
+	}
+	if err := p.err(); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func isSet(raw json.RawMessage) bool {
+	return len(raw) > 0 && string(raw) != "null" && string(raw) != "[]"
+}
+
+func (s *Sampling) validate(p *problems) {
+	if s.Model == "" {
+		p.add("model", "is required")
+	}
+	if s.MaxTokens != nil && *s.MaxTokens < 1 {
+		p.add("max_tokens", "must be at least 1, got %d", *s.MaxTokens)
+	}
+	if s.Temperature != nil && (*s.Temperature < 0 || *s.Temperature > 2) {
+		p.add("temperature", "must be between 0 and 2, got %g", *s.Temperature)
+	}
+	if s.TopP != nil && (*s.TopP <= 0 || *s.TopP > 1) {
+		p.add("top_p", "must be in (0, 1], got %g", *s.TopP)
+	}
+	if s.N != nil && *s.N != 1 {
+		p.add("n", "only n=1 is supported, got %d", *s.N)
+	}
+	if s.StreamOptions != nil && !s.Stream {
+		p.add("stream_options", "is only allowed when stream is true")
+	}
+	if len(s.Stop) > MaxStop {
+		p.add("stop", "at most %d stop sequences, got %d", MaxStop, len(s.Stop))
+	}
+	for i, st := range s.Stop {
+		if st == "" {
+			p.add(fmt.Sprintf("stop[%d]", i), "must not be empty")
+		}
+	}
+	if s.PresencePenalty != nil && *s.PresencePenalty != 0 {
+		p.add("presence_penalty", "is not supported; use repetition_penalty")
+	}
+	if s.FrequencyPenalty != nil && *s.FrequencyPenalty != 0 {
+		p.add("frequency_penalty", "is not supported; use repetition_penalty")
+	}
+	if len(s.LogitBias) > 0 {
+		p.add("logit_bias", "is not supported")
+	}
+	if s.TopK != nil && *s.TopK < -1 {
+		p.add("top_k", "must be -1 (off), 0 (off) or positive, got %d", *s.TopK)
+	}
+	if s.MinP != nil && (*s.MinP < 0 || *s.MinP > 1) {
+		p.add("min_p", "must be between 0 and 1, got %g", *s.MinP)
+	}
+	if s.RepetitionPenalty != nil && *s.RepetitionPenalty <= 0 {
+		p.add("repetition_penalty", "must be positive, got %g", *s.RepetitionPenalty)
+	}
+	if s.TimeoutMS != nil && *s.TimeoutMS <= 0 {
+		p.add("timeout_ms", "must be positive, got %d", *s.TimeoutMS)
+	}
+}

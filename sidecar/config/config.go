@@ -1,0 +1,171 @@
+// Package config holds the sidecar's configuration: defaults, a strict YAML
+// file (unknown fields and wrong types are errors naming the field path),
+// flags that override the file, and validation that reports every problem
+// at once. It is read once at start.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is the whole sidecar configuration.
+type Config struct {
+	Server    Server    `yaml:"server"`
+	Engine    Engine    `yaml:"engine"`
+	Admission Admission `yaml:"admission"`
+	Batch     Batch     `yaml:"batch"`
+	Log       Log       `yaml:"log"`
+}
+
+// Server configures the listeners and the request limits.
+type Server struct {
+	// HTTPAddr serves the OpenAI-compatible API, health, readiness and metrics.
+	HTTPAddr string `yaml:"http_addr"`
+	// GRPCAddr serves the gRPC API; empty disables it.
+	GRPCAddr string `yaml:"grpc_addr"`
+	// MaxBodyBytes bounds request bodies; larger ones get 413.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// DrainTimeout bounds the wait for in-flight requests on SIGTERM.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// Engine chooses and shapes the inference engine.
+type Engine struct {
+	// Kind is the engine: "test" is the deterministic test engine.
+	Kind string `yaml:"kind"`
+	// Model is the name served in the API's "model" field.
+	Model string     `yaml:"model"`
+	Test  TestEngine `yaml:"test"`
+}
+
+// TestEngine shapes the test engine; see inference/testengine.
+type TestEngine struct {
+	Slots         int           `yaml:"slots"`
+	ContextLength int           `yaml:"context_length"`
+	StepCost      time.Duration `yaml:"step_cost"`
+	SeqCost       time.Duration `yaml:"seq_cost"`
+	TokenCost     time.Duration `yaml:"token_cost"`
+	EOSAfter      int           `yaml:"eos_after"`
+}
+
+// Admission configures the request queue.
+type Admission struct {
+	// PriorityLevels is the number of x-autoglm-priority levels (0 highest).
+	PriorityLevels int `yaml:"priority_levels"`
+	// MaxQueue bounds the waiting requests; beyond it requests get 429.
+	MaxQueue int `yaml:"max_queue"`
+	// DefaultTimeout is the deadline of requests that bring none.
+	DefaultTimeout time.Duration `yaml:"default_timeout"`
+	// MaxTimeout caps any deadline a request asks for.
+	MaxTimeout time.Duration `yaml:"max_timeout"`
+	// RetryAfter is the Retry-After hint sent with 429 responses.
+	RetryAfter time.Duration `yaml:"retry_after"`
+}
+
+// Batch configures continuous batching.
+type Batch struct {
+	MaxBatchSize   int           `yaml:"max_batch_size"`
+	MaxBatchTokens int           `yaml:"max_batch_tokens"`
+	MaxQueueDelay  time.Duration `yaml:"max_queue_delay"`
+}
+
+// Log configures structured logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json or text.
+	Format string `yaml:"format"`
+}
+
+// Default returns the configuration used where the file and flags are silent.
+func Default() Config {
+	return Config{
+		Server: Server{HTTPAddr: ":8080", GRPCAddr: ":9090", MaxBodyBytes: 4 << 20, DrainTimeout: 30 * time.Second},
+		Engine: Engine{Kind: "test", Model: "autoglm-test", Test: TestEngine{
+			Slots: 64, ContextLength: 4096, StepCost: 2 * time.Millisecond, SeqCost: 50 * time.Microsecond,
+		}},
+		Admission: Admission{PriorityLevels: 4, MaxQueue: 256, DefaultTimeout: 5 * time.Minute, MaxTimeout: 30 * time.Minute, RetryAfter: time.Second},
+		Batch:     Batch{MaxBatchSize: 32, MaxBatchTokens: 2048},
+		Log:       Log{Level: "info", Format: "json"},
+	}
+}
+
+// Validate reports every invalid field, joined, each with its path.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	if c.Server.HTTPAddr == "" {
+		bad("server.http_addr", "is required")
+	}
+	if c.Server.MaxBodyBytes < 1024 {
+		bad("server.max_body_bytes", "must be at least 1024, got %d", c.Server.MaxBodyBytes)
+	}
+	if c.Server.DrainTimeout < 0 {
+		bad("server.drain_timeout", "must not be negative, got %s", c.Server.DrainTimeout)
+	}
+	switch c.Engine.Kind {
+	case "test":
+		t := c.Engine.Test
+		if t.Slots < 1 {
+			bad("engine.test.slots", "must be at least 1, got %d", t.Slots)
+		}
+		if t.ContextLength < 16 {
+			bad("engine.test.context_length", "must be at least 16, got %d", t.ContextLength)
+		}
+		for _, d := range []struct {
+			path string
+			v    time.Duration
+		}{{"engine.test.step_cost", t.StepCost}, {"engine.test.seq_cost", t.SeqCost}, {"engine.test.token_cost", t.TokenCost}} {
+			if d.v < 0 {
+				bad(d.path, "must not be negative, got %s", d.v)
+			}
+		}
+		if t.EOSAfter < 0 {
+			bad("engine.test.eos_after", "must not be negative, got %d", t.EOSAfter)
+		}
+	default:
+		bad("engine.kind", "must be \"test\", got %q", c.Engine.Kind)
+	}
+	if c.Engine.Model == "" {
+		bad("engine.model", "is required")
+	}
+	a := c.Admission
+	if a.PriorityLevels < 1 || a.PriorityLevels > 16 {
+		bad("admission.priority_levels", "must be 1..16, got %d", a.PriorityLevels)
+	}
+	if a.MaxQueue < 1 {
+		bad("admission.max_queue", "must be at least 1, got %d", a.MaxQueue)
+	}
+	if a.DefaultTimeout <= 0 {
+		bad("admission.default_timeout", "must be positive, got %s", a.DefaultTimeout)
+	}
+	if a.MaxTimeout < a.DefaultTimeout {
+		bad("admission.max_timeout", "must be at least default_timeout (%s), got %s", a.DefaultTimeout, a.MaxTimeout)
+	}
+	if a.RetryAfter < time.Second {
+		bad("admission.retry_after", "must be at least 1s, got %s", a.RetryAfter)
+	}
+	b := c.Batch
+	if b.MaxBatchSize < 1 {
+		bad("batch.max_batch_size", "must be at least 1, got %d", b.MaxBatchSize)
+	}
+	if b.MaxBatchTokens < b.MaxBatchSize {
+		bad("batch.max_batch_tokens", "must be at least max_batch_size (%d), got %d", b.MaxBatchSize, b.MaxBatchTokens)
+	}
+	if b.MaxQueueDelay < 0 {
+		bad("batch.max_queue_delay", "must not be negative, got %s", b.MaxQueueDelay)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		bad("log.format", "must be json or text, got %q", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
