@@ -227,3 +227,11 @@ func (s *Sampling) validate(p *problems) {
 		p.add("timeout_ms", "must be positive, got %d", *s.TimeoutMS)
 	}
 }
+
+// Validate checks the sampling fields alone, for APIs that build a Sampling
+// from another wire format (gRPC).
+func (s *Sampling) Validate() *Error {
+	var p problems
+	s.validate(&p)
+	return p.err()
+}

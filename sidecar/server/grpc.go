@@ -1,0 +1,176 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/sidecar/api"
+	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
+	"github.com/open-autoglm/autoglm/sidecar/telemetry"
+)
+
+// GRPCServer returns a gRPC server with the Inference service, the health
+// service (NOT_SERVING until warm-up, and again while draining) and
+// reflection.
+func (s *Server) GRPCServer() *grpc.Server {
+	gs := grpc.NewServer(
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	autoglmv1.RegisterInferenceServer(gs, grpcService{s: s})
+	healthpb.RegisterHealthServer(gs, s.health)
+	reflection.Register(gs)
+	return gs
+}
+
+func newHealth() *health.Server {
+	h := health.NewServer()
+	h.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	h.SetServingStatus(autoglmv1.Inference_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	return h
+}
+
+func (s *Server) setServing(ok bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+	s.health.SetServingStatus(autoglmv1.Inference_ServiceDesc.ServiceName, st)
+}
+
+type grpcService struct {
+	autoglmv1.UnimplementedInferenceServer
+	s *Server
+}
+
+func (g grpcService) ListModels(context.Context, *autoglmv1.ListModelsRequest) (*autoglmv1.ListModelsResponse, error) {
+	return &autoglmv1.ListModelsResponse{Models: []*autoglmv1.Model{{Id: g.s.info.Model, ContextLength: int32(g.s.info.ContextLength)}}}, nil
+}
+
+func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.ServerStreamingServer[autoglmv1.GenerateResponse]) error {
+	s := g.s
+	ctx := stream.Context()
+	gen, aerr := fromProto(req)
+	if aerr != nil {
+		return grpcError(aerr)
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	first := func(k string) string {
+		if v := md.Get(k); len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	breq, dl, aerr := s.prepare(gen, meta{priority: first(HeaderPriority), tenant: first(HeaderTenant), envoyTimeout: first(HeaderEnvoyTimeout)}, time.Now())
+	if aerr != nil {
+		return grpcError(aerr)
+	}
+	ctx, cancel := context.WithDeadline(ctx, dl)
+	defer cancel()
+	seq, err := s.sched.Submit(ctx, breq)
+	stream.SetHeader(metadata.Pairs(telemetry.ORCAHeader, s.orca()))
+	if err != nil {
+		s.m.Request("grpc", s.failure(err).Status)
+		return grpcError(s.failure(err))
+	}
+	for {
+		text, err := seq.Next()
+		if err == io.EOF {
+			res := seq.Result()
+			u := usage(res)
+			s.m.Request("grpc", http.StatusOK)
+			return stream.Send(&autoglmv1.GenerateResponse{Text: text, FinishReason: res.Finish, Usage: &autoglmv1.Usage{
+				PromptTokens: int32(u.PromptTokens), CompletionTokens: int32(u.CompletionTokens), TotalTokens: int32(u.TotalTokens)}})
+		}
+		if err != nil {
+			e := s.failure(err)
+			if e == nil {
+				return status.FromContextError(ctx.Err()).Err()
+			}
+			s.m.Request("grpc", e.Status)
+			return grpcError(e)
+		}
+		if err := stream.Send(&autoglmv1.GenerateResponse{Text: text}); err != nil {
+			return err
+		}
+	}
+}
+
+// fromProto validates a gRPC request with the same rules as the HTTP API.
+func fromProto(r *autoglmv1.GenerateRequest) (*generation, *api.Error) {
+	sp := api.Sampling{Model: r.Model, Temperature: r.Temperature, TopP: r.TopP, Seed: r.Seed, Stop: r.Stop}
+	if r.MaxTokens != 0 {
+		mt := int(r.MaxTokens)
+		sp.MaxTokens = &mt
+	}
+	if r.TopK != 0 {
+		k := int(r.TopK)
+		sp.TopK = &k
+	}
+	if r.MinP != 0 {
+		sp.MinP = &r.MinP
+	}
+	if r.RepetitionPenalty != 0 {
+		sp.RepetitionPenalty = &r.RepetitionPenalty
+	}
+	if err := sp.Validate(); err != nil {
+		return nil, err
+	}
+	g := &generation{model: r.Model, maxTokens: sp.MaxTokens, stop: r.Stop, sampling: toSampling(&sp)}
+	given := 0
+	if r.Prompt != "" {
+		given++
+		g.prompt = r.Prompt
+	}
+	if len(r.PromptTokens) > 0 {
+		given++
+		g.tokens = make([]int, len(r.PromptTokens))
+		for i, t := range r.PromptTokens {
+			g.tokens[i] = int(t)
+		}
+	}
+	if len(r.Messages) > 0 {
+		given++
+		for i, m := range r.Messages {
+			if m.Role == "" {
+				return nil, api.Invalid("messages", fmt.Sprintf("messages[%d].role: is required", i))
+			}
+			g.chat = append(g.chat, inference.Message{Role: m.Role, Content: m.Content})
+		}
+	}
+	if given != 1 {
+		return nil, api.Invalid("prompt", "exactly one of prompt, prompt_tokens or messages is required")
+	}
+	return g, nil
+}
+
+func grpcError(e *api.Error) error {
+	c := codes.Internal
+	switch e.Status {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		c = codes.InvalidArgument
+	case http.StatusNotFound:
+		c = codes.NotFound
+	case http.StatusTooManyRequests:
+		c = codes.ResourceExhausted
+	case http.StatusServiceUnavailable:
+		c = codes.Unavailable
+	case http.StatusGatewayTimeout:
+		c = codes.DeadlineExceeded
+	}
+	return status.Error(c, e.Message)
+}

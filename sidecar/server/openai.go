@@ -1,0 +1,265 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/sidecar/api"
+	"github.com/open-autoglm/autoglm/sidecar/batch"
+	"github.com/open-autoglm/autoglm/sidecar/telemetry"
+)
+
+func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
+	body, aerr := s.readBody(w, r)
+	if aerr != nil {
+		s.reply(w, "chat", aerr)
+		return
+	}
+	req, aerr := api.DecodeChat(body)
+	if aerr != nil {
+		s.reply(w, "chat", aerr)
+		return
+	}
+	msgs := make([]inference.Message, len(req.Messages))
+	for i, m := range req.Messages {
+		msgs[i] = inference.Message{Role: m.Role, Content: m.Content.Text}
+	}
+	g := generation{model: req.Model, chat: msgs, maxTokens: req.MaxTokens, stop: req.Stop,
+		sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS}
+	s.serve(w, r, "chat", &g, &req.Sampling, chatFormat{model: req.Model, created: time.Now().Unix()})
+}
+
+func (s *Server) completion(w http.ResponseWriter, r *http.Request) {
+	body, aerr := s.readBody(w, r)
+	if aerr != nil {
+		s.reply(w, "completions", aerr)
+		return
+	}
+	req, aerr := api.DecodeCompletion(body)
+	if aerr != nil {
+		s.reply(w, "completions", aerr)
+		return
+	}
+	g := generation{model: req.Model, prompt: req.Prompt.Text, tokens: req.Prompt.Tokens, maxTokens: req.MaxTokens,
+		defaultMT: defaultCompletionMT, stop: req.Stop, sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS}
+	s.serve(w, r, "completions", &g, &req.Sampling, textFormat{model: req.Model, created: time.Now().Unix()})
+}
+
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.Error) {
+	var buf bytes.Buffer
+	if r.ContentLength > 0 && r.ContentLength <= s.opts.MaxBodyBytes {
+		buf.Grow(int(r.ContentLength))
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		s.m.Reject(telemetry.ReasonTooLarge)
+		return nil, api.NewError(http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large",
+			"Request body too large: the limit is "+strconv.FormatInt(tooBig.Limit, 10)+" bytes.")
+	case err != nil:
+		return nil, api.Invalid("", "could not read the request body: "+err.Error())
+	}
+	return buf.Bytes(), nil
+}
+
+// serve runs a generation and answers it, streamed or not. Nothing is
+// written before the first token or the failure, so a request rejected
+// while queued still gets its own status code.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, apiName string, g *generation, sp *api.Sampling, f format) {
+	breq, dl, aerr := s.prepare(g, meta{
+		priority: r.Header.Get(HeaderPriority), tenant: r.Header.Get(HeaderTenant),
+		envoyTimeout: r.Header.Get(HeaderEnvoyTimeout), grpcTimeout: r.Header.Get(HeaderGRPCTimeout),
+	}, time.Now())
+	if aerr != nil {
+		s.reply(w, apiName, aerr)
+		return
+	}
+	ctx, cancel := context.WithDeadline(r.Context(), dl)
+	defer cancel()
+	seq, err := s.sched.Submit(ctx, breq)
+	w.Header().Set(telemetry.ORCAHeader, s.orca())
+	if err != nil {
+		s.reply(w, apiName, s.failure(err))
+		return
+	}
+	text, err := seq.Next()
+	if err != nil && err != io.EOF {
+		s.reply(w, apiName, s.failure(err))
+		return
+	}
+	id := s.nextID(f.idPrefix())
+	if !sp.Stream {
+		var b strings.Builder
+		b.WriteString(text)
+		for err == nil {
+			text, err = seq.Next()
+			b.WriteString(text)
+		}
+		if err != io.EOF {
+			s.reply(w, apiName, s.failure(err))
+			return
+		}
+		s.writeJSON(w, http.StatusOK, f.full(id, b.String(), seq.Result()))
+		s.m.Request(apiName, http.StatusOK)
+		return
+	}
+	s.stream(w, apiName, id, f, seq, text, err, sp.StreamOptions != nil && sp.StreamOptions.IncludeUsage)
+}
+
+func (s *Server) stream(w http.ResponseWriter, apiName, id string, f format, seq *batch.Sequence, text string, err error, includeUsage bool) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	s.m.Request(apiName, http.StatusOK)
+	rc := http.NewResponseController(w)
+	var buf []byte
+	send := func(v any) bool {
+		b, _ := json.Marshal(v)
+		buf = append(append(append(buf[:0], "data: "...), b...), "\n\n"...)
+		if _, werr := w.Write(buf); werr != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !send(f.chunk(id, text, true)) {
+		return
+	}
+	for err == nil {
+		if text, err = seq.Next(); text != "" && !send(f.chunk(id, text, false)) {
+			return
+		}
+	}
+	if err != io.EOF {
+		if e := s.failure(err); e != nil {
+			buf = append(append(append(buf[:0], "data: "...), e.JSON()...), "\n\n"...)
+			w.Write(buf)
+			io.WriteString(w, "data: [DONE]\n\n")
+		}
+		return
+	}
+	res := seq.Result()
+	if !send(f.final(id, res.Finish)) {
+		return
+	}
+	if includeUsage && !send(f.usage(id, usage(res))) {
+		return
+	}
+	io.WriteString(w, "data: [DONE]\n\n")
+	rc.Flush()
+}
+
+// reply writes an error (nil: the client has gone, nothing to write).
+func (s *Server) reply(w http.ResponseWriter, apiName string, e *api.Error) {
+	if e == nil {
+		s.m.Request(apiName, 499)
+		return
+	}
+	if e.Status == http.StatusBadRequest || e.Status == http.StatusNotFound {
+		s.m.Reject(telemetry.ReasonInvalid)
+	}
+	s.m.Request(apiName, e.Status)
+	s.writeError(w, e)
+}
+
+func (s *Server) writeError(w http.ResponseWriter, e *api.Error) {
+	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(s.opts.RetryAfter.Seconds()))))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.Status)
+	w.Write(e.JSON())
+}
+
+func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		s.writeError(w, api.NewError(http.StatusInternalServerError, "server_error", "internal_error", "could not encode the response"))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+func usage(r batch.Result) api.Usage {
+	return api.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.PromptTokens + r.CompletionTokens}
+}
+
+// format shapes the responses of one API.
+type format interface {
+	idPrefix() string
+	full(id, text string, r batch.Result) any
+	chunk(id, text string, first bool) any
+	final(id, finish string) any
+	usage(id string, u api.Usage) any
+}
+
+type chatFormat struct {
+	model   string
+	created int64
+}
+
+func (chatFormat) idPrefix() string { return "chatcmpl-" }
+
+func (f chatFormat) full(id, text string, r batch.Result) any {
+	u := usage(r)
+	return api.ChatCompletion{ID: id, Object: "chat.completion", Created: f.created, Model: f.model, Usage: &u,
+		Choices: []api.ChatChoice{{Message: api.AssistantOutput{Role: "assistant", Content: text}, FinishReason: r.Finish}}}
+}
+
+func (f chatFormat) chunk(id, text string, first bool) any {
+	d := api.Delta{Content: text}
+	if first {
+		d.Role = "assistant"
+	}
+	return f.wrap(id, []api.ChunkChoice{{Delta: d}}, nil)
+}
+
+func (f chatFormat) final(id, finish string) any {
+	return f.wrap(id, []api.ChunkChoice{{FinishReason: &finish}}, nil)
+}
+
+func (f chatFormat) usage(id string, u api.Usage) any { return f.wrap(id, []api.ChunkChoice{}, &u) }
+
+func (f chatFormat) wrap(id string, c []api.ChunkChoice, u *api.Usage) api.ChatChunk {
+	return api.ChatChunk{ID: id, Object: "chat.completion.chunk", Created: f.created, Model: f.model, Choices: c, Usage: u}
+}
+
+type textFormat struct {
+	model   string
+	created int64
+}
+
+func (textFormat) idPrefix() string { return "cmpl-" }
+
+func (f textFormat) full(id, text string, r batch.Result) any {
+	u := usage(r)
+	return f.wrap(id, []api.CompletionChoice{{Text: text, FinishReason: &r.Finish}}, &u)
+}
+
+func (f textFormat) chunk(id, text string, _ bool) any {
+	return f.wrap(id, []api.CompletionChoice{{Text: text}}, nil)
+}
+
+func (f textFormat) final(id, finish string) any {
+	return f.wrap(id, []api.CompletionChoice{{FinishReason: &finish}}, nil)
+}
+
+func (f textFormat) usage(id string, u api.Usage) any { return f.wrap(id, []api.CompletionChoice{}, &u) }
+
+func (f textFormat) wrap(id string, c []api.CompletionChoice, u *api.Usage) api.Completion {
+	return api.Completion{ID: id, Object: "text_completion", Created: f.created, Model: f.model, Choices: c, Usage: u}
+}

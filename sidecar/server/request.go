@@ -1,0 +1,210 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/sidecar/admission"
+	"github.com/open-autoglm/autoglm/sidecar/api"
+	"github.com/open-autoglm/autoglm/sidecar/batch"
+	"github.com/open-autoglm/autoglm/sidecar/telemetry"
+)
+
+// Header names of the contracts in ARCHITECTURE.md.
+const (
+	HeaderPriority      = "x-autoglm-priority"
+	HeaderTenant        = "x-autoglm-tenant"
+	HeaderEnvoyTimeout  = "x-envoy-expected-rq-timeout-ms"
+	HeaderGRPCTimeout   = "grpc-timeout"
+	defaultCompletionMT = 16 // OpenAI's default max_tokens for /v1/completions
+)
+
+// generation is a request reduced to what the scheduler needs, whichever
+// API it came from.
+type generation struct {
+	model     string
+	prompt    string // text to tokenize, when tokens is nil
+	tokens    []int
+	chat      []inference.Message
+	maxTokens *int
+	defaultMT int // max tokens when the request gives none; 0 = to the context end
+	stop      []string
+	sampling  inference.Sampling
+	timeoutMS *int64
+}
+
+// meta is what the request's headers (or gRPC metadata) say.
+type meta struct {
+	priority     string
+	tenant       string
+	envoyTimeout string
+	grpcTimeout  string
+}
+
+// prepare validates g against the model and turns it into a scheduler
+// request and a deadline.
+func (s *Server) prepare(g *generation, md meta, now time.Time) (batch.Request, time.Time, *api.Error) {
+	var r batch.Request
+	if g.model != s.info.Model {
+		return r, time.Time{}, api.ModelNotFound(g.model)
+	}
+	pri, err := parsePriority(md.priority)
+	if err != nil {
+		return r, time.Time{}, api.Invalid(HeaderPriority, err.Error())
+	}
+	r.Priority, r.Tenant = pri, md.tenant
+	dl, derr := s.deadline(md, g.timeoutMS, now)
+	if derr != nil {
+		return r, time.Time{}, derr
+	}
+	tok := s.sched.Tokenizer()
+	switch {
+	case g.tokens != nil:
+		for i, t := range g.tokens {
+			if t < 0 || t >= s.info.Vocab {
+				return r, dl, api.Invalid("prompt", fmt.Sprintf("prompt[%d]: token id %d is outside the vocabulary (0..%d)", i, t, s.info.Vocab-1))
+			}
+		}
+		r.Prompt = g.tokens
+	case g.chat != nil:
+		text, err := tok.ChatPrompt(g.chat)
+		if err != nil {
+			return r, dl, api.Invalid("messages", err.Error())
+		}
+		r.Prompt = tok.Encode(text)
+	default:
+		r.Prompt = tok.Encode(g.prompt)
+	}
+	room := s.info.ContextLength - len(r.Prompt)
+	switch {
+	case g.maxTokens != nil:
+		r.MaxTokens = *g.maxTokens
+	case g.defaultMT > 0:
+		r.MaxTokens = min(g.defaultMT, max(room, 1))
+	default:
+		r.MaxTokens = max(room, 1)
+	}
+	if len(r.Prompt)+r.MaxTokens > s.info.ContextLength {
+		e := api.NewError(http.StatusBadRequest, "invalid_request_error", "context_length_exceeded", fmt.Sprintf(
+			"This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the prompt, %d for the completion). Please reduce the prompt or the completion length.",
+			s.info.ContextLength, len(r.Prompt)+r.MaxTokens, len(r.Prompt), r.MaxTokens))
+		return r, dl, e
+	}
+	r.Stop, r.Sampling = g.stop, g.sampling
+	return r, dl, nil
+}
+
+func parsePriority(v string) (int, error) {
+	if v == "" {
+		return 0, nil
+	}
+	p, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || p < 0 {
+		return 0, fmt.Errorf("%s: must be a non-negative integer (0 is highest), got %q", HeaderPriority, v)
+	}
+	return p, nil
+}
+
+// deadline is the tightest of the deadlines the request carries, capped by
+// the configured maximum; the default applies when it carries none.
+func (s *Server) deadline(md meta, timeoutMS *int64, now time.Time) (time.Time, *api.Error) {
+	d := time.Duration(0)
+	tighten := func(v time.Duration) {
+		if d == 0 || v < d {
+			d = v
+		}
+	}
+	if md.envoyTimeout != "" {
+		ms, err := strconv.ParseInt(strings.TrimSpace(md.envoyTimeout), 10, 64)
+		if err != nil || ms < 0 {
+			return time.Time{}, api.Invalid(HeaderEnvoyTimeout, fmt.Sprintf("%s: must be milliseconds, got %q", HeaderEnvoyTimeout, md.envoyTimeout))
+		}
+		if ms > 0 { // Envoy sends 0 for "no timeout"
+			tighten(time.Duration(ms) * time.Millisecond)
+		}
+	}
+	if md.grpcTimeout != "" {
+		v, err := ParseGRPCTimeout(md.grpcTimeout)
+		if err != nil {
+			return time.Time{}, api.Invalid(HeaderGRPCTimeout, err.Error())
+		}
+		tighten(v)
+	}
+	if timeoutMS != nil {
+		tighten(time.Duration(*timeoutMS) * time.Millisecond)
+	}
+	if d == 0 {
+		d = s.opts.DefaultTimeout
+	}
+	return now.Add(min(d, s.opts.MaxTimeout)), nil
+}
+
+// ParseGRPCTimeout parses the grpc-timeout header: at most 8 digits and a
+// unit H, M, S, m (ms), u (µs) or n (ns).
+func ParseGRPCTimeout(v string) (time.Duration, error) {
+	if len(v) < 2 || len(v) > 9 {
+		return 0, fmt.Errorf("%s: malformed value %q", HeaderGRPCTimeout, v)
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%s: malformed value %q", HeaderGRPCTimeout, v)
+	}
+	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second, 'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
+	if unit == 0 {
+		return 0, fmt.Errorf("%s: unknown unit in %q", HeaderGRPCTimeout, v)
+	}
+	return time.Duration(n) * unit, nil
+}
+
+// failure maps a scheduling error to an API error; nil means the client
+// went away and there is no one to answer.
+func (s *Server) failure(err error) *api.Error {
+	switch {
+	case errors.Is(err, admission.ErrQueueFull):
+		return api.NewError(http.StatusTooManyRequests, "rate_limit_error", telemetry.ReasonQueueFull, "The server is at capacity: the request queue is full. Retry later.")
+	case errors.Is(err, admission.ErrDeadline):
+		return api.NewError(http.StatusTooManyRequests, "rate_limit_error", telemetry.ReasonDeadline, "The server is at capacity: the request cannot start within its deadline. Retry later.")
+	case errors.Is(err, admission.ErrClosed), errors.Is(err, batch.ErrStopped):
+		return api.NewError(http.StatusServiceUnavailable, "server_error", telemetry.ReasonDraining, "The server is shutting down. Retry on another replica.")
+	case errors.Is(err, batch.ErrTooLong):
+		return api.NewError(http.StatusBadRequest, "invalid_request_error", "context_length_exceeded", err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return api.NewError(http.StatusGatewayTimeout, "timeout_error", "deadline_exceeded", "The request's deadline passed during generation.")
+	case errors.Is(err, context.Canceled):
+		return nil
+	}
+	s.log.Error("generation failed", "err", err)
+	return api.NewError(http.StatusInternalServerError, "server_error", "internal_error", "The engine failed while generating.")
+}
+
+func toSampling(sp *api.Sampling) inference.Sampling {
+	var out inference.Sampling
+	if sp.Temperature != nil {
+		out.Temperature = *sp.Temperature
+	} else {
+		out.Temperature = 1 // OpenAI's default
+	}
+	if sp.TopP != nil {
+		out.TopP = *sp.TopP
+	}
+	if sp.TopK != nil {
+		out.TopK = *sp.TopK
+	}
+	if sp.MinP != nil {
+		out.MinP = *sp.MinP
+	}
+	if sp.RepetitionPenalty != nil {
+		out.RepetitionPenalty = *sp.RepetitionPenalty
+	}
+	if sp.Seed != nil {
+		out.Seed, out.HasSeed = *sp.Seed, true
+	}
+	return out
+}
+

@@ -1,0 +1,231 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+
+	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/sidecar/admission"
+	"github.com/open-autoglm/autoglm/sidecar/api"
+	"github.com/open-autoglm/autoglm/sidecar/batch"
+	"github.com/open-autoglm/autoglm/sidecar/config"
+	"github.com/open-autoglm/autoglm/sidecar/telemetry"
+)
+
+// Options are the server's request limits.
+type Options struct {
+	MaxBodyBytes   int64
+	DefaultTimeout time.Duration
+	MaxTimeout     time.Duration
+	RetryAfter     time.Duration
+	DrainTimeout   time.Duration
+}
+
+// Server serves one engine through one scheduler.
+type Server struct {
+	opts     Options
+	sched    *batch.Scheduler
+	info     inference.Info
+	maxBatch int
+	m        *telemetry.Metrics
+	reg      *prometheus.Registry
+	log      *slog.Logger
+	created  int64
+	health   *health.Server
+	ready    atomic.Bool
+	draining atomic.Bool
+	ids      atomic.Uint64
+	idPrefix string
+}
+
+// New builds a server and its scheduler from cfg; Run starts them.
+func New(cfg config.Config, eng inference.Engine, log *slog.Logger) *Server {
+	sched := batch.New(batch.Config{
+		MaxBatchSize:   cfg.Batch.MaxBatchSize,
+		MaxBatchTokens: cfg.Batch.MaxBatchTokens,
+		MaxQueueDelay:  cfg.Batch.MaxQueueDelay,
+		Queue:          admission.Config{Levels: cfg.Admission.PriorityLevels, MaxQueue: cfg.Admission.MaxQueue},
+	}, eng, log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	info := sched.Info()
+	m := telemetry.New(reg, sched.Depths, func() (int, int, int) {
+		running, _, kv := sched.Load()
+		return running, kv, info.KVTokens
+	})
+	sched.SetMetrics(m)
+	now := time.Now()
+	return &Server{
+		opts: Options{
+			MaxBodyBytes: cfg.Server.MaxBodyBytes, DefaultTimeout: cfg.Admission.DefaultTimeout,
+			MaxTimeout: cfg.Admission.MaxTimeout, RetryAfter: cfg.Admission.RetryAfter, DrainTimeout: cfg.Server.DrainTimeout,
+		},
+		sched: sched, info: info, health: newHealth(), maxBatch: cfg.Batch.MaxBatchSize, m: m, reg: reg, log: log,
+		created: now.Unix(), idPrefix: strconv.FormatInt(now.UnixNano()%(1<<40), 36),
+	}
+}
+
+// Ready reports whether the model is loaded and warmed up and the server
+// is not draining.
+func (s *Server) Ready() bool { return s.ready.Load() && !s.draining.Load() }
+
+// Handler is the HTTP API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/chat/completions", s.chat)
+	mux.HandleFunc("POST /v1/completions", s.completion)
+	mux.HandleFunc("GET /v1/models", s.models)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/chat/completions", "/v1/completions", "/v1/models":
+			s.writeError(w, api.NewError(http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed",
+				fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path)))
+			return
+		}
+		s.writeError(w, api.NewError(http.StatusNotFound, "invalid_request_error", "not_found", "Unknown path "+r.URL.Path))
+	})
+	return mux
+}
+
+// Listeners are where Run serves; GRPC may be nil.
+type Listeners struct {
+	HTTP, GRPC net.Listener
+}
+
+// Run serves until ctx ends, then drains: readiness turns false, new
+// requests get 503, in-flight ones finish within the drain timeout, and
+// Run returns nil.
+func (s *Server) Run(ctx context.Context, ls Listeners) error {
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	var gs *grpc.Server
+	if ls.GRPC != nil {
+		gs = s.GRPCServer()
+	}
+	schedCtx, stopSched := context.WithCancel(context.Background())
+	defer stopSched()
+	g, gctx := errgroup.WithContext(ctx)
+	schedDone := make(chan struct{})
+	g.Go(func() error {
+		defer close(schedDone)
+		return s.sched.Run(schedCtx)
+	})
+	g.Go(func() error {
+		if err := hs.Serve(ls.HTTP); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	if gs != nil {
+		g.Go(func() error {
+			if err := gs.Serve(ls.GRPC); err != nil {
+				return fmt.Errorf("grpc server: %w", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		if err := s.warmup(gctx); err != nil {
+			if gctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		s.ready.Store(true)
+		s.setServing(true)
+		s.log.Info("ready", "model", s.info.Model, "engine", s.info.Description, "http", ls.HTTP.Addr().String())
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		s.drain(hs, gs)
+		stopSched()
+		<-schedDone
+		return nil
+	})
+	return g.Wait()
+}
+
+func (s *Server) drain(hs *http.Server, gs *grpc.Server) {
+	s.draining.Store(true)
+	s.setServing(false)
+	s.sched.Close()
+	running, queued, _ := s.sched.Load()
+	s.log.Info("draining", "running", running, "queued", queued, "timeout", s.opts.DrainTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if gs != nil {
+			gs.GracefulStop()
+		}
+	}()
+	if err := hs.Shutdown(ctx); err != nil {
+		s.log.Warn("drain timeout: closing remaining connections", "err", err)
+		hs.Close()
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		gs.Stop()
+		<-done
+	}
+	s.log.Info("drained")
+}
+
+// warmup runs one short generation through the whole scheduler path.
+func (s *Server) warmup(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.MaxTimeout)
+	defer cancel()
+	seq, err := s.sched.Submit(ctx, batch.Request{Prompt: s.sched.Tokenizer().Encode("warm-up"), MaxTokens: 1})
+	if err != nil {
+		return err
+	}
+	for {
+		if _, err := seq.Next(); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
+	s.writeJSON(w, http.StatusOK, api.ModelList{Object: "list", Data: []api.Model{{
+		ID: s.info.Model, Object: "model", Created: s.created, OwnedBy: "autoglm", MaxModelLen: s.info.ContextLength,
+	}}})
+}
+
+// orca is the current ORCA load report.
+func (s *Server) orca() string {
+	running, queued, kv := s.sched.Load()
+	return telemetry.ORCA(running, queued, s.maxBatch, kv, s.info.KVTokens)
+}
+
+func (s *Server) nextID(prefix string) string {
+	return prefix + s.idPrefix + strconv.FormatUint(s.ids.Add(1), 36)
+}
