@@ -33,6 +33,9 @@ type Config struct {
 	// EOSAfter ends every sequence with EOS after that many generated
 	// tokens; 0 never emits EOS.
 	EOSAfter int
+	// Gate, when set, holds every step until a value arrives on it (or it
+	// is closed): tests use it to keep the engine busy inside a step.
+	Gate <-chan struct{}
 }
 
 type slot struct {
@@ -112,6 +115,9 @@ func (e *Engine) Step(ctx context.Context, batch []inference.Input) ([]inference
 			return nil, fmt.Errorf("step slot %d: %d tokens exceed context length %d", in.Slot, s.length+len(in.Tokens), e.cfg.ContextLength)
 		}
 		fed += len(in.Tokens)
+	}
+	if e.cfg.Gate != nil {
+		<-e.cfg.Gate
 	}
 	if cost := e.cfg.StepCost + time.Duration(len(batch))*e.cfg.SeqCost + time.Duration(fed)*e.cfg.TokenCost; cost > 0 {
 		time.Sleep(cost)

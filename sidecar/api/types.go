@@ -79,6 +79,8 @@ func (l *StringList) UnmarshalJSON(b []byte) error {
 // StreamOptions are the options of a streamed response.
 type StreamOptions struct {
 	IncludeUsage bool `json:"include_usage"`
+	// IncludeObfuscation is accepted and ignored: nothing is obfuscated.
+	IncludeObfuscation *bool `json:"include_obfuscation"`
 }
 
 // Sampling holds the fields common to chat and text completions.
