@@ -134,3 +134,10 @@ func TestOpenAIErrors(t *testing.T) {
 		})
 	}
 }
+
+func completionParams(prompt string) openai.CompletionNewParams {
+	return openai.CompletionNewParams{
+		Model:  openai.CompletionNewParamsModel("autoglm-test"),
+		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String(prompt)},
+	}
+}
