@@ -76,8 +76,9 @@ type Message struct {
 // Tokenizer turns text into token ids and back.
 type Tokenizer interface {
 	Encode(text string) []int
-	// Piece returns the bytes of one token. Pieces may split a UTF-8
-	// character; callers join them before emitting text.
+	// Piece returns the bytes of one token, which the caller must not
+	// modify. Pieces may split a UTF-8 character; callers join them before
+	// emitting text.
 	Piece(token int) []byte
 	// ChatPrompt renders a conversation with the model's chat template,
 	// ending where the assistant's reply starts.
@@ -93,8 +94,8 @@ type Engine interface {
 	// Start begins a new sequence in slot, discarding what the slot held.
 	Start(slot int, s Sampling) error
 	// Step feeds every input in one forward pass and returns one Output per
-	// input with Sample set, in input order. A step is not interruptible:
-	// ctx is checked before the step starts.
+	// input with Sample set, in input order; the slice is valid until the
+	// next Step. A step is not interruptible: ctx is checked before it starts.
 	Step(ctx context.Context, batch []Input) ([]Output, error)
 	// Release frees a slot's KV state.
 	Release(slot int)

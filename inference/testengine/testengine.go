@@ -50,6 +50,7 @@ type slot struct {
 type Engine struct {
 	cfg   Config
 	slots []slot
+	out   []inference.Output
 	// Steps counts the steps run, for tests.
 	Steps int
 }
@@ -123,7 +124,7 @@ func (e *Engine) Step(ctx context.Context, batch []inference.Input) ([]inference
 		time.Sleep(cost)
 	}
 	e.Steps++
-	out := make([]inference.Output, 0, len(batch))
+	out := e.out[:0]
 	for _, in := range batch {
 		s := &e.slots[in.Slot]
 		for _, t := range in.Tokens {
@@ -142,6 +143,7 @@ func (e *Engine) Step(ctx context.Context, batch []inference.Input) ([]inference
 		h ^= h >> 29
 		out = append(out, inference.Output{Slot: in.Slot, Token: int(alphabet[h%uint64(len(alphabet))])})
 	}
+	e.out = out
 	return out, nil
 }
 
@@ -155,11 +157,19 @@ func (tokenizer) Encode(text string) []int {
 	return ids
 }
 
+// pieces holds every byte token's one-byte piece, so Piece does not allocate.
+var pieces = func() (p [256][]byte) {
+	for i := range p {
+		p[i] = []byte{byte(i)}
+	}
+	return p
+}()
+
 func (tokenizer) Piece(token int) []byte {
 	if token < 0 || token > 255 {
 		return nil
 	}
-	return []byte{byte(token)}
+	return pieces[token]
 }
 
 // ChatPrompt renders ChatML.

@@ -121,3 +121,13 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestContentEscapes(t *testing.T) {
+	r, err := DecodeChat([]byte(`{"model":"m","messages":[{"role":"user","content":"plain é"},{"role":"user","content":"tab\there \"q\" \u00e9"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Messages[0].Content.Text != "plain é" || r.Messages[1].Content.Text != "tab\there \"q\" é" {
+		t.Fatalf("%q %q", r.Messages[0].Content.Text, r.Messages[1].Content.Text)
+	}
+}

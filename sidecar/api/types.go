@@ -32,6 +32,11 @@ func (c *Content) UnmarshalJSON(b []byte) error {
 	}
 	if len(b) > 0 && b[0] == '"' {
 		c.Set = true
+		// The decoder has validated b; without escapes it is the text.
+		if len(b) >= 2 && bytes.IndexByte(b, '\\') < 0 {
+			c.Text = string(b[1 : len(b)-1])
+			return nil
+		}
 		return json.Unmarshal(b, &c.Text)
 	}
 	var parts []struct {

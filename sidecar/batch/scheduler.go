@@ -87,7 +87,7 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (*Sequence, error) {
 	if reserve > s.info.ContextLength || reserve > s.info.KVTokens {
 		return nil, fmt.Errorf("%w: %d prompt + %d max tokens > %d", ErrTooLong, len(r.Prompt), r.MaxTokens, min(s.info.ContextLength, s.info.KVTokens))
 	}
-	seq := &Sequence{req: r, sched: s, reserve: reserve, notify: make(chan struct{}, 1)}
+	seq := &Sequence{req: r, sched: s, reserve: reserve, notify: make(chan struct{}, 1), ended: make(chan struct{})}
 	seq.stats.Arrived = time.Now()
 	seq.item = admission.Item[*Sequence]{Priority: r.Priority, Tenant: r.Tenant, Ctx: ctx, Value: seq}
 	if err := s.q.TryEnqueue(&seq.item); err != nil {

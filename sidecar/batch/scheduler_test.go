@@ -260,3 +260,24 @@ func TestQueueFullAndStop(t *testing.T) {
 		}
 	}
 }
+
+func TestWaitMatchesNext(t *testing.T) {
+	s := start(t, Config{}, testengine.New(testengine.Config{}))
+	want, _ := generate(t, s, "wait", 30)
+	seq, err := s.Submit(context.Background(), Request{Prompt: s.Tokenizer().Encode("wait"), MaxTokens: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := seq.Wait()
+	if err != io.EOF || got != want || seq.Result().CompletionTokens != 30 {
+		t.Fatalf("Wait: %q %v, Next: %q", got, err, want)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	seq, err = s.Submit(ctx, Request{Prompt: []int{'x'}, MaxTokens: 3})
+	if err == nil {
+		if _, err := seq.Wait(); !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled: %v", err)
+		}
+	}
+}

@@ -62,7 +62,8 @@ type Sequence struct {
 	done   bool
 	err    error
 	result Result
-	notify chan struct{}
+	notify chan struct{} // a value after new text or the end
+	ended  chan struct{} // closed at the end
 }
 
 // Next returns the text generated since the previous call, waiting for
@@ -96,6 +97,28 @@ func (s *Sequence) Next() (string, error) {
 			return "", s.abandon()
 		}
 	}
+}
+
+// Wait waits for the end and returns all the text not yet read, with the
+// same errors as Next. Unlike a loop over Next it wakes once, not per token.
+func (s *Sequence) Wait() (string, error) {
+	select {
+	case <-s.ended:
+	case <-s.item.Ctx.Done():
+		select {
+		case <-s.ended: // ended as the context did: keep the result
+		default:
+			return "", s.abandon()
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := string(s.text)
+	s.text = s.text[:0]
+	if s.err != nil {
+		return t, s.err
+	}
+	return t, io.EOF
 }
 
 // abandon handles the end of the caller's context. A sequence still queued
@@ -140,6 +163,7 @@ func (s *Sequence) finish(r Result, err error) {
 	s.mu.Lock()
 	if !s.done {
 		s.done, s.err, s.result = true, err, r
+		close(s.ended)
 	}
 	s.mu.Unlock()
 	s.wake()

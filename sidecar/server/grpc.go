@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -70,7 +71,7 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	first := func(k string) string {
-		if v := md.Get(k); len(v) > 0 {
+		if v := md.Get(strings.ToLower(k)); len(v) > 0 {
 			return v[0]
 		}
 		return ""
@@ -82,7 +83,7 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 	ctx, cancel := context.WithDeadline(ctx, dl)
 	defer cancel()
 	seq, err := s.sched.Submit(ctx, breq)
-	stream.SetHeader(metadata.Pairs(telemetry.ORCAHeader, s.orca()))
+	stream.SetHeader(metadata.Pairs(strings.ToLower(telemetry.ORCAHeader), s.orca()))
 	if err != nil {
 		s.m.Request("grpc", s.failure(err).Status)
 		return grpcError(s.failure(err))

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/open-autoglm/autoglm/inference"
@@ -55,21 +53,33 @@ func (s *Server) completion(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.Error) {
-	var buf bytes.Buffer
+	// One allocation when the length is known: room for the body and the
+	// read that sees EOF.
+	size := 512
 	if r.ContentLength > 0 && r.ContentLength <= s.opts.MaxBodyBytes {
-		buf.Grow(int(r.ContentLength))
+		size = int(r.ContentLength) + 1
 	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		s.m.Reject(telemetry.ReasonTooLarge)
-		return nil, api.NewError(http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large",
-			"Request body too large: the limit is "+strconv.FormatInt(tooBig.Limit, 10)+" bytes.")
-	case err != nil:
-		return nil, api.Invalid("", "could not read the request body: "+err.Error())
+	buf := make([]byte, 0, size)
+	body := http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+	for {
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			s.m.Reject(telemetry.ReasonTooLarge)
+			return nil, api.NewError(http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large",
+				"Request body too large: the limit is "+strconv.FormatInt(tooBig.Limit, 10)+" bytes.")
+		case err != nil:
+			return nil, api.Invalid("", "could not read the request body: "+err.Error())
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
 	}
-	return buf.Bytes(), nil
 }
 
 // serve runs a generation and answers it, streamed or not. Nothing is
@@ -87,9 +97,20 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, apiName string, g
 	ctx, cancel := context.WithDeadline(r.Context(), dl)
 	defer cancel()
 	seq, err := s.sched.Submit(ctx, breq)
-	w.Header().Set(telemetry.ORCAHeader, s.orca())
+	w.Header()[telemetry.ORCAHeader] = []string{s.orca()}
 	if err != nil {
 		s.reply(w, apiName, s.failure(err))
+		return
+	}
+	id := s.nextID(f.idPrefix())
+	if !sp.Stream {
+		text, err := seq.Wait()
+		if err != io.EOF {
+			s.reply(w, apiName, s.failure(err))
+			return
+		}
+		s.writeJSON(w, http.StatusOK, f.full(id, text, seq.Result()))
+		s.m.Request(apiName, http.StatusOK)
 		return
 	}
 	text, err := seq.Next()
@@ -97,30 +118,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, apiName string, g
 		s.reply(w, apiName, s.failure(err))
 		return
 	}
-	id := s.nextID(f.idPrefix())
-	if !sp.Stream {
-		var b strings.Builder
-		b.WriteString(text)
-		for err == nil {
-			text, err = seq.Next()
-			b.WriteString(text)
-		}
-		if err != io.EOF {
-			s.reply(w, apiName, s.failure(err))
-			return
-		}
-		s.writeJSON(w, http.StatusOK, f.full(id, b.String(), seq.Result()))
-		s.m.Request(apiName, http.StatusOK)
-		return
-	}
 	s.stream(w, apiName, id, f, seq, text, err, sp.StreamOptions != nil && sp.StreamOptions.IncludeUsage)
 }
 
 func (s *Server) stream(w http.ResponseWriter, apiName, id string, f format, seq *batch.Sequence, text string, err error, includeUsage bool) {
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
+	h["Content-Type"] = sseContentType
+	h["Cache-Control"] = noCache
+	h["X-Accel-Buffering"] = no
 	w.WriteHeader(http.StatusOK)
 	s.m.Request(apiName, http.StatusOK)
 	rc := http.NewResponseController(w)
@@ -160,6 +165,14 @@ func (s *Server) stream(w http.ResponseWriter, apiName, id string, f format, seq
 	rc.Flush()
 }
 
+// Shared header values (never modified) save an allocation per response.
+var (
+	jsonContentType = []string{"application/json"}
+	sseContentType  = []string{"text/event-stream"}
+	noCache         = []string{"no-cache"}
+	no              = []string{"no"}
+)
+
 // reply writes an error (nil: the client has gone, nothing to write).
 func (s *Server) reply(w http.ResponseWriter, apiName string, e *api.Error) {
 	if e == nil {
@@ -177,7 +190,7 @@ func (s *Server) writeError(w http.ResponseWriter, e *api.Error) {
 	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(s.opts.RetryAfter.Seconds()))))
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(e.Status)
 	w.Write(e.JSON())
 }
@@ -188,8 +201,9 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 		s.writeError(w, api.NewError(http.StatusInternalServerError, "server_error", "internal_error", "could not encode the response"))
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(status)
 	w.Write(b)
 }

@@ -16,12 +16,14 @@ import (
 	"github.com/open-autoglm/autoglm/sidecar/telemetry"
 )
 
-// Header names of the contracts in ARCHITECTURE.md.
+// Header names of the contracts in ARCHITECTURE.md, in canonical form so
+// that net/http's Get does not canonicalise (and allocate) per request.
+// gRPC metadata keys are their lower-case forms.
 const (
-	HeaderPriority      = "x-autoglm-priority"
-	HeaderTenant        = "x-autoglm-tenant"
-	HeaderEnvoyTimeout  = "x-envoy-expected-rq-timeout-ms"
-	HeaderGRPCTimeout   = "grpc-timeout"
+	HeaderPriority      = "X-Autoglm-Priority"
+	HeaderTenant        = "X-Autoglm-Tenant"
+	HeaderEnvoyTimeout  = "X-Envoy-Expected-Rq-Timeout-Ms"
+	HeaderGRPCTimeout   = "Grpc-Timeout"
 	defaultCompletionMT = 16 // OpenAI's default max_tokens for /v1/completions
 )
 

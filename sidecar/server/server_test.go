@@ -31,7 +31,7 @@ func testConfig() config.Config {
 	return c
 }
 
-func startWith(t *testing.T, cfg config.Config, eng inference.Engine) *sidecar {
+func startWith(t testing.TB, cfg config.Config, eng inference.Engine) *sidecar {
 	t.Helper()
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -74,6 +74,12 @@ func startWith(t *testing.T, cfg config.Config, eng inference.Engine) *sidecar {
 		}
 	}
 	return sc
+}
+
+func startB(b *testing.B) *sidecar {
+	cfg := testConfig()
+	cfg.Batch.MaxBatchSize = 64
+	return startWith(b, cfg, testengine.New(testengine.Config{Model: cfg.Engine.Model, ContextLength: 512}))
 }
 
 func start(t *testing.T) *sidecar {

@@ -2,8 +2,9 @@ package telemetry
 
 import "strconv"
 
-// ORCAHeader is the response header Envoy reads ORCA load reports from.
-const ORCAHeader = "endpoint-load-metrics"
+// ORCAHeader is the response header Envoy reads ORCA load reports from
+// (endpoint-load-metrics), in net/http's canonical form.
+const ORCAHeader = "Endpoint-Load-Metrics"
 
 // ORCA formats a load report in Envoy's TEXT format:
 // "TEXT application_utilization=0.5, named_metrics.queue_depth=3, named_metrics.kv_utilization=0.25".
