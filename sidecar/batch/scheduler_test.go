@@ -281,3 +281,57 @@ func TestWaitMatchesNext(t *testing.T) {
 		}
 	}
 }
+
+// sizes records the batch size of every step.
+type sizes struct {
+	*testengine.Engine
+	mu    sync.Mutex
+	steps []int
+}
+
+func (s *sizes) Step(ctx context.Context, in []inference.Input) ([]inference.Output, error) {
+	s.mu.Lock()
+	s.steps = append(s.steps, len(in))
+	s.mu.Unlock()
+	return s.Engine.Step(ctx, in)
+}
+
+func TestMaxQueueDelayFormsBatch(t *testing.T) {
+	eng := &sizes{Engine: testengine.New(testengine.Config{})}
+	s := start(t, Config{MaxBatchSize: 4, MaxQueueDelay: time.Hour}, eng)
+	var seqs []*Sequence
+	for i := range 4 {
+		seq, err := s.Submit(context.Background(), Request{Prompt: []int{'a' + i}, MaxTokens: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	for _, seq := range seqs {
+		if _, _, err := readAll(t, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eng.mu.Lock()
+	defer eng.mu.Unlock()
+	if eng.steps[0] != 4 {
+		t.Fatalf("first step ran %d sequences; an idle engine must wait for a full batch (4) within max_queue_delay", eng.steps[0])
+	}
+}
+
+func TestTokenBudgetChunksPrefill(t *testing.T) {
+	eng := &sizes{Engine: testengine.New(testengine.Config{})}
+	s := start(t, Config{MaxBatchSize: 4, MaxBatchTokens: 10}, eng)
+	prompt := strings.Repeat("p", 35)
+	text, r := generate(t, s, prompt, 3)
+	alone := start(t, Config{}, testengine.New(testengine.Config{}))
+	want, _ := generate(t, alone, prompt, 3)
+	if text != want || r.PromptTokens != 35 {
+		t.Fatalf("chunked %q, whole %q", text, want)
+	}
+	eng.mu.Lock()
+	defer eng.mu.Unlock()
+	if len(eng.steps) != 4+2 { // 4 prompt chunks (10+10+10+5, the last samples) + 2 decode steps
+		t.Fatalf("steps %v", eng.steps)
+	}
+}
