@@ -1,0 +1,47 @@
+package telemetry
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// parseTEXT reads a report the way Envoy's TEXT parser does: a "TEXT "
+// prefix, then comma-separated key=value pairs with numeric values.
+func parseTEXT(t *testing.T, h string) map[string]float64 {
+	t.Helper()
+	body, ok := strings.CutPrefix(h, "TEXT ")
+	if !ok {
+		t.Fatalf("no TEXT prefix: %q", h)
+	}
+	out := map[string]float64{}
+	for _, kv := range strings.Split(body, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			t.Fatalf("pair %q", kv)
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 {
+			t.Fatalf("value of %s: %q", k, v)
+		}
+		out[k] = f
+	}
+	return out
+}
+
+func TestORCA(t *testing.T) {
+	for _, tc := range []struct {
+		running, queued, maxBatch, kvUsed, kvTotal int
+		util, depth, kv                            float64
+	}{
+		{0, 0, 32, 0, 1000, 0, 0, 0},
+		{16, 0, 32, 250, 1000, 0.5, 0, 0.25},
+		{32, 16, 32, 1000, 1000, 1.5, 16, 1}, // work waiting: utilisation above 1
+		{1, 0, 0, 0, 0, 0, 0, 0},             // no divisions by zero
+	} {
+		m := parseTEXT(t, ORCA(tc.running, tc.queued, tc.maxBatch, tc.kvUsed, tc.kvTotal))
+		if m["application_utilization"] != tc.util || m["named_metrics.queue_depth"] != tc.depth || m["named_metrics.kv_utilization"] != tc.kv || len(m) != 3 {
+			t.Errorf("%+v: %v", tc, m)
+		}
+	}
+}
