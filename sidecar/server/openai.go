@@ -272,7 +272,9 @@ func (f textFormat) final(id, finish string) any {
 	return f.wrap(id, []api.CompletionChoice{{FinishReason: &finish}}, nil)
 }
 
-func (f textFormat) usage(id string, u api.Usage) any { return f.wrap(id, []api.CompletionChoice{}, &u) }
+func (f textFormat) usage(id string, u api.Usage) any {
+	return f.wrap(id, []api.CompletionChoice{}, &u)
+}
 
 func (f textFormat) wrap(id string, c []api.CompletionChoice, u *api.Usage) api.Completion {
 	return api.Completion{ID: id, Object: "text_completion", Created: f.created, Model: f.model, Choices: c, Usage: u}

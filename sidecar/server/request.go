@@ -209,4 +209,3 @@ func toSampling(sp *api.Sampling) inference.Sampling {
 	}
 	return out
 }
-

@@ -38,7 +38,7 @@ func BenchmarkScheduler(b *testing.B) {
 
 type streamResult struct {
 	tokensPerSec float64
-	msPerStep    float64 // measured: time.Sleep overshoots on some VMs
+	msPerStep    float64                 // measured: time.Sleep overshoots on some VMs
 	ttft         *hdrhistogram.Histogram // µs
 }
 
