@@ -44,6 +44,7 @@ type slot struct {
 	length  int
 	gen     int
 	seed    uint64
+	random  bool // temperature > 0: the seed perturbs every token
 }
 
 // Engine implements inference.Engine.
@@ -86,11 +87,7 @@ func (e *Engine) Start(i int, s inference.Sampling) error {
 	if i < 0 || i >= len(e.slots) {
 		return fmt.Errorf("start slot %d: %w", i, inference.ErrSlot)
 	}
-	seed := uint64(0)
-	if s.Temperature > 0 {
-		seed = uint64(s.Seed) | 1
-	}
-	e.slots[i] = slot{started: true, hash: 14695981039346656037, seed: seed}
+	e.slots[i] = slot{started: true, hash: 14695981039346656037, seed: uint64(s.Seed), random: s.Temperature > 0}
 	return nil
 }
 
@@ -139,7 +136,10 @@ func (e *Engine) Step(ctx context.Context, batch []inference.Input) ([]inference
 			out = append(out, inference.Output{Slot: in.Slot, Token: EOS, EOS: true})
 			continue
 		}
-		h := s.hash ^ s.seed*0x9e3779b97f4a7c15
+		h := s.hash
+		if s.random {
+			h ^= (s.seed + 0x9e3779b97f4a7c15) * 0xbf58476d1ce4e5b9
+		}
 		h ^= h >> 29
 		out = append(out, inference.Output{Slot: in.Slot, Token: int(alphabet[h%uint64(len(alphabet))])})
 	}
