@@ -103,8 +103,6 @@ func rejectReason(err error) string {
 		return telemetry.ReasonDeadline
 	case errors.Is(err, admission.ErrClosed):
 		return telemetry.ReasonDraining
-	case errors.Is(err, context.Canceled):
-		return "canceled"
 	}
 	return telemetry.ReasonQueueFull
 }

@@ -129,8 +129,8 @@ func (s *Sequence) abandon() error {
 	if s.sched.q.Remove(&s.item) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = admission.ErrDeadline
+			s.sched.m.Reject(rejectReason(err))
 		}
-		s.sched.m.Reject(rejectReason(err))
 		s.finish(Result{}, err)
 		return err
 	}

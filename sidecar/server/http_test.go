@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -274,5 +276,37 @@ func TestDrain(t *testing.T) {
 	}
 	if err := <-stopped; err != nil {
 		t.Fatalf("Run after drain: %v", err)
+	}
+}
+
+// TestDrainTimeoutWithoutGRPC: a generation that would outlive the drain
+// timeout is cut off there, and Run returns cleanly with no gRPC listener.
+func TestDrainTimeoutWithoutGRPC(t *testing.T) {
+	cfg := testConfig()
+	cfg.Server.DrainTimeout = 50 * time.Millisecond
+	srv := New(cfg, testengine.New(testengine.Config{Model: cfg.Engine.Model, ContextLength: 100000, StepCost: time.Millisecond}), slog.New(slog.DiscardHandler))
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, Listeners{HTTP: hl}) }()
+	for !srv.Ready() {
+		time.Sleep(time.Millisecond)
+	}
+	long := `{"model":"autoglm-test","max_tokens":90000,"messages":[{"role":"user","content":"hi"}]}`
+	go http.Post("http://"+hl.Addr().String()+"/v1/chat/completions", "application/json", strings.NewReader(long))
+	for r, _, _ := srv.sched.Load(); r == 0; r, _, _ = srv.sched.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("drain did not end at its timeout")
 	}
 }

@@ -191,7 +191,9 @@ func (s *Server) drain(hs *http.Server, gs *grpc.Server) {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		gs.Stop()
+		if gs != nil {
+			gs.Stop() // ends what GracefulStop still waits for
+		}
 		<-done
 	}
 	s.log.Info("drained")
