@@ -2,6 +2,7 @@ package config
 
 import (
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,15 +63,21 @@ func TestLoadFileThenFlags(t *testing.T) {
 	}
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
 	apply := Flags(fs)
-	if err := fs.Parse([]string{"-model", "from-flag"}); err != nil {
+	if err := fs.Parse([]string{"-model", "from-flag", "-max-batch-size", "3"}); err != nil {
 		t.Fatal(err)
 	}
 	c, err := Load(path, apply)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Engine.Model != "from-flag" || c.Admission.MaxQueue != 7 {
+	if c.Engine.Model != "from-flag" || c.Admission.MaxQueue != 7 || c.Batch.MaxBatchSize != 3 {
 		t.Fatalf("flags must override the file, the file the defaults: %+v", c)
+	}
+	fs = flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	Flags(fs)
+	if err := fs.Parse([]string{"-max-queue", "many"}); err == nil {
+		t.Fatal("non-integer flag accepted")
 	}
 	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml"), nil); err == nil {
 		t.Fatal("missing file accepted")

@@ -7,6 +7,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -98,38 +99,37 @@ func Load(path string, apply func(*Config)) (Config, error) {
 }
 
 // Flags registers the flags that override the file on fs. The returned
-// function applies only the flags given on the command line.
+// function applies, in command-line order, only the flags that were given.
 func Flags(fs *flag.FlagSet) func(*Config) {
-	d := Default()
-	var f Config
-	fs.StringVar(&f.Server.HTTPAddr, "http-addr", d.Server.HTTPAddr, "HTTP listen address (server.http_addr)")
-	fs.StringVar(&f.Server.GRPCAddr, "grpc-addr", d.Server.GRPCAddr, "gRPC listen address, empty to disable (server.grpc_addr)")
-	fs.StringVar(&f.Engine.Kind, "engine", d.Engine.Kind, "inference engine (engine.kind)")
-	fs.StringVar(&f.Engine.Model, "model", d.Engine.Model, "served model name (engine.model)")
-	fs.IntVar(&f.Batch.MaxBatchSize, "max-batch-size", d.Batch.MaxBatchSize, "sequences per step (batch.max_batch_size)")
-	fs.IntVar(&f.Admission.MaxQueue, "max-queue", d.Admission.MaxQueue, "waiting requests before 429 (admission.max_queue)")
-	fs.StringVar(&f.Log.Level, "log-level", d.Log.Level, "debug, info, warn or error (log.level)")
-	fs.StringVar(&f.Log.Format, "log-format", d.Log.Format, "json or text (log.format)")
-	return func(c *Config) {
-		fs.Visit(func(fl *flag.Flag) {
-			switch fl.Name {
-			case "http-addr":
-				c.Server.HTTPAddr = f.Server.HTTPAddr
-			case "grpc-addr":
-				c.Server.GRPCAddr = f.Server.GRPCAddr
-			case "engine":
-				c.Engine.Kind = f.Engine.Kind
-			case "model":
-				c.Engine.Model = f.Engine.Model
-			case "max-batch-size":
-				c.Batch.MaxBatchSize = f.Batch.MaxBatchSize
-			case "max-queue":
-				c.Admission.MaxQueue = f.Admission.MaxQueue
-			case "log-level":
-				c.Log.Level = f.Log.Level
-			case "log-format":
-				c.Log.Format = f.Log.Format
-			}
+	var given []func(*Config)
+	str := func(name, usage string, field func(*Config) *string) {
+		fs.Func(name, usage, func(v string) error {
+			given = append(given, func(c *Config) { *field(c) = v })
+			return nil
 		})
+	}
+	num := func(name, usage string, field func(*Config) *int) {
+		fs.Func(name, usage, func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return errors.New("must be an integer")
+			}
+			given = append(given, func(c *Config) { *field(c) = n })
+			return nil
+		})
+	}
+	d := Default()
+	str("http-addr", "HTTP listen address (server.http_addr, default "+d.Server.HTTPAddr+")", func(c *Config) *string { return &c.Server.HTTPAddr })
+	str("grpc-addr", "gRPC listen address, empty to disable (server.grpc_addr, default "+d.Server.GRPCAddr+")", func(c *Config) *string { return &c.Server.GRPCAddr })
+	str("engine", "inference engine (engine.kind, default "+d.Engine.Kind+")", func(c *Config) *string { return &c.Engine.Kind })
+	str("model", "served model name (engine.model, default "+d.Engine.Model+")", func(c *Config) *string { return &c.Engine.Model })
+	num("max-batch-size", "sequences per step (batch.max_batch_size)", func(c *Config) *int { return &c.Batch.MaxBatchSize })
+	num("max-queue", "waiting requests before 429 (admission.max_queue)", func(c *Config) *int { return &c.Admission.MaxQueue })
+	str("log-level", "debug, info, warn or error (log.level)", func(c *Config) *string { return &c.Log.Level })
+	str("log-format", "json or text (log.format)", func(c *Config) *string { return &c.Log.Format })
+	return func(c *Config) {
+		for _, set := range given {
+			set(c)
+		}
 	}
 }

@@ -17,14 +17,8 @@ import (
 )
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
-	body, aerr := s.readBody(w, r)
-	if aerr != nil {
-		s.reply(w, "chat", aerr)
-		return
-	}
-	req, aerr := api.DecodeChat(body)
-	if aerr != nil {
-		s.reply(w, "chat", aerr)
+	req, ok := decodeBody(s, w, r, "chat", api.DecodeChat)
+	if !ok {
 		return
 	}
 	msgs := make([]inference.Message, len(req.Messages))
@@ -37,19 +31,28 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) completion(w http.ResponseWriter, r *http.Request) {
-	body, aerr := s.readBody(w, r)
-	if aerr != nil {
-		s.reply(w, "completions", aerr)
-		return
-	}
-	req, aerr := api.DecodeCompletion(body)
-	if aerr != nil {
-		s.reply(w, "completions", aerr)
+	req, ok := decodeBody(s, w, r, "completions", api.DecodeCompletion)
+	if !ok {
 		return
 	}
 	g := generation{model: req.Model, prompt: req.Prompt.Text, tokens: req.Prompt.Tokens, maxTokens: req.MaxTokens,
 		defaultMT: defaultCompletionMT, stop: req.Stop, sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS}
 	s.serve(w, r, "completions", &g, &req.Sampling, textFormat{model: req.Model, created: time.Now().Unix()})
+}
+
+// decodeBody reads and decodes a request body, answering the error itself
+// when there is one.
+func decodeBody[T any](s *Server, w http.ResponseWriter, r *http.Request, apiName string, decode func([]byte) (T, *api.Error)) (T, bool) {
+	var zero T
+	body, aerr := s.readBody(w, r)
+	if aerr == nil {
+		var req T
+		if req, aerr = decode(body); aerr == nil {
+			return req, true
+		}
+	}
+	s.reply(w, apiName, aerr)
+	return zero, false
 }
 
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.Error) {
