@@ -29,8 +29,8 @@ run: build ## run the sidecar on the embedded default engine and print a curl co
 	./$(BIN)/autoglm-sidecar -config sidecar/cmd/autoglm-sidecar/dev.yaml -http-addr $(RUN_ADDR) -grpc-addr $(RUN_GRPC) -log-format text
 
 test: lint check-generate ## vet, format check, generated-code check and all tests (race detector on concurrent packages)
-	$(GO) test -count=1 ./...
-	$(GO) test -count=1 -race ./sidecar/admission/ ./sidecar/batch/ ./sidecar/server/
+	$(GO) test -count=1 -timeout 5m ./...
+	$(GO) test -count=1 -timeout 5m -race ./sidecar/admission/ ./sidecar/batch/ ./sidecar/server/ ./inference/gpu/
 
 bench: ## benchmarks recorded in BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./test/bench/

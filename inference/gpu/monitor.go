@@ -73,6 +73,8 @@ type Monitor struct {
 	mu       sync.Mutex
 	devices  []*device
 	readings []Reading
+	util     float64 // highest utilisation over the devices
+	memUtil  float64 // highest used/total memory over the devices
 	onChange func(error)
 }
 
@@ -192,7 +194,11 @@ func (m *Monitor) Run(ctx context.Context, interval time.Duration) error {
 // event records an Xid or ECC event against its device.
 func (m *Monitor) event(e nvml.EventData) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	notify := func() {}
+	defer func() {
+		m.mu.Unlock()
+		notify()
+	}()
 	var d *device
 	for _, x := range m.devices {
 		if x.h == e.Device {
@@ -222,13 +228,17 @@ func (m *Monitor) event(e nvml.EventData) {
 		r.Problem = d.problem
 		r.Xids = maps.Clone(d.xids)
 	}
-	m.notifyLocked(before)
+	notify = m.changeLocked(before)
 }
 
 // refresh reads every device and updates health from the ECC counters.
 func (m *Monitor) refresh() {
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	notify := func() {}
+	defer func() {
+		m.mu.Unlock()
+		notify()
+	}()
 	before := m.healthLocked()
 	rs := make([]Reading, len(m.devices))
 	for i, d := range m.devices {
@@ -239,14 +249,41 @@ func (m *Monitor) refresh() {
 		rs[i].Problem = d.problem
 	}
 	m.readings = rs
-	m.notifyLocked(before)
+	m.util, m.memUtil = 0, 0
+	for _, r := range rs {
+		m.util = max(m.util, r.Utilization)
+		if r.MemoryTotal > 0 {
+			m.memUtil = max(m.memUtil, float64(r.MemoryUsed)/float64(r.MemoryTotal))
+		}
+	}
+	notify = m.changeLocked(before)
 }
 
-func (m *Monitor) notifyLocked(before error) {
-	after := m.healthLocked()
-	if (before == nil) != (after == nil) && m.onChange != nil {
-		m.onChange(after)
+// Load is the highest compute and memory utilisation over the devices at
+// the last refresh: what load reports need, without copying readings.
+func (m *Monitor) Load() (util, memUtil float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.util, m.memUtil
+}
+
+// KVTokens is how many KV-cache tokens fit in free bytes after reserving
+// some, at perToken bytes each.
+func KVTokens(free, reserve, perToken uint64) int {
+	if perToken == 0 || free <= reserve {
+		return 0
 	}
+	return int((free - reserve) / perToken)
+}
+
+// changeLocked returns what to call, once the lock is released, if health
+// changed since before: the callback may read the monitor.
+func (m *Monitor) changeLocked(before error) func() {
+	after, f := m.healthLocked(), m.onChange
+	if (before == nil) == (after == nil) || f == nil {
+		return func() {}
+	}
+	return func() { f(after) }
 }
 
 func (d *device) read() Reading {

@@ -4,66 +4,17 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
-	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxa100"
+
+	"github.com/open-autoglm/autoglm/inference/gpu/gputest"
 )
 
-// fake is a DGX A100 from go-nvml's mocks with the readings the mock leaves
-// out filled in, and an event queue the test feeds.
-type fake struct {
-	*dgxa100.Server
-	mu     sync.Mutex
-	ecc    [8]uint64
-	events chan nvml.EventData
-}
-
-func newFake(t *testing.T) *fake {
-	t.Helper()
-	f := &fake{Server: dgxa100.New(), events: make(chan nvml.EventData, 8)}
-	for i, h := range f.Devices {
-		d := h.(*dgxa100.Device)
-		d.MemoryInfo = nvml.Memory{Total: 40 << 30, Used: uint64(i+1) << 30, Free: 40<<30 - uint64(i+1)<<30}
-		d.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) {
-			return nvml.Utilization{Gpu: uint32(10 * i), Memory: 5}, nvml.SUCCESS
-		}
-		d.GetTemperatureFunc = func(nvml.TemperatureSensors) (uint32, nvml.Return) { return 40 + uint32(i), nvml.SUCCESS }
-		d.GetPowerUsageFunc = func() (uint32, nvml.Return) { return 250_500, nvml.SUCCESS }
-		d.GetCurrentClocksEventReasonsFunc = func() (uint64, nvml.Return) {
-			return nvml.ClocksEventReasonSwPowerCap | nvml.ClocksThrottleReasonHwThermalSlowdown, nvml.SUCCESS
-		}
-		d.GetTotalEccErrorsFunc = func(nvml.MemoryErrorType, nvml.EccCounterType) (uint64, nvml.Return) {
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			return f.ecc[i], nvml.SUCCESS
-		}
-		d.GetSupportedEventTypesFunc = func() (uint64, nvml.Return) {
-			return nvml.EventTypeXidCriticalError | nvml.EventTypeDoubleBitEccError | nvml.EventTypeSingleBitEccError, nvml.SUCCESS
-		}
-		d.RegisterEventsFunc = func(uint64, nvml.EventSet) nvml.Return { return nvml.SUCCESS }
-	}
-	f.EventSetCreateFunc = func() (nvml.EventSet, nvml.Return) {
-		return &mock.EventSet{
-			WaitFunc: func(ms uint32) (nvml.EventData, nvml.Return) {
-				select {
-				case e := <-f.events:
-					return e, nvml.SUCCESS
-				case <-time.After(time.Duration(ms) * time.Millisecond):
-					return nvml.EventData{}, nvml.ERROR_TIMEOUT
-				}
-			},
-			FreeFunc: func() nvml.Return { return nvml.SUCCESS },
-		}, nvml.SUCCESS
-	}
-	return f
-}
-
 func TestReadings(t *testing.T) {
-	f := newFake(t)
+	f := gputest.NewDGX()
 	m, err := Open(f, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -89,22 +40,28 @@ func TestReadings(t *testing.T) {
 	if m.FreeMemory() != free || m.Healthy() != nil {
 		t.Fatalf("free %d, health %v", m.FreeMemory(), m.Healthy())
 	}
+	if util, mem := m.Load(); util != 0.7 || mem != 8.0/40 {
+		t.Fatalf("load %v %v: want the busiest device's", util, mem)
+	}
+	if KVTokens(10<<30, 2<<30, 1<<20) != 8192 || KVTokens(1<<30, 2<<30, 1<<20) != 0 || KVTokens(1<<30, 0, 0) != 0 {
+		t.Fatal("KVTokens")
+	}
 }
 
 func TestNoDriver(t *testing.T) {
 	for _, ret := range []nvml.Return{nvml.ERROR_LIBRARY_NOT_FOUND, nvml.ERROR_DRIVER_NOT_LOADED} {
-		f := newFake(t)
+		f := gputest.NewDGX()
 		f.InitFunc = func() nvml.Return { return ret }
 		if _, err := Open(f, nil); !errors.Is(err, ErrNoDriver) {
 			t.Fatalf("%v: got %v, want ErrNoDriver", ret, err)
 		}
 	}
-	f := newFake(t)
+	f := gputest.NewDGX()
 	f.DeviceGetCountFunc = func() (int, nvml.Return) { return 0, nvml.SUCCESS }
 	if _, err := Open(f, nil); !errors.Is(err, ErrNoDriver) {
 		t.Fatalf("no devices: %v", err)
 	}
-	f = newFake(t)
+	f = gputest.NewDGX()
 	f.DeviceGetCountFunc = func() (int, nvml.Return) { return 0, nvml.ERROR_UNKNOWN }
 	if _, err := Open(f, nil); err == nil || errors.Is(err, ErrNoDriver) {
 		t.Fatalf("a broken driver is not a missing one: %v", err)
@@ -112,10 +69,12 @@ func TestNoDriver(t *testing.T) {
 }
 
 func TestUnsupportedReadings(t *testing.T) {
-	f := newFake(t)
+	f := gputest.NewDGX()
 	d := f.Devices[0].(*dgxa100.Device)
 	d.GetPowerUsageFunc = func() (uint32, nvml.Return) { return 0, nvml.ERROR_NOT_SUPPORTED }
-	d.GetTotalEccErrorsFunc = func(nvml.MemoryErrorType, nvml.EccCounterType) (uint64, nvml.Return) { return 0, nvml.ERROR_NOT_SUPPORTED }
+	d.GetTotalEccErrorsFunc = func(nvml.MemoryErrorType, nvml.EccCounterType) (uint64, nvml.Return) {
+		return 0, nvml.ERROR_NOT_SUPPORTED
+	}
 	f.EventSetCreateFunc = func() (nvml.EventSet, nvml.Return) { return nil, nvml.ERROR_NOT_SUPPORTED }
 	m, err := Open(f, nil)
 	if err != nil {
@@ -128,7 +87,7 @@ func TestUnsupportedReadings(t *testing.T) {
 }
 
 func TestXidAndECCHealth(t *testing.T) {
-	f := newFake(t)
+	f := gputest.NewDGX()
 	m, err := Open(f, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -141,13 +100,13 @@ func TestXidAndECCHealth(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	// An application fault (Xid 13) is counted but leaves the device healthy.
-	f.events <- nvml.EventData{Device: f.Devices[2], EventType: nvml.EventTypeXidCriticalError, EventData: 13}
+	f.Events <- nvml.EventData{Device: f.Devices[2], EventType: nvml.EventTypeXidCriticalError, EventData: 13}
 	waitFor(t, func() bool { return m.Read()[2].Xids[13] == 1 })
 	if m.Healthy() != nil {
 		t.Fatalf("Xid 13 made the device unhealthy: %v", m.Healthy())
 	}
 	// Xid 79 (fallen off the bus) does not.
-	f.events <- nvml.EventData{Device: f.Devices[5], EventType: nvml.EventTypeXidCriticalError, EventData: 79}
+	f.Events <- nvml.EventData{Device: f.Devices[5], EventType: nvml.EventTypeXidCriticalError, EventData: 79}
 	err = <-changes
 	if err == nil || !strings.Contains(err.Error(), "gpu 5") || !strings.Contains(err.Error(), "critical Xid 79") {
 		t.Fatalf("health after Xid 79: %v", err)
@@ -156,9 +115,7 @@ func TestXidAndECCHealth(t *testing.T) {
 		t.Fatalf("%+v", r)
 	}
 	// Uncorrected ECC errors appearing on another device add to the problems.
-	f.mu.Lock()
-	f.ecc[1] = 2
-	f.mu.Unlock()
+	f.SetECC(1, 2)
 	waitFor(t, func() bool { return !m.Read()[1].Healthy() })
 	if err := m.Healthy(); !strings.Contains(err.Error(), "gpu 1") || !strings.Contains(err.Error(), "2 uncorrected ECC errors") {
 		t.Fatalf("%v", err)
@@ -166,7 +123,7 @@ func TestXidAndECCHealth(t *testing.T) {
 }
 
 func TestIgnoredXidsConfigurable(t *testing.T) {
-	f := newFake(t)
+	f := gputest.NewDGX()
 	m, err := Open(f, []uint64{79})
 	if err != nil {
 		t.Fatal(err)

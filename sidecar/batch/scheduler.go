@@ -31,7 +31,10 @@ type Config struct {
 	// MaxQueueDelay is how long an idle engine waits for a batch to fill
 	// before its first step (0: start at once).
 	MaxQueueDelay time.Duration
-	Queue         admission.Config
+	// KVTokens caps the engine's KV budget (0: the engine's own), e.g. as
+	// sized from free GPU memory.
+	KVTokens int
+	Queue    admission.Config
 }
 
 // Scheduler runs continuous batching over one engine.
@@ -59,6 +62,9 @@ type Scheduler struct {
 // New returns a scheduler for eng; Run starts it.
 func New(cfg Config, eng inference.Engine, log *slog.Logger) *Scheduler {
 	info := eng.Info()
+	if cfg.KVTokens > 0 && cfg.KVTokens < info.KVTokens {
+		info.KVTokens = cfg.KVTokens
+	}
 	s := &Scheduler{cfg: cfg, eng: eng, info: info, tok: eng.Tokenizer(), log: log, slotSeq: make([]*Sequence, info.Slots)}
 	s.q = admission.New(cfg.Queue, func(it *admission.Item[*Sequence], err error) {
 		s.m.Reject(telemetry.ReasonQueueFull)

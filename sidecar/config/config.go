@@ -16,7 +16,25 @@ type Config struct {
 	Engine    Engine    `yaml:"engine"`
 	Admission Admission `yaml:"admission"`
 	Batch     Batch     `yaml:"batch"`
+	GPU       GPU       `yaml:"gpu"`
 	Log       Log       `yaml:"log"`
+}
+
+// GPU configures NVML telemetry and GPU-aware admission.
+type GPU struct {
+	// Mode is auto (use NVML when a driver is present, else CPU with one
+	// log line), off, or required (fail to start without a GPU).
+	Mode string `yaml:"mode"`
+	// PollInterval is how often device readings are refreshed.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// KVBytesPerToken, when set, sizes the KV budget from free device
+	// memory at start: (free - memory_reserve_bytes) / kv_bytes_per_token.
+	KVBytesPerToken uint64 `yaml:"kv_bytes_per_token"`
+	// MemoryReserveBytes is device memory left out of the KV budget.
+	MemoryReserveBytes uint64 `yaml:"memory_reserve_bytes"`
+	// IgnoredXids are Xids that do not make a device unhealthy; empty means
+	// the application-fault Xids 13, 31, 43, 45, 68, 109.
+	IgnoredXids []uint64 `yaml:"ignored_xids"`
 }
 
 // Server configures the listeners and the request limits.
@@ -88,6 +106,7 @@ func Default() Config {
 		}},
 		Admission: Admission{PriorityLevels: 4, MaxQueue: 256, DefaultTimeout: 5 * time.Minute, MaxTimeout: 30 * time.Minute, RetryAfter: time.Second},
 		Batch:     Batch{MaxBatchSize: 32, MaxBatchTokens: 2048},
+		GPU:       GPU{Mode: "auto", PollInterval: 2 * time.Second},
 		Log:       Log{Level: "info", Format: "json"},
 	}
 }
@@ -158,6 +177,14 @@ func (c *Config) Validate() error {
 	}
 	if b.MaxQueueDelay < 0 {
 		bad("batch.max_queue_delay", "must not be negative, got %s", b.MaxQueueDelay)
+	}
+	switch c.GPU.Mode {
+	case "auto", "off", "required":
+	default:
+		bad("gpu.mode", "must be auto, off or required, got %q", c.GPU.Mode)
+	}
+	if c.GPU.PollInterval < 100*time.Millisecond {
+		bad("gpu.poll_interval", "must be at least 100ms, got %s", c.GPU.PollInterval)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

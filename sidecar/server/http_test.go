@@ -284,7 +284,7 @@ func TestDrain(t *testing.T) {
 func TestDrainTimeoutWithoutGRPC(t *testing.T) {
 	cfg := testConfig()
 	cfg.Server.DrainTimeout = 50 * time.Millisecond
-	srv := New(cfg, testengine.New(testengine.Config{Model: cfg.Engine.Model, ContextLength: 100000, StepCost: time.Millisecond}), slog.New(slog.DiscardHandler))
+	srv := New(cfg, testengine.New(testengine.Config{Model: cfg.Engine.Model, ContextLength: 100000, StepCost: time.Millisecond}), 0, slog.New(slog.DiscardHandler))
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/health"
 
 	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/gpu"
 	"github.com/open-autoglm/autoglm/sidecar/admission"
 	"github.com/open-autoglm/autoglm/sidecar/api"
 	"github.com/open-autoglm/autoglm/sidecar/batch"
@@ -47,6 +48,8 @@ type Server struct {
 	log      *slog.Logger
 	created  int64
 	health   *health.Server
+	gpu      *gpu.Monitor
+	gpuEvery time.Duration
 	ready    atomic.Bool
 	draining atomic.Bool
 	ids      atomic.Uint64
@@ -54,11 +57,14 @@ type Server struct {
 }
 
 // New builds a server and its scheduler from cfg; Run starts them.
-func New(cfg config.Config, eng inference.Engine, log *slog.Logger) *Server {
+//
+// kvTokens caps the engine's KV budget (0: the engine's own).
+func New(cfg config.Config, eng inference.Engine, kvTokens int, log *slog.Logger) *Server {
 	sched := batch.New(batch.Config{
 		MaxBatchSize:   cfg.Batch.MaxBatchSize,
 		MaxBatchTokens: cfg.Batch.MaxBatchTokens,
 		MaxQueueDelay:  cfg.Batch.MaxQueueDelay,
+		KVTokens:       kvTokens,
 		Queue:          admission.Config{Levels: cfg.Admission.PriorityLevels, MaxQueue: cfg.Admission.MaxQueue},
 	}, eng, log)
 	reg := prometheus.NewRegistry()
@@ -80,9 +86,38 @@ func New(cfg config.Config, eng inference.Engine, log *slog.Logger) *Server {
 	}
 }
 
-// Ready reports whether the model is loaded and warmed up and the server
-// is not draining.
-func (s *Server) Ready() bool { return s.ready.Load() && !s.draining.Load() }
+// Ready reports whether the model is loaded and warmed up, the server is
+// not draining and no GPU has failed.
+func (s *Server) Ready() bool { return s.notReady() == "" }
+
+// notReady says why the server is not ready, or "" when it is.
+func (s *Server) notReady() string {
+	switch {
+	case !s.ready.Load():
+		return "warming up"
+	case s.draining.Load():
+		return "draining"
+	case s.gpu != nil:
+		if err := s.gpu.Healthy(); err != nil {
+			return "gpu failure: " + err.Error()
+		}
+	}
+	return ""
+}
+
+// AttachGPU makes the server export the monitor's readings as metrics and
+// ORCA named metrics, run it, and turn not-ready while a device has failed.
+// Call before Run.
+func (s *Server) AttachGPU(m *gpu.Monitor, every time.Duration) {
+	s.gpu, s.gpuEvery = m, every
+	s.reg.MustRegister(telemetry.GPUCollector{Read: m.Read})
+	m.OnChange(func(err error) {
+		if err != nil {
+			s.log.Error("gpu failure: not ready", "err", err)
+		}
+		s.setServing(s.Ready())
+	})
+}
 
 // Handler is the HTTP API.
 func (s *Server) Handler() http.Handler {
@@ -92,8 +127,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/models", s.models)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !s.Ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
+		if why := s.notReady(); why != "" {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 			return
 		}
 		io.WriteString(w, "ready\n")
@@ -155,10 +190,13 @@ func (s *Server) Run(ctx context.Context, ls Listeners) error {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 		s.ready.Store(true)
-		s.setServing(true)
+		s.setServing(s.Ready())
 		s.log.Info("ready", "model", s.info.Model, "engine", s.info.Description, "http", ls.HTTP.Addr().String())
 		return nil
 	})
+	if s.gpu != nil {
+		g.Go(func() error { return s.gpu.Run(gctx, s.gpuEvery) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		s.drain(hs, gs)
@@ -225,6 +263,11 @@ func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
 // orca is the current ORCA load report.
 func (s *Server) orca() string {
 	running, queued, kv := s.sched.Load()
+	if s.gpu != nil {
+		util, mem := s.gpu.Load()
+		return telemetry.ORCA(running, queued, s.maxBatch, kv, s.info.KVTokens,
+			telemetry.Named{Name: "gpu_utilization", Value: util}, telemetry.Named{Name: "gpu_memory_utilization", Value: mem})
+	}
 	return telemetry.ORCA(running, queued, s.maxBatch, kv, s.info.KVTokens)
 }
 

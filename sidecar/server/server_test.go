@@ -31,7 +31,7 @@ func testConfig() config.Config {
 	return c
 }
 
-func startWith(t testing.TB, cfg config.Config, eng inference.Engine) *sidecar {
+func startWith(t testing.TB, cfg config.Config, eng inference.Engine, setup ...func(*Server)) *sidecar {
 	t.Helper()
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -41,7 +41,10 @@ func startWith(t testing.TB, cfg config.Config, eng inference.Engine) *sidecar {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(cfg, eng, slog.New(slog.DiscardHandler))
+	srv := New(cfg, eng, 0, slog.New(slog.DiscardHandler))
+	for _, f := range setup {
+		f(srv)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, Listeners{HTTP: hl, GRPC: gl}) }()

@@ -45,3 +45,10 @@ func TestORCA(t *testing.T) {
 		}
 	}
 }
+
+func TestORCAExtraNamedMetrics(t *testing.T) {
+	m := parseTEXT(t, ORCA(1, 0, 4, 0, 10, Named{"gpu_utilization", 0.75}, Named{"gpu_memory_utilization", 0.5}))
+	if m["named_metrics.gpu_utilization"] != 0.75 || m["named_metrics.gpu_memory_utilization"] != 0.5 || m["application_utilization"] != 0.25 {
+		t.Fatalf("%v", m)
+	}
+}

@@ -22,7 +22,7 @@ func startSidecar(b *testing.B, cfg config.Config, ec testengine.Config) string 
 		b.Fatal(err)
 	}
 	ec.Model = cfg.Engine.Model
-	srv := server.New(cfg, testengine.New(ec), slog.New(slog.DiscardHandler))
+	srv := server.New(cfg, testengine.New(ec), 0, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, server.Listeners{HTTP: l}) }()

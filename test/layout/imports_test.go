@@ -18,7 +18,7 @@ var rules = []struct {
 }{
 	{"inference/...", []string{"net/http", "google.golang.org/grpc", mod + "sidecar", mod + "xds", mod + "filter"}},
 	{"sidecar/admission", []string{"net/http", "google.golang.org/grpc", mod}},
-	{"sidecar/telemetry", []string{"google.golang.org/grpc", mod}},
+	{"sidecar/telemetry", []string{"google.golang.org/grpc", mod + "sidecar"}},
 	{"sidecar/batch", []string{"net/http", "google.golang.org/grpc", mod + "sidecar/api", mod + "sidecar/server"}},
 	{"sidecar/api", []string{"google.golang.org/grpc", mod + "sidecar/batch", mod + "sidecar/admission", mod + "inference"}},
 	{"sidecar/config", []string{"net/http", mod}},

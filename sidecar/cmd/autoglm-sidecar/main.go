@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -12,13 +14,37 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
 	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/gpu"
 	"github.com/open-autoglm/autoglm/inference/testengine"
 	"github.com/open-autoglm/autoglm/sidecar/config"
 	"github.com/open-autoglm/autoglm/sidecar/server"
 )
 
-func main() { os.Exit(run(os.Args[1:])) }
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "gpus" {
+		os.Exit(gpus())
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+// gpus prints what NVML reports, as JSON: `autoglm-sidecar gpus`.
+func gpus() int {
+	m, err := gpu.Open(nvml.New(), nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "autoglm-sidecar gpus:", err)
+		return 1
+	}
+	defer m.Close()
+	out, _ := json.MarshalIndent(struct {
+		Devices []gpu.Reading `json:"devices"`
+		Healthy string        `json:"health"`
+	}{m.Read(), fmt.Sprint(m.Healthy())}, "", "  ")
+	fmt.Println(string(out))
+	return 0
+}
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("autoglm-sidecar", flag.ContinueOnError)
@@ -41,6 +67,15 @@ func run(args []string) int {
 		log.Warn("serving the TEST ENGINE: deterministic pseudo-text, not a language model")
 	}
 
+	mon, kvTokens, err := openGPU(cfg.GPU, log)
+	if err != nil {
+		log.Error("gpu", "err", err)
+		return 1
+	}
+	if mon != nil {
+		defer mon.Close()
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var ls server.Listeners
@@ -55,12 +90,44 @@ func run(args []string) int {
 		}
 	}
 	log.Info("listening", "http", ls.HTTP.Addr().String(), "grpc", cfg.Server.GRPCAddr)
-	if err := server.New(cfg, eng, log).Run(ctx, ls); err != nil {
+	srv := server.New(cfg, eng, kvTokens, log)
+	if mon != nil {
+		srv.AttachGPU(mon, cfg.GPU.PollInterval)
+	}
+	if err := srv.Run(ctx, ls); err != nil {
 		log.Error("stopped", "err", err)
 		return 1
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// openGPU opens NVML as cfg.Mode says. With no driver in auto mode it
+// logs one line and returns no monitor: the sidecar runs on the CPU.
+func openGPU(cfg config.GPU, log *slog.Logger) (*gpu.Monitor, int, error) {
+	if cfg.Mode == "off" {
+		return nil, 0, nil
+	}
+	m, err := gpu.Open(nvml.New(), cfg.IgnoredXids)
+	if errors.Is(err, gpu.ErrNoDriver) && cfg.Mode == "auto" {
+		log.Info("no NVIDIA GPU: GPU telemetry off, running on the CPU", "reason", err.Error())
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, r := range m.Read() {
+		log.Info("gpu", "index", r.Index, "name", r.Name, "uuid", r.UUID, "memory_total", r.MemoryTotal, "memory_free", r.MemoryFree)
+	}
+	kv := 0
+	if cfg.KVBytesPerToken > 0 {
+		if kv = gpu.KVTokens(m.FreeMemory(), cfg.MemoryReserveBytes, cfg.KVBytesPerToken); kv == 0 {
+			m.Close()
+			return nil, 0, fmt.Errorf("gpu.kv_bytes_per_token: %d bytes free, %d reserved: no room for a KV cache", m.FreeMemory(), cfg.MemoryReserveBytes)
+		}
+		log.Info("kv budget from free gpu memory", "tokens", kv, "free_bytes", m.FreeMemory(), "reserve_bytes", cfg.MemoryReserveBytes)
+	}
+	return m, kv, nil
 }
 
 func newEngine(c config.Engine) inference.Engine {
