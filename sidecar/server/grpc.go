@@ -85,8 +85,9 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 	seq, err := s.sched.Submit(ctx, breq)
 	stream.SetHeader(metadata.Pairs(strings.ToLower(telemetry.ORCAHeader), s.orca()))
 	if err != nil {
-		s.m.Request("grpc", s.failure(err).Status)
-		return grpcError(s.failure(err))
+		e := s.failure(err)
+		s.m.Request("grpc", e.Status)
+		return grpcError(e)
 	}
 	for {
 		text, err := seq.Next()

@@ -310,3 +310,16 @@ func TestDrainTimeoutWithoutGRPC(t *testing.T) {
 		t.Fatal("drain did not end at its timeout")
 	}
 }
+
+func TestParseGRPCTimeout(t *testing.T) {
+	for in, want := range map[string]time.Duration{"1H": time.Hour, "2M": 2 * time.Minute, "3S": 3 * time.Second, "250m": 250 * time.Millisecond, "7u": 7 * time.Microsecond, "9n": 9} {
+		if got, err := ParseGRPCTimeout(in); err != nil || got != want {
+			t.Errorf("%s: %v %v, want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "5", "5x", "-1S", "123456789S", "aS"} {
+		if _, err := ParseGRPCTimeout(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

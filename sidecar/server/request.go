@@ -157,8 +157,21 @@ func ParseGRPCTimeout(v string) (time.Duration, error) {
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("%s: malformed value %q", HeaderGRPCTimeout, v)
 	}
-	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second, 'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
-	if unit == 0 {
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
 		return 0, fmt.Errorf("%s: unknown unit in %q", HeaderGRPCTimeout, v)
 	}
 	return time.Duration(n) * unit, nil
