@@ -10,12 +10,13 @@ import (
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/sidecar/admission"
+	"github.com/open-autoglm/autoglm/sidecar/stream"
 	"github.com/open-autoglm/autoglm/sidecar/telemetry"
 )
 
 // ErrStopped is returned to sequences still queued or running when the
 // scheduler stops.
-var ErrStopped = errors.New("batch: scheduler stopped")
+var ErrStopped = stream.ErrStopped
 
 // ErrTooLong reports a request whose prompt plus max tokens cannot fit the
 // model's context or the engine's KV budget.
@@ -68,7 +69,7 @@ func New(cfg Config, eng inference.Engine, log *slog.Logger) *Scheduler {
 	s := &Scheduler{cfg: cfg, eng: eng, info: info, tok: eng.Tokenizer(), log: log, slotSeq: make([]*Sequence, info.Slots)}
 	s.q = admission.New(cfg.Queue, func(it *admission.Item[*Sequence], err error) {
 		s.m.Reject(telemetry.ReasonQueueFull)
-		it.Value.finish(Result{}, err)
+		it.Value.Finish(Result{}, err)
 	})
 	for i := info.Slots - 1; i >= 0; i-- {
 		s.free = append(s.free, i)
@@ -93,7 +94,8 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (*Sequence, error) {
 	if reserve > s.info.ContextLength || reserve > s.info.KVTokens {
 		return nil, fmt.Errorf("%w: %d prompt + %d max tokens > %d", ErrTooLong, len(r.Prompt), r.MaxTokens, min(s.info.ContextLength, s.info.KVTokens))
 	}
-	seq := &Sequence{req: r, sched: s, reserve: reserve, notify: make(chan struct{}, 1), ended: make(chan struct{})}
+	seq := &Sequence{req: r, sched: s, reserve: reserve}
+	seq.Init(ctx, seq.leave)
 	seq.stats.Arrived = time.Now()
 	seq.item = admission.Item[*Sequence]{Priority: r.Priority, Tenant: r.Tenant, Ctx: ctx, Value: seq}
 	if err := s.q.TryEnqueue(&seq.item); err != nil {
@@ -169,7 +171,7 @@ func (s *Scheduler) waitForBatch(ctx context.Context) {
 // passed, freeing their slots before the next step.
 func (s *Scheduler) reap() {
 	if s.held != nil && s.held.item.Ctx.Err() != nil {
-		s.held.finish(Result{}, s.held.item.Ctx.Err())
+		s.held.Finish(Result{}, s.held.item.Ctx.Err())
 		s.held = nil
 	}
 	n := 0
@@ -205,7 +207,7 @@ func (s *Scheduler) admit() {
 		}
 		slot := s.free[len(s.free)-1]
 		if err := s.eng.Start(slot, seq.req.Sampling); err != nil {
-			seq.finish(Result{}, fmt.Errorf("start sequence: %w", err))
+			seq.Finish(Result{}, fmt.Errorf("start sequence: %w", err))
 			continue
 		}
 		s.free = s.free[:len(s.free)-1]
@@ -272,19 +274,19 @@ func (s *Scheduler) emit(seq *Sequence, o inference.Output, now time.Time) {
 		s.m.ObserveFirstToken(now.Sub(r.Arrived))
 	}
 	if o.EOS {
-		seq.deliver(seq.flush())
+		seq.Deliver(seq.flush())
 		s.retire(seq, FinishStop, nil)
 		return
 	}
 	r.CompletionTokens++
 	seq.last[0] = o.Token
 	text, stopped := seq.appendPiece(s.tok.Piece(o.Token))
-	seq.deliver(text)
+	seq.Deliver(text)
 	switch {
 	case stopped:
 		s.retire(seq, FinishStop, nil)
 	case r.CompletionTokens >= seq.req.MaxTokens || len(seq.req.Prompt)+r.CompletionTokens >= s.info.ContextLength:
-		seq.deliver(seq.flush())
+		seq.Deliver(seq.flush())
 		s.retire(seq, FinishLength, nil)
 	}
 }
@@ -301,21 +303,12 @@ func (s *Scheduler) retire(seq *Sequence, finish string, err error) {
 	s.kvUsed -= seq.reserve
 	r := seq.stats
 	r.Finish, r.PromptTokens, r.Done = finish, len(seq.req.Prompt), time.Now()
-	outcome := "ok"
-	if err != nil {
-		outcome = "error"
-		if errors.Is(err, context.Canceled) {
-			outcome = "canceled"
-		} else if errors.Is(err, context.DeadlineExceeded) {
-			outcome = "deadline"
-		}
-	}
 	var afterFirst time.Duration
 	if !r.FirstToken.IsZero() {
 		afterFirst = r.Done.Sub(r.FirstToken)
 	}
-	s.m.ObserveFinished(outcome, r.Done.Sub(r.Arrived), afterFirst, r.CompletionTokens)
-	seq.finish(r, err)
+	s.m.ObserveFinished(telemetry.Outcome(err), r.Done.Sub(r.Arrived), afterFirst, r.CompletionTokens)
+	seq.Finish(r, err)
 }
 
 func (s *Scheduler) compact() {
@@ -339,11 +332,11 @@ func (s *Scheduler) stopAll() {
 	}
 	s.running = s.running[:0]
 	if s.held != nil {
-		s.held.finish(Result{}, ErrStopped)
+		s.held.Finish(Result{}, ErrStopped)
 		s.held = nil
 	}
 	for it := s.q.TryDequeue(); it != nil; it = s.q.TryDequeue() {
-		it.Value.finish(Result{}, ErrStopped)
+		it.Value.Finish(Result{}, ErrStopped)
 	}
 	s.nRunning.Store(0)
 	s.nKV.Store(0)

@@ -3,20 +3,18 @@ package batch
 import (
 	"context"
 	"errors"
-	"io"
 	"strings"
-	"sync"
-	"time"
 	"unicode/utf8"
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/sidecar/admission"
+	"github.com/open-autoglm/autoglm/sidecar/stream"
 )
 
 // Finish reasons, as the OpenAI API names them.
 const (
-	FinishStop   = "stop"
-	FinishLength = "length"
+	FinishStop   = stream.FinishStop
+	FinishLength = stream.FinishLength
 )
 
 // Request is one generation to schedule.
@@ -32,17 +30,18 @@ type Request struct {
 }
 
 // Result describes a finished sequence.
-type Result struct {
-	Finish           string
-	PromptTokens     int
-	CompletionTokens int
-	// Arrived, FirstToken and Done are the sequence's timestamps.
-	Arrived, FirstToken, Done time.Time
-}
+type Result = stream.Result
 
-// Sequence is one request's generation. Its reader calls Next until it
-// returns an error; io.EOF marks a normal end, after which Result is set.
+// Sequence is one request's generation. Its reader calls Next (or Wait)
+// until it returns an error; io.EOF marks a normal end, after which Result
+// is set. Other errors say why the sequence failed: admission.ErrQueueFull
+// (shed), admission.ErrDeadline (expired in the queue),
+// context.DeadlineExceeded (expired while generating), context.Canceled,
+// ErrStopped, or an engine error. When the request's context ends, Next
+// returns at once, taking the sequence out of the queue if it is still
+// there.
 type Sequence struct {
+	stream.Stream
 	item  admission.Item[*Sequence]
 	req   Request
 	sched *Scheduler
@@ -55,125 +54,20 @@ type Sequence struct {
 	partial []byte // bytes of an incomplete UTF-8 character
 	hold    string // text that may be the start of a stop string
 	reserve int
-	stats   Result // copied to result when the sequence ends
-
-	mu     sync.Mutex
-	text   []byte
-	done   bool
-	err    error
-	result Result
-	notify chan struct{} // a value after new text or the end
-	ended  chan struct{} // closed at the end
+	stats   Result // passed to Finish when the sequence ends
 }
 
-// Next returns the text generated since the previous call, waiting for
-// some if there is none. At the end it returns io.EOF, or why the sequence
-// failed: admission.ErrQueueFull (shed), admission.ErrDeadline (expired in
-// the queue), context.DeadlineExceeded (expired while generating),
-// context.Canceled, ErrStopped, or an engine error. When the request's
-// context ends, Next returns at once, taking the sequence out of the queue
-// if it is still there.
-func (s *Sequence) Next() (string, error) {
-	for {
-		s.mu.Lock()
-		if len(s.text) > 0 {
-			t := string(s.text)
-			s.text = s.text[:0]
-			s.mu.Unlock()
-			return t, nil
-		}
-		if s.done {
-			err := s.err
-			s.mu.Unlock()
-			if err == nil {
-				err = io.EOF
-			}
-			return "", err
-		}
-		s.mu.Unlock()
-		select {
-		case <-s.notify:
-		case <-s.item.Ctx.Done():
-			return "", s.abandon()
-		}
+// leave takes a sequence whose caller has gone out of the queue, if it is
+// still there.
+func (s *Sequence) leave(err error) (error, bool) {
+	if !s.sched.q.Remove(&s.item) {
+		return nil, false
 	}
-}
-
-// Wait waits for the end and returns all the text not yet read, with the
-// same errors as Next. Unlike a loop over Next it wakes once, not per token.
-func (s *Sequence) Wait() (string, error) {
-	select {
-	case <-s.ended:
-	case <-s.item.Ctx.Done():
-		select {
-		case <-s.ended: // ended as the context did: keep the result
-		default:
-			return "", s.abandon()
-		}
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = admission.ErrDeadline
+		s.sched.m.Reject(rejectReason(err))
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t := string(s.text)
-	s.text = s.text[:0]
-	if s.err != nil {
-		return t, s.err
-	}
-	return t, io.EOF
-}
-
-// abandon handles the end of the caller's context. A sequence still queued
-// leaves the queue here; a running one is dropped by the scheduler before
-// its next step.
-func (s *Sequence) abandon() error {
-	err := s.item.Ctx.Err()
-	if s.sched.q.Remove(&s.item) {
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = admission.ErrDeadline
-			s.sched.m.Reject(rejectReason(err))
-		}
-		s.finish(Result{}, err)
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.done && s.err == nil && len(s.text) == 0 {
-		return io.EOF
-	}
-	return err
-}
-
-// Result is valid after Next returned io.EOF.
-func (s *Sequence) Result() Result {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.result
-}
-
-func (s *Sequence) deliver(text string) {
-	if text == "" {
-		return
-	}
-	s.mu.Lock()
-	s.text = append(s.text, text...)
-	s.mu.Unlock()
-	s.wake()
-}
-
-func (s *Sequence) finish(r Result, err error) {
-	s.mu.Lock()
-	if !s.done {
-		s.done, s.err, s.result = true, err, r
-		close(s.ended)
-	}
-	s.mu.Unlock()
-	s.wake()
-}
-
-func (s *Sequence) wake() {
-	select {
-	case s.notify <- struct{}{}:
-	default:
-	}
+	return err, true
 }
 
 // appendPiece adds a token's bytes and returns the text that can be

@@ -76,13 +76,13 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 		}
 		return ""
 	}
-	breq, dl, aerr := s.prepare(gen, meta{priority: first(HeaderPriority), tenant: first(HeaderTenant), envoyTimeout: first(HeaderEnvoyTimeout)}, time.Now())
+	pri, dl, aerr := s.admit(gen, meta{priority: first(HeaderPriority), envoyTimeout: first(HeaderEnvoyTimeout)}, time.Now())
 	if aerr != nil {
 		return grpcError(aerr)
 	}
 	ctx, cancel := context.WithDeadline(ctx, dl)
 	defer cancel()
-	seq, err := s.sched.Submit(ctx, breq)
+	seq, err := s.be.start(ctx, gen, pri, first(HeaderTenant))
 	stream.SetHeader(metadata.Pairs(strings.ToLower(telemetry.ORCAHeader), s.orca()))
 	if err != nil {
 		e := s.failure(err)

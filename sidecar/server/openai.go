@@ -12,7 +12,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/sidecar/api"
-	"github.com/open-autoglm/autoglm/sidecar/batch"
+	"github.com/open-autoglm/autoglm/sidecar/stream"
 	"github.com/open-autoglm/autoglm/sidecar/telemetry"
 )
 
@@ -89,8 +89,8 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.
 // written before the first token or the failure, so a request rejected
 // while queued still gets its own status code.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, apiName string, g *generation, sp *api.Sampling, f format) {
-	breq, dl, aerr := s.prepare(g, meta{
-		priority: r.Header.Get(HeaderPriority), tenant: r.Header.Get(HeaderTenant),
+	pri, dl, aerr := s.admit(g, meta{
+		priority:     r.Header.Get(HeaderPriority),
 		envoyTimeout: r.Header.Get(HeaderEnvoyTimeout), grpcTimeout: r.Header.Get(HeaderGRPCTimeout),
 	}, time.Now())
 	if aerr != nil {
@@ -99,7 +99,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, apiName string, g
 	}
 	ctx, cancel := context.WithDeadline(r.Context(), dl)
 	defer cancel()
-	seq, err := s.sched.Submit(ctx, breq)
+	seq, err := s.be.start(ctx, g, pri, r.Header.Get(HeaderTenant))
 	w.Header()[telemetry.ORCAHeader] = []string{s.orca()}
 	if err != nil {
 		s.reply(w, apiName, s.failure(err))
@@ -124,7 +124,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, apiName string, g
 	s.stream(w, apiName, id, f, seq, text, err, sp.StreamOptions != nil && sp.StreamOptions.IncludeUsage)
 }
 
-func (s *Server) stream(w http.ResponseWriter, apiName, id string, f format, seq *batch.Sequence, text string, err error, includeUsage bool) {
+func (s *Server) stream(w http.ResponseWriter, apiName, id string, f format, seq reader, text string, err error, includeUsage bool) {
 	h := w.Header()
 	h["Content-Type"] = sseContentType
 	h["Cache-Control"] = noCache
@@ -211,14 +211,14 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(b)
 }
 
-func usage(r batch.Result) api.Usage {
+func usage(r stream.Result) api.Usage {
 	return api.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.PromptTokens + r.CompletionTokens}
 }
 
 // format shapes the responses of one API.
 type format interface {
 	idPrefix() string
-	full(id, text string, r batch.Result) any
+	full(id, text string, r stream.Result) any
 	chunk(id, text string, first bool) any
 	final(id, finish string) any
 	usage(id string, u api.Usage) any
@@ -231,7 +231,7 @@ type chatFormat struct {
 
 func (chatFormat) idPrefix() string { return "chatcmpl-" }
 
-func (f chatFormat) full(id, text string, r batch.Result) any {
+func (f chatFormat) full(id, text string, r stream.Result) any {
 	u := usage(r)
 	return api.ChatCompletion{ID: id, Object: "chat.completion", Created: f.created, Model: f.model, Usage: &u,
 		Choices: []api.ChatChoice{{Message: api.AssistantOutput{Role: "assistant", Content: text}, FinishReason: r.Finish}}}
@@ -262,7 +262,7 @@ type textFormat struct {
 
 func (textFormat) idPrefix() string { return "cmpl-" }
 
-func (f textFormat) full(id, text string, r batch.Result) any {
+func (f textFormat) full(id, text string, r stream.Result) any {
 	u := usage(r)
 	return f.wrap(id, []api.CompletionChoice{{Text: text, FinishReason: &r.Finish}}, &u)
 }

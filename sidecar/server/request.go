@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/sidecar/admission"
 	"github.com/open-autoglm/autoglm/sidecar/api"
 	"github.com/open-autoglm/autoglm/sidecar/batch"
+	"github.com/open-autoglm/autoglm/sidecar/stream"
 	"github.com/open-autoglm/autoglm/sidecar/telemetry"
 )
 
@@ -44,46 +46,47 @@ type generation struct {
 // meta is what the request's headers (or gRPC metadata) say.
 type meta struct {
 	priority     string
-	tenant       string
 	envoyTimeout string
 	grpcTimeout  string
 }
 
-// prepare validates g against the model and turns it into a scheduler
-// request and a deadline.
-func (s *Server) prepare(g *generation, md meta, now time.Time) (batch.Request, time.Time, *api.Error) {
-	var r batch.Request
+// admit checks what every backend needs: the model, the priority and the
+// deadline.
+func (s *Server) admit(g *generation, md meta, now time.Time) (pri int, dl time.Time, aerr *api.Error) {
 	if g.model != s.info.Model {
-		return r, time.Time{}, api.ModelNotFound(g.model)
+		return 0, dl, api.ModelNotFound(g.model)
 	}
 	pri, err := parsePriority(md.priority)
 	if err != nil {
-		return r, time.Time{}, api.Invalid(HeaderPriority, err.Error())
+		return 0, dl, api.Invalid(HeaderPriority, err.Error())
 	}
-	r.Priority, r.Tenant = pri, md.tenant
-	dl, derr := s.deadline(md, g.timeoutMS, now)
-	if derr != nil {
-		return r, time.Time{}, derr
-	}
-	tok := s.sched.Tokenizer()
+	dl, aerr = s.deadline(md, g.timeoutMS, now)
+	return pri, dl, aerr
+}
+
+// request validates g against the local model and turns it into a
+// scheduler request: the prompt tokenized, max tokens within the context.
+func (l *local) request(g *generation) (batch.Request, *api.Error) {
+	var r batch.Request
+	info, tok := l.info, l.sched.Tokenizer()
 	switch {
 	case g.tokens != nil:
 		for i, t := range g.tokens {
-			if t < 0 || t >= s.info.Vocab {
-				return r, dl, api.Invalid("prompt", fmt.Sprintf("prompt[%d]: token id %d is outside the vocabulary (0..%d)", i, t, s.info.Vocab-1))
+			if t < 0 || t >= info.Vocab {
+				return r, api.Invalid("prompt", fmt.Sprintf("prompt[%d]: token id %d is outside the vocabulary (0..%d)", i, t, info.Vocab-1))
 			}
 		}
 		r.Prompt = g.tokens
 	case g.chat != nil:
 		text, err := tok.ChatPrompt(g.chat)
 		if err != nil {
-			return r, dl, api.Invalid("messages", err.Error())
+			return r, api.Invalid("messages", err.Error())
 		}
 		r.Prompt = tok.Encode(text)
 	default:
 		r.Prompt = tok.Encode(g.prompt)
 	}
-	room := s.info.ContextLength - len(r.Prompt)
+	room := info.ContextLength - len(r.Prompt)
 	switch {
 	case g.maxTokens != nil:
 		r.MaxTokens = *g.maxTokens
@@ -92,14 +95,14 @@ func (s *Server) prepare(g *generation, md meta, now time.Time) (batch.Request, 
 	default:
 		r.MaxTokens = max(room, 1)
 	}
-	if len(r.Prompt)+r.MaxTokens > s.info.ContextLength {
+	if len(r.Prompt)+r.MaxTokens > info.ContextLength {
 		e := api.NewError(http.StatusBadRequest, "invalid_request_error", "context_length_exceeded", fmt.Sprintf(
 			"This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the prompt, %d for the completion). Please reduce the prompt or the completion length.",
-			s.info.ContextLength, len(r.Prompt)+r.MaxTokens, len(r.Prompt), r.MaxTokens))
-		return r, dl, e
+			info.ContextLength, len(r.Prompt)+r.MaxTokens, len(r.Prompt), r.MaxTokens))
+		return r, e
 	}
 	r.Stop, r.Sampling = g.stop, g.sampling
-	return r, dl, nil
+	return r, nil
 }
 
 func parsePriority(v string) (int, error) {
@@ -180,12 +183,21 @@ func ParseGRPCTimeout(v string) (time.Duration, error) {
 // failure maps a scheduling error to an API error; nil means the client
 // went away and there is no one to answer.
 func (s *Server) failure(err error) *api.Error {
+	var ae *api.Error
+	var re *remote.Error
 	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.As(err, &re):
+		return s.upstreamError(re)
+	case errors.Is(err, remote.ErrUnavailable):
+		s.log.Warn("remote engine unavailable", "err", err)
+		return api.NewError(http.StatusBadGateway, "server_error", "upstream_unavailable", "The inference engine could not be reached or cut the generation short.")
 	case errors.Is(err, admission.ErrQueueFull):
 		return api.NewError(http.StatusTooManyRequests, "rate_limit_error", telemetry.ReasonQueueFull, "The server is at capacity: the request queue is full. Retry later.")
 	case errors.Is(err, admission.ErrDeadline):
 		return api.NewError(http.StatusTooManyRequests, "rate_limit_error", telemetry.ReasonDeadline, "The server is at capacity: the request cannot start within its deadline. Retry later.")
-	case errors.Is(err, admission.ErrClosed), errors.Is(err, batch.ErrStopped):
+	case errors.Is(err, admission.ErrClosed), errors.Is(err, stream.ErrStopped):
 		return api.NewError(http.StatusServiceUnavailable, "server_error", telemetry.ReasonDraining, "The server is shutting down. Retry on another replica.")
 	case errors.Is(err, batch.ErrTooLong):
 		return api.NewError(http.StatusBadRequest, "invalid_request_error", "context_length_exceeded", err.Error())
@@ -196,6 +208,33 @@ func (s *Server) failure(err error) *api.Error {
 	}
 	s.log.Error("generation failed", "err", err)
 	return api.NewError(http.StatusInternalServerError, "server_error", "internal_error", "The engine failed while generating.")
+}
+
+// upstreamError maps the remote engine's error answer. Its verdicts on the
+// request (400, 413, 422) reach the client as 400 with the upstream's
+// message; capacity answers (429, 503) keep their meaning; anything else
+// (auth or model misconfiguration, 5xx) is the sidecar's 502, logged.
+func (s *Server) upstreamError(re *remote.Error) *api.Error {
+	code := func(def string) string {
+		if re.Code != "" {
+			return re.Code
+		}
+		return def
+	}
+	switch re.Status {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+		e := api.NewError(http.StatusBadRequest, "invalid_request_error", code(""), re.Message)
+		if re.Param != "" {
+			e.Param = &re.Param
+		}
+		return e
+	case http.StatusTooManyRequests:
+		return api.NewError(http.StatusTooManyRequests, "rate_limit_error", "upstream_at_capacity", "The inference engine is at capacity. Retry later.")
+	case http.StatusServiceUnavailable:
+		return api.NewError(http.StatusServiceUnavailable, "server_error", "upstream_unavailable", "The inference engine is not available. Retry on another replica.")
+	}
+	s.log.Error("remote engine failed", "status", re.Status, "type", re.Type, "code", re.Code, "message", re.Message)
+	return api.NewError(http.StatusBadGateway, "server_error", "upstream_error", "The inference engine failed while generating.")
 }
 
 func toSampling(sp *api.Sampling) inference.Sampling {

@@ -21,10 +21,12 @@ import (
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/gpu"
+	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/sidecar/admission"
 	"github.com/open-autoglm/autoglm/sidecar/api"
 	"github.com/open-autoglm/autoglm/sidecar/batch"
 	"github.com/open-autoglm/autoglm/sidecar/config"
+	"github.com/open-autoglm/autoglm/sidecar/dispatch"
 	"github.com/open-autoglm/autoglm/sidecar/telemetry"
 )
 
@@ -37,12 +39,13 @@ type Options struct {
 	DrainTimeout   time.Duration
 }
 
-// Server serves one engine through one scheduler.
+// Server serves one model: an in-process engine through the batch
+// scheduler, or a remote engine through the dispatcher.
 type Server struct {
 	opts     Options
-	sched    *batch.Scheduler
+	be       backend
+	sched    *batch.Scheduler // the local backend's, nil when remote
 	info     inference.Info
-	maxBatch int
 	m        *telemetry.Metrics
 	reg      *prometheus.Registry
 	log      *slog.Logger
@@ -56,7 +59,7 @@ type Server struct {
 	idPrefix string
 }
 
-// New builds a server and its scheduler from cfg; Run starts them.
+// New builds a server and its scheduler over eng from cfg; Run starts them.
 //
 // kvTokens caps the engine's KV budget (0: the engine's own).
 func New(cfg config.Config, eng inference.Engine, kvTokens int, log *slog.Logger) *Server {
@@ -65,23 +68,40 @@ func New(cfg config.Config, eng inference.Engine, kvTokens int, log *slog.Logger
 		MaxBatchTokens: cfg.Batch.MaxBatchTokens,
 		MaxQueueDelay:  cfg.Batch.MaxQueueDelay,
 		KVTokens:       kvTokens,
-		Queue:          admission.Config{Levels: cfg.Admission.PriorityLevels, MaxQueue: cfg.Admission.MaxQueue},
+		Queue:          queueConfig(cfg),
 	}, eng, log)
+	s := newServer(cfg, &local{sched: sched, info: sched.Info(), maxBatch: cfg.Batch.MaxBatchSize}, sched.Info(), log)
+	s.sched = sched
+	return s
+}
+
+// NewRemote builds a server that runs generations on the OpenAI-compatible
+// server c calls, at most concurrency at once (0: read from gauge on the
+// upstream's metrics). info names the served model.
+func NewRemote(cfg config.Config, c *remote.Client, info inference.Info, concurrency int, gauge remote.Gauge, log *slog.Logger) *Server {
+	d := dispatch.New(dispatch.Config{Concurrency: concurrency, Gauge: gauge, Queue: queueConfig(cfg)}, c, log)
+	return newServer(cfg, remoteEngine{d: d}, info, log)
+}
+
+func queueConfig(cfg config.Config) admission.Config {
+	return admission.Config{Levels: cfg.Admission.PriorityLevels, MaxQueue: cfg.Admission.MaxQueue}
+}
+
+func newServer(cfg config.Config, be backend, info inference.Info, log *slog.Logger) *Server {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	info := sched.Info()
-	m := telemetry.New(reg, sched.Depths, func() (int, int, int) {
-		running, _, kv := sched.Load()
-		return running, kv, info.KVTokens
+	m := telemetry.New(reg, be.depths, func() telemetry.Load {
+		l, _ := be.load()
+		return l
 	})
-	sched.SetMetrics(m)
+	be.setMetrics(m)
 	now := time.Now()
 	return &Server{
 		opts: Options{
 			MaxBodyBytes: cfg.Server.MaxBodyBytes, DefaultTimeout: cfg.Admission.DefaultTimeout,
 			MaxTimeout: cfg.Admission.MaxTimeout, RetryAfter: cfg.Admission.RetryAfter, DrainTimeout: cfg.Server.DrainTimeout,
 		},
-		sched: sched, info: info, health: newHealth(), maxBatch: cfg.Batch.MaxBatchSize, m: m, reg: reg, log: log,
+		be: be, info: info, health: newHealth(), m: m, reg: reg, log: log,
 		created: now.Unix(), idPrefix: strconv.FormatInt(now.UnixNano()%(1<<40), 36),
 	}
 }
@@ -166,7 +186,7 @@ func (s *Server) Run(ctx context.Context, ls Listeners) error {
 	schedDone := make(chan struct{})
 	g.Go(func() error {
 		defer close(schedDone)
-		return s.sched.Run(schedCtx)
+		return s.be.run(schedCtx)
 	})
 	g.Go(func() error {
 		if err := hs.Serve(ls.HTTP); !errors.Is(err, http.ErrServerClosed) {
@@ -210,9 +230,9 @@ func (s *Server) Run(ctx context.Context, ls Listeners) error {
 func (s *Server) drain(hs *http.Server, gs *grpc.Server) {
 	s.draining.Store(true)
 	s.setServing(false)
-	s.sched.Close()
-	running, queued, _ := s.sched.Load()
-	s.log.Info("draining", "running", running, "queued", queued, "timeout", s.opts.DrainTimeout)
+	s.be.close()
+	l, queued := s.be.load()
+	s.log.Info("draining", "running", l.Running, "queued", queued, "timeout", s.opts.DrainTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout)
 	defer cancel()
 	done := make(chan struct{})
@@ -237,16 +257,37 @@ func (s *Server) drain(hs *http.Server, gs *grpc.Server) {
 	s.log.Info("drained")
 }
 
-// warmup runs one short generation through the whole scheduler path.
+// warmup runs one short generation through the whole path, retrying
+// while it fails (a remote engine may still be starting), until ctx ends.
 func (s *Server) warmup(ctx context.Context) error {
+	wait := 100 * time.Millisecond
+	for tries := 0; ; tries++ {
+		err := s.warmupOnce(ctx)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if tries == 0 || tries%10 == 0 {
+			s.log.Warn("warm-up failed; not ready, retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+func (s *Server) warmupOnce(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.MaxTimeout)
 	defer cancel()
-	seq, err := s.sched.Submit(ctx, batch.Request{Prompt: s.sched.Tokenizer().Encode("warm-up"), MaxTokens: 1})
+	one := 1
+	rd, err := s.be.start(ctx, &generation{model: s.info.Model, prompt: "warm-up", maxTokens: &one}, 0, "")
 	if err != nil {
 		return err
 	}
 	for {
-		if _, err := seq.Next(); err == io.EOF {
+		if _, err := rd.Next(); err == io.EOF {
 			return nil
 		} else if err != nil {
 			return err
@@ -262,13 +303,13 @@ func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
 
 // orca is the current ORCA load report.
 func (s *Server) orca() string {
-	running, queued, kv := s.sched.Load()
+	l, queued := s.be.load()
 	if s.gpu != nil {
 		util, mem := s.gpu.Load()
-		return telemetry.ORCA(running, queued, s.maxBatch, kv, s.info.KVTokens,
+		return telemetry.ORCA(l.Running, queued, l.Capacity, l.KVUsed, l.KVTotal,
 			telemetry.Named{Name: "gpu_utilization", Value: util}, telemetry.Named{Name: "gpu_memory_utilization", Value: mem})
 	}
-	return telemetry.ORCA(running, queued, s.maxBatch, kv, s.info.KVTokens)
+	return telemetry.ORCA(l.Running, queued, l.Capacity, l.KVUsed, l.KVTotal)
 }
 
 func (s *Server) nextID(prefix string) string {

@@ -4,6 +4,8 @@
 package telemetry
 
 import (
+	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -36,9 +38,9 @@ type Metrics struct {
 var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
 
 // New registers the metrics with reg. depths reports the queue depth per
-// priority level and load the scheduler's running sequences and KV use,
+// priority level and load the running sequences, their limit and KV use,
 // both read at scrape time.
-func New(reg prometheus.Registerer, depths func() []int, load func() (running, kvUsed, kvTotal int)) *Metrics {
+func New(reg prometheus.Registerer, depths func() []int, load func() Load) *Metrics {
 	m := &Metrics{
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "autoglm_batch_size", Help: "Sequences in each engine step.",
@@ -130,21 +132,45 @@ func (m *Metrics) Request(api string, code int) {
 	}
 }
 
+// Load is the engine's occupancy at one moment.
+type Load struct {
+	// Running sequences, and the most that run at once (the batch size
+	// limit, or the remote engine's concurrency; 0 while unknown).
+	Running, Capacity int
+	// KVUsed tokens of the KVTotal budget (0 when the engine is remote).
+	KVUsed, KVTotal int
+}
+
+// Outcome is the "outcome" label of a generation that ended with err.
+func Outcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "deadline"
+	}
+	return "error"
+}
+
 // loadCollector reads gauges at scrape time, so the hot path updates none.
 type loadCollector struct {
 	depths func() []int
-	load   func() (running, kvUsed, kvTotal int)
+	load   func() Load
 }
 
 var (
 	queueDepthDesc = prometheus.NewDesc("autoglm_queue_depth", "Requests waiting, by priority level.", []string{"priority"}, nil)
 	runningDesc    = prometheus.NewDesc("autoglm_running_sequences", "Sequences in the running batch.", nil, nil)
+	capacityDesc   = prometheus.NewDesc("autoglm_max_running_sequences", "Most sequences that run at once: the batch size limit, or the remote engine's concurrency.", nil, nil)
 	kvDesc         = prometheus.NewDesc("autoglm_kv_utilization", "Fraction of the KV-cache token budget reserved.", nil, nil)
 )
 
 func (c *loadCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- queueDepthDesc
 	ch <- runningDesc
+	ch <- capacityDesc
 	ch <- kvDesc
 }
 
@@ -152,11 +178,12 @@ func (c *loadCollector) Collect(ch chan<- prometheus.Metric) {
 	for p, n := range c.depths() {
 		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(n), strconv.Itoa(p))
 	}
-	running, used, total := c.load()
-	ch <- prometheus.MustNewConstMetric(runningDesc, prometheus.GaugeValue, float64(running))
+	l := c.load()
+	ch <- prometheus.MustNewConstMetric(runningDesc, prometheus.GaugeValue, float64(l.Running))
+	ch <- prometheus.MustNewConstMetric(capacityDesc, prometheus.GaugeValue, float64(l.Capacity))
 	kv := 0.0
-	if total > 0 {
-		kv = float64(used) / float64(total)
+	if l.KVTotal > 0 {
+		kv = float64(l.KVUsed) / float64(l.KVTotal)
 	}
 	ch <- prometheus.MustNewConstMetric(kvDesc, prometheus.GaugeValue, kv)
 }

@@ -1,0 +1,233 @@
+// Package remote drives an OpenAI-compatible inference server (vLLM,
+// SGLang, llama.cpp's server, or another autoglm-sidecar) over HTTP: the
+// execution backend when the model runs in another process, usually on a
+// GPU. It is a client only; queueing and concurrency belong to the sidecar.
+package remote
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/open-autoglm/autoglm/inference"
+)
+
+// ErrUnavailable wraps failures to reach the upstream or to read its
+// answer: refused or reset connections, a stream cut before its end,
+// malformed responses.
+var ErrUnavailable = errors.New("remote: upstream unavailable")
+
+// Error is an error answer from the upstream, in OpenAI's shape.
+type Error struct {
+	Status  int
+	Type    string
+	Code    string
+	Param   string
+	Message string
+	// RetryAfter is the upstream's Retry-After hint, if any.
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("remote: upstream answered %d %s: %s", e.Status, e.Type, e.Message)
+}
+
+// Config says where the upstream is.
+type Config struct {
+	// URL is the server's base URL, e.g. http://127.0.0.1:8000; the /v1
+	// paths are appended (a trailing /v1 is accepted too).
+	URL string
+	// Model is the model name the upstream serves.
+	Model string
+	// APIKey, when set, is sent as a bearer token.
+	APIKey string
+	// HTTP is the client to use; nil means one tuned for many concurrent
+	// streams to one host.
+	HTTP *http.Client
+}
+
+// Client calls one upstream. It is safe for concurrent use.
+type Client struct {
+	base  string
+	model string
+	auth  string
+	http  *http.Client
+}
+
+// New checks cfg and returns a client.
+func New(cfg Config) (*Client, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("url: must be an absolute http(s) URL, got %q", cfg.URL)
+	}
+	if cfg.Model == "" {
+		return nil, errors.New("model: is required")
+	}
+	c := &Client{base: strings.TrimSuffix(strings.TrimSuffix(u.String(), "/"), "/v1"), model: cfg.Model, http: cfg.HTTP}
+	if cfg.APIKey != "" {
+		c.auth = "Bearer " + cfg.APIKey
+	}
+	if c.http == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 1024
+		t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		t.ResponseHeaderTimeout = 0 // a queued request may wait long for its first byte; ctx bounds it
+		c.http = &http.Client{Transport: t}
+	}
+	return c, nil
+}
+
+// Model is the upstream's model name.
+func (c *Client) Model() string { return c.model }
+
+// Request is one generation: a chat when Chat is set, else a completion of
+// Prompt (or of Tokens, when set).
+type Request struct {
+	Chat   []inference.Message
+	Prompt string
+	Tokens []int
+	// MaxTokens is nil for the upstream's default.
+	MaxTokens *int
+	Stop      []string
+	Sampling  inference.Sampling
+}
+
+type wireMessage struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+type wireRequest struct {
+	Model             string         `json:"model"`
+	Messages          []wireMessage  `json:"messages,omitempty"`
+	Prompt            any            `json:"prompt,omitempty"`
+	MaxTokens         *int           `json:"max_tokens,omitempty"`
+	Stop              []string       `json:"stop,omitempty"`
+	Temperature       float64        `json:"temperature"`
+	TopP              float64        `json:"top_p,omitempty"`
+	TopK              int            `json:"top_k,omitempty"`
+	MinP              float64        `json:"min_p,omitempty"`
+	RepetitionPenalty float64        `json:"repetition_penalty,omitempty"`
+	Seed              *int64         `json:"seed,omitempty"`
+	Stream            bool           `json:"stream"`
+	StreamOptions     *streamOptions `json:"stream_options,omitempty"`
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+func (c *Client) body(r *Request) ([]byte, string) {
+	w := wireRequest{
+		Model: c.model, MaxTokens: r.MaxTokens, Stop: r.Stop,
+		Temperature: r.Sampling.Temperature, TopP: r.Sampling.TopP, TopK: r.Sampling.TopK,
+		MinP: r.Sampling.MinP, RepetitionPenalty: r.Sampling.RepetitionPenalty,
+		Stream: true, StreamOptions: &streamOptions{IncludeUsage: true},
+	}
+	if r.Sampling.HasSeed {
+		w.Seed = &r.Sampling.Seed
+	}
+	path := "/v1/completions"
+	switch {
+	case r.Chat != nil:
+		path = "/v1/chat/completions"
+		w.Messages = make([]wireMessage, len(r.Chat))
+		for i, m := range r.Chat {
+			w.Messages[i] = wireMessage(m)
+		}
+	case r.Tokens != nil:
+		w.Prompt = r.Tokens
+	default:
+		w.Prompt = r.Prompt
+	}
+	b, _ := json.Marshal(w) // plain types only: cannot fail
+	return b, path
+}
+
+// Generate starts a streamed generation. The stream ends when ctx does,
+// which cancels the upstream request (the upstream sees the connection
+// close and frees the sequence). A non-2xx answer is an *Error; transport
+// failures wrap ErrUnavailable; ctx's end is ctx.Err().
+func (c *Client) Generate(ctx context.Context, r *Request) (*Stream, error) {
+	body, path := c.body(r)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	if c.auth != "" {
+		req.Header.Set("Authorization", c.auth)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		// Lets an upstream autoglm-sidecar (or Envoy) know the deadline.
+		if ms := time.Until(dl).Milliseconds(); ms > 0 {
+			req.Header.Set("X-Envoy-Expected-Rq-Timeout-Ms", strconv.FormatInt(ms, 10))
+		}
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		return nil, readError(resp)
+	}
+	return newStream(ctx, resp.Body), nil
+}
+
+// readError turns an error response into an *Error, whatever its body.
+func readError(resp *http.Response) *Error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	e := decodeError(b)
+	if e == nil {
+		e = &Error{Message: strings.TrimSpace(string(b))}
+		if e.Message == "" {
+			e.Message = http.StatusText(resp.StatusCode)
+		}
+	}
+	e.Status = resp.StatusCode
+	if v := resp.Header.Get("Retry-After"); v != "" {
+		if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+			e.RetryAfter = time.Duration(s) * time.Second
+		}
+	}
+	return e
+}
+
+// decodeError reads {"error": {...}} as OpenAI and vLLM write it (vLLM's
+// code may be a number); nil if b is not that.
+func decodeError(b []byte) *Error {
+	var v struct {
+		Error *struct {
+			Message string          `json:"message"`
+			Type    string          `json:"type"`
+			Param   *string         `json:"param"`
+			Code    json.RawMessage `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(b, &v) != nil || v.Error == nil {
+		return nil
+	}
+	e := &Error{Message: v.Error.Message, Type: v.Error.Type}
+	if v.Error.Param != nil {
+		e.Param = *v.Error.Param
+	}
+	var code string
+	if json.Unmarshal(v.Error.Code, &code) == nil {
+		e.Code = code
+	}
+	return e
+}

@@ -1,0 +1,126 @@
+package remote
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+)
+
+// Stream reads one streamed generation (server-sent events of chunks, as
+// the OpenAI API streams them). It is used by one goroutine.
+type Stream struct {
+	ctx    context.Context
+	body   io.ReadCloser
+	sc     *bufio.Scanner
+	finish string
+	usage  *Usage
+	chunks int
+	done   bool
+}
+
+// Usage is the upstream's token count for the generation.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+}
+
+const maxEventBytes = 4 << 20
+
+func newStream(ctx context.Context, body io.ReadCloser) *Stream {
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 0, 4096), maxEventBytes)
+	return &Stream{ctx: ctx, body: body, sc: sc}
+}
+
+type chunk struct {
+	Choices []struct {
+		Text  string `json:"text"`
+		Delta struct {
+			Content string `json:"content"`
+		} `json:"delta"`
+		FinishReason *string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage *Usage          `json:"usage"`
+	Error json.RawMessage `json:"error"`
+}
+
+var (
+	dataPrefix = []byte("data:")
+	doneMarker = []byte("[DONE]")
+)
+
+// Next returns the next piece of generated text. At the end it returns
+// io.EOF; an error event from the upstream is an *Error; a stream cut
+// before its end wraps ErrUnavailable; the end of the context is its error.
+func (s *Stream) Next() (string, error) {
+	if s.done {
+		return "", io.EOF
+	}
+	for s.sc.Scan() {
+		line := s.sc.Bytes()
+		if !bytes.HasPrefix(line, dataPrefix) {
+			continue // blank separators, comments, event: and id: fields
+		}
+		data := bytes.TrimSpace(line[len(dataPrefix):])
+		if bytes.Equal(data, doneMarker) {
+			s.done = true
+			return "", io.EOF
+		}
+		var c chunk
+		if err := json.Unmarshal(data, &c); err != nil {
+			return "", fmt.Errorf("%w: malformed stream event: %v", ErrUnavailable, err)
+		}
+		if len(c.Error) > 0 && string(c.Error) != "null" {
+			e := decodeError(data)
+			if e == nil {
+				e = &Error{Message: string(c.Error)}
+			}
+			e.Status = 500 // an error after the 200: the generation failed upstream
+			return "", e
+		}
+		if c.Usage != nil {
+			s.usage = c.Usage
+		}
+		text := ""
+		for _, ch := range c.Choices {
+			text += ch.Text + ch.Delta.Content
+			if ch.FinishReason != nil && *ch.FinishReason != "" {
+				s.finish = *ch.FinishReason
+			}
+		}
+		if text != "" {
+			s.chunks++
+			return text, nil
+		}
+	}
+	if s.ctx.Err() != nil {
+		return "", s.ctx.Err()
+	}
+	if err := s.sc.Err(); err != nil {
+		return "", fmt.Errorf("%w: reading the stream: %v", ErrUnavailable, err)
+	}
+	if s.finish != "" { // servers that end without [DONE]
+		s.done = true
+		return "", io.EOF
+	}
+	return "", fmt.Errorf("%w: the stream ended before the generation did", ErrUnavailable)
+}
+
+// Finish is the finish reason the upstream gave ("stop", "length", ...).
+func (s *Stream) Finish() string { return s.finish }
+
+// Usage is the upstream's token count; without one (servers that ignore
+// stream_options), the completion tokens are counted as the text chunks
+// received, one token each, and the prompt tokens are unknown (0).
+func (s *Stream) Usage() Usage {
+	if s.usage != nil {
+		return *s.usage
+	}
+	return Usage{CompletionTokens: s.chunks}
+}
+
+// Close ends the request; closing before the end cancels it upstream.
+func (s *Stream) Close() error { return s.body.Close() }
