@@ -301,6 +301,9 @@ func (s *Scheduler) retire(seq *Sequence, finish string, err error) {
 	s.slotSeq[seq.slot] = nil
 	s.free = append(s.free, seq.slot)
 	s.kvUsed -= seq.reserve
+	// Load reflects the end before the reader sees it.
+	s.nRunning.Add(-1)
+	s.nKV.Store(int64(s.kvUsed))
 	r := seq.stats
 	r.Finish, r.PromptTokens, r.Done = finish, len(seq.req.Prompt), time.Now()
 	var afterFirst time.Duration

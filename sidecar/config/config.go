@@ -7,6 +7,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/url"
+	"os"
 	"time"
 )
 
@@ -51,11 +53,34 @@ type Server struct {
 
 // Engine chooses and shapes the inference engine.
 type Engine struct {
-	// Kind is the engine: "test" is the deterministic test engine.
+	// Kind is the engine: "test" is the deterministic test engine,
+	// "remote" an OpenAI-compatible server (vLLM, SGLang, llama.cpp).
 	Kind string `yaml:"kind"`
 	// Model is the name served in the API's "model" field.
-	Model string     `yaml:"model"`
-	Test  TestEngine `yaml:"test"`
+	Model  string       `yaml:"model"`
+	Test   TestEngine   `yaml:"test"`
+	Remote RemoteEngine `yaml:"remote"`
+}
+
+// RemoteEngine points at an OpenAI-compatible server; see inference/remote.
+type RemoteEngine struct {
+	// URL is the server's base URL, e.g. http://127.0.0.1:8000.
+	URL string `yaml:"url"`
+	// Model is the upstream's model name; empty means engine.model.
+	Model string `yaml:"model"`
+	// APIKeyEnv names an environment variable holding a bearer token.
+	APIKeyEnv string `yaml:"api_key_env"`
+	// Concurrency is the most generations running upstream at once: the
+	// engine's best batch size (vLLM: --max-num-seqs). 0 reads it from
+	// concurrency_metric on the upstream's /metrics.
+	Concurrency int `yaml:"concurrency"`
+	// ConcurrencyMetric is the gauge read when concurrency is 0, and
+	// ConcurrencyLabel, when set, the label of it that holds the number.
+	ConcurrencyMetric string `yaml:"concurrency_metric"`
+	ConcurrencyLabel  string `yaml:"concurrency_label"`
+	// ContextLength is reported in /v1/models (0: not reported); the
+	// upstream enforces its own.
+	ContextLength int `yaml:"context_length"`
 }
 
 // TestEngine shapes the test engine; see inference/testengine.
@@ -103,7 +128,7 @@ func Default() Config {
 		Server: Server{HTTPAddr: ":8080", GRPCAddr: ":9090", MaxBodyBytes: 4 << 20, DrainTimeout: 30 * time.Second},
 		Engine: Engine{Kind: "test", Model: "autoglm-test", Test: TestEngine{
 			Slots: 64, ContextLength: 4096, StepCost: 2 * time.Millisecond, SeqCost: 50 * time.Microsecond,
-		}},
+		}, Remote: RemoteEngine{ConcurrencyMetric: "autoglm_max_running_sequences"}},
 		Admission: Admission{PriorityLevels: 4, MaxQueue: 256, DefaultTimeout: 5 * time.Minute, MaxTimeout: 30 * time.Minute, RetryAfter: time.Second},
 		Batch:     Batch{MaxBatchSize: 32, MaxBatchTokens: 2048},
 		GPU:       GPU{Mode: "auto", PollInterval: 2 * time.Second},
@@ -146,8 +171,27 @@ func (c *Config) Validate() error {
 		if t.EOSAfter < 0 {
 			bad("engine.test.eos_after", "must not be negative, got %d", t.EOSAfter)
 		}
+	case "remote":
+		r := c.Engine.Remote
+		if u, err := url.Parse(r.URL); r.URL == "" {
+			bad("engine.remote.url", "is required when engine.kind is remote")
+		} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("engine.remote.url", "must be an absolute http(s) URL, got %q", r.URL)
+		}
+		if r.Concurrency < 0 || r.Concurrency > 4096 {
+			bad("engine.remote.concurrency", "must be 0 (read from the upstream) to 4096, got %d", r.Concurrency)
+		}
+		if r.Concurrency == 0 && r.ConcurrencyMetric == "" {
+			bad("engine.remote.concurrency_metric", "is required when engine.remote.concurrency is 0")
+		}
+		if r.ContextLength < 0 {
+			bad("engine.remote.context_length", "must not be negative, got %d", r.ContextLength)
+		}
+		if r.APIKeyEnv != "" && os.Getenv(r.APIKeyEnv) == "" {
+			bad("engine.remote.api_key_env", "environment variable %s is empty or unset", r.APIKeyEnv)
+		}
 	default:
-		bad("engine.kind", "must be \"test\", got %q", c.Engine.Kind)
+		bad("engine.kind", "must be \"test\" or \"remote\", got %q", c.Engine.Kind)
 	}
 	if c.Engine.Model == "" {
 		bad("engine.model", "is required")

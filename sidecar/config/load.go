@@ -123,6 +123,8 @@ func Flags(fs *flag.FlagSet) func(*Config) {
 	str("grpc-addr", "gRPC listen address, empty to disable (server.grpc_addr, default "+d.Server.GRPCAddr+")", func(c *Config) *string { return &c.Server.GRPCAddr })
 	str("engine", "inference engine (engine.kind, default "+d.Engine.Kind+")", func(c *Config) *string { return &c.Engine.Kind })
 	str("model", "served model name (engine.model, default "+d.Engine.Model+")", func(c *Config) *string { return &c.Engine.Model })
+	str("remote-url", "OpenAI-compatible server to run generations on, with -engine remote (engine.remote.url)", func(c *Config) *string { return &c.Engine.Remote.URL })
+	num("remote-concurrency", "generations running upstream at once, 0 to read it from the upstream (engine.remote.concurrency)", func(c *Config) *int { return &c.Engine.Remote.Concurrency })
 	num("max-batch-size", "sequences per step (batch.max_batch_size)", func(c *Config) *int { return &c.Batch.MaxBatchSize })
 	num("max-queue", "waiting requests before 429 (admission.max_queue)", func(c *Config) *int { return &c.Admission.MaxQueue })
 	str("log-level", "debug, info, warn or error (log.level)", func(c *Config) *string { return &c.Log.Level })

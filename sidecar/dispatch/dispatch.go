@@ -205,8 +205,7 @@ func (d *Dispatcher) discover(ctx context.Context) int {
 // run generates one job upstream, forwarding its text as it comes.
 func (d *Dispatcher) run(ctx context.Context, it *admission.Item[*Job]) {
 	j := it.Value
-	d.running.Add(1)
-	defer d.running.Add(-1)
+	d.running.Add(1) // end takes it back
 	wait := time.Since(it.Enqueued())
 	r := stream.Result{Arrived: it.Enqueued()}
 	call, cancel := context.WithCancel(it.Ctx)
@@ -263,6 +262,7 @@ func (d *Dispatcher) end(ctx context.Context, j *Job, r stream.Result, wait time
 	}
 	d.m.ObserveAdmitted(wait, r.PromptTokens)
 	d.m.ObserveFinished(telemetry.Outcome(err), r.Done.Sub(r.Arrived), afterFirst, r.CompletionTokens)
+	d.running.Add(-1) // Load reflects the end before the reader sees it
 	j.Finish(r, err)
 }
 

@@ -33,6 +33,13 @@ func testConfig() config.Config {
 
 func startWith(t testing.TB, cfg config.Config, eng inference.Engine, setup ...func(*Server)) *sidecar {
 	t.Helper()
+	return startServer(t, New(cfg, eng, 0, slog.New(slog.DiscardHandler)), setup...)
+}
+
+// startServer runs srv on loopback until the test ends and waits until it
+// is ready.
+func startServer(t testing.TB, srv *Server, setup ...func(*Server)) *sidecar {
+	t.Helper()
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +48,6 @@ func startWith(t testing.TB, cfg config.Config, eng inference.Engine, setup ...f
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := New(cfg, eng, 0, slog.New(slog.DiscardHandler))
 	for _, f := range setup {
 		f(srv)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/gpu"
+	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/inference/testengine"
 	"github.com/open-autoglm/autoglm/sidecar/config"
 	"github.com/open-autoglm/autoglm/sidecar/server"
@@ -59,12 +60,23 @@ func run(args []string) int {
 		return 2
 	}
 	log := newLogger(cfg.Log)
-	eng := newEngine(cfg.Engine)
-	info := eng.Info()
-	log.Info("engine loaded", "engine", cfg.Engine.Kind, "model", info.Model, "description", info.Description,
-		"context_length", info.ContextLength, "slots", info.Slots)
-	if cfg.Engine.Kind == "test" {
-		log.Warn("serving the TEST ENGINE: deterministic pseudo-text, not a language model")
+	var eng inference.Engine
+	var client *remote.Client
+	if cfg.Engine.Kind == "remote" {
+		if client, err = newRemote(cfg.Engine); err != nil {
+			fmt.Fprintln(os.Stderr, "autoglm-sidecar: engine.remote.", err)
+			return 2
+		}
+		log.Info("remote engine", "url", cfg.Engine.Remote.URL, "upstream_model", client.Model(), "model", cfg.Engine.Model,
+			"concurrency", cfg.Engine.Remote.Concurrency)
+	} else {
+		eng = newEngine(cfg.Engine)
+		info := eng.Info()
+		log.Info("engine loaded", "engine", cfg.Engine.Kind, "model", info.Model, "description", info.Description,
+			"context_length", info.ContextLength, "slots", info.Slots)
+		if cfg.Engine.Kind == "test" {
+			log.Warn("serving the TEST ENGINE: deterministic pseudo-text, not a language model")
+		}
 	}
 
 	mon, kvTokens, err := openGPU(cfg.GPU, log)
@@ -90,7 +102,14 @@ func run(args []string) int {
 		}
 	}
 	log.Info("listening", "http", ls.HTTP.Addr().String(), "grpc", cfg.Server.GRPCAddr)
-	srv := server.New(cfg, eng, kvTokens, log)
+	var srv *server.Server
+	if client != nil {
+		r := cfg.Engine.Remote
+		srv = server.NewRemote(cfg, client, inference.Info{Model: cfg.Engine.Model, Description: "remote " + r.URL, ContextLength: r.ContextLength},
+			r.Concurrency, remote.Gauge{Metric: r.ConcurrencyMetric, Label: r.ConcurrencyLabel}, log)
+	} else {
+		srv = server.New(cfg, eng, kvTokens, log)
+	}
 	if mon != nil {
 		srv.AttachGPU(mon, cfg.GPU.PollInterval)
 	}
@@ -128,6 +147,19 @@ func openGPU(cfg config.GPU, log *slog.Logger) (*gpu.Monitor, int, error) {
 		log.Info("kv budget from free gpu memory", "tokens", kv, "free_bytes", m.FreeMemory(), "reserve_bytes", cfg.MemoryReserveBytes)
 	}
 	return m, kv, nil
+}
+
+func newRemote(c config.Engine) (*remote.Client, error) {
+	r := c.Remote
+	model := r.Model
+	if model == "" {
+		model = c.Model
+	}
+	key := ""
+	if r.APIKeyEnv != "" {
+		key = os.Getenv(r.APIKeyEnv)
+	}
+	return remote.New(remote.Config{URL: r.URL, Model: model, APIKey: key})
 }
 
 func newEngine(c config.Engine) inference.Engine {
