@@ -30,7 +30,7 @@ run: build ## run the sidecar on the embedded default engine and print a curl co
 
 test: lint check-generate ## vet, format check, generated-code check and all tests (race detector on concurrent packages)
 	$(GO) test -count=1 -timeout 5m ./...
-	$(GO) test -count=1 -timeout 5m -race ./sidecar/admission/ ./sidecar/batch/ ./sidecar/server/ ./inference/gpu/
+	$(GO) test -count=1 -timeout 5m -race ./sidecar/admission/ ./sidecar/batch/ ./sidecar/stream/ ./sidecar/dispatch/ ./sidecar/server/ ./inference/gpu/ ./inference/remote/
 
 bench: ## benchmarks recorded in BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./test/bench/
@@ -38,6 +38,7 @@ bench: ## benchmarks recorded in BENCHMARKS.md
 fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./sidecar/api/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./sidecar/config/
+	$(GO) test -run '^$$' -fuzz FuzzStream -fuzztime $${FUZZTIME:-30s} ./inference/remote/
 
 lint: ## go vet and a gofmt check
 	$(GO) vet ./...
