@@ -28,8 +28,8 @@ const maxConcurrency = 4096
 
 // Config holds the concurrency and the admission queue's size.
 type Config struct {
-	// Concurrency is the most generations running upstream at once; 0
-	// means read it from Gauge on the upstream's /metrics at start.
+	// Concurrency is the upstream's best batch size; 0 means read it from
+	// Gauge on the upstream's /metrics at start.
 	Concurrency int
 	Gauge       remote.Gauge
 	Queue       admission.Config
@@ -122,7 +122,7 @@ func (d *Dispatcher) Close() { d.q.Close() }
 func (d *Dispatcher) Depths() []int { return d.q.Depths() }
 
 // Load reports the jobs running upstream, the concurrency limit (0 until
-// known) and the queued jobs.
+// known) and the jobs queued here.
 func (d *Dispatcher) Load() (running, limit, queued int) {
 	return int(d.running.Load()), int(d.limit.Load()), d.q.Len()
 }

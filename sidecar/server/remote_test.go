@@ -40,6 +40,7 @@ func upstream(t *testing.T, gate chan struct{}, mod func(*config.Config, *testen
 func remoteSidecar(t *testing.T, up *sidecar, concurrency int, mod func(*config.Config)) *sidecar {
 	t.Helper()
 	cfg := testConfig()
+	cfg.Engine.Remote.Concurrency = concurrency
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -47,8 +48,7 @@ func remoteSidecar(t *testing.T, up *sidecar, concurrency int, mod func(*config.
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startServer(t, NewRemote(cfg, c, inference.Info{Model: "autoglm-test", ContextLength: 512}, concurrency,
-		remote.Gauge{Metric: "autoglm_max_running_sequences"}, slog.New(slog.DiscardHandler)))
+	return startServer(t, NewRemote(cfg, c, inference.Info{Model: "autoglm-test", ContextLength: 512}, slog.New(slog.DiscardHandler)))
 }
 
 // warmGate lets the two warm-up steps through and holds the rest until the

@@ -76,10 +76,14 @@ func New(cfg config.Config, eng inference.Engine, kvTokens int, log *slog.Logger
 }
 
 // NewRemote builds a server that runs generations on the OpenAI-compatible
-// server c calls, at most concurrency at once (0: read from gauge on the
-// upstream's metrics). info names the served model.
-func NewRemote(cfg config.Config, c *remote.Client, info inference.Info, concurrency int, gauge remote.Gauge, log *slog.Logger) *Server {
-	d := dispatch.New(dispatch.Config{Concurrency: concurrency, Gauge: gauge, Queue: queueConfig(cfg)}, c, log)
+// server c calls, with the concurrency cfg.Engine.Remote says. info names
+// the served model.
+func NewRemote(cfg config.Config, c *remote.Client, info inference.Info, log *slog.Logger) *Server {
+	r := cfg.Engine.Remote
+	d := dispatch.New(dispatch.Config{
+		Concurrency: r.Concurrency, Gauge: remote.Gauge{Metric: r.ConcurrencyMetric, Label: r.ConcurrencyLabel},
+		Queue: queueConfig(cfg),
+	}, c, log)
 	return newServer(cfg, remoteEngine{d: d}, info, log)
 }
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/inference/testengine"
 	"github.com/open-autoglm/autoglm/sidecar/config"
 	"github.com/open-autoglm/autoglm/sidecar/server"
@@ -17,12 +19,26 @@ import (
 // URL.
 func startSidecar(b *testing.B, cfg config.Config, ec testengine.Config) string {
 	b.Helper()
+	ec.Model = cfg.Engine.Model
+	return serve(b, server.New(cfg, testengine.New(ec), 0, slog.New(slog.DiscardHandler)))
+}
+
+// startRemote runs an in-process sidecar whose engine is the
+// OpenAI-compatible server at upstream, configured by cfg.Engine.Remote.
+func startRemote(b *testing.B, cfg config.Config, upstream string) string {
+	b.Helper()
+	c, err := remote.New(remote.Config{URL: upstream, Model: cfg.Engine.Model})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return serve(b, server.NewRemote(cfg, c, inference.Info{Model: cfg.Engine.Model}, slog.New(slog.DiscardHandler)))
+}
+
+func serve(b *testing.B, srv *server.Server) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	ec.Model = cfg.Engine.Model
-	srv := server.New(cfg, testengine.New(ec), 0, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, server.Listeners{HTTP: l}) }()

@@ -105,8 +105,7 @@ func run(args []string) int {
 	var srv *server.Server
 	if client != nil {
 		r := cfg.Engine.Remote
-		srv = server.NewRemote(cfg, client, inference.Info{Model: cfg.Engine.Model, Description: "remote " + r.URL, ContextLength: r.ContextLength},
-			r.Concurrency, remote.Gauge{Metric: r.ConcurrencyMetric, Label: r.ConcurrencyLabel}, log)
+		srv = server.NewRemote(cfg, client, inference.Info{Model: cfg.Engine.Model, Description: "remote " + r.URL, ContextLength: r.ContextLength}, log)
 	} else {
 		srv = server.New(cfg, eng, kvTokens, log)
 	}
