@@ -12,11 +12,14 @@ import (
 	"time"
 
 	"github.com/openai/openai-go/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/inference/testengine"
 	"github.com/open-autoglm/autoglm/sidecar/config"
+	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
 )
 
 // The remote engine is tested against a second sidecar on loopback as the
@@ -361,4 +364,33 @@ func TestRemoteUpstreamErrors(t *testing.T) {
 			t.Fatalf("stream ended with %q; want an error event and [DONE], no normal finish", events[max(0, len(events)-2):])
 		}
 	})
+}
+
+// TestRemoteGRPC: the gRPC API serves a remote engine too, with the
+// upstream's text, usage and errors.
+func TestRemoteGRPC(t *testing.T) {
+	up := upstream(t, nil, nil)
+	rs := remoteSidecar(t, up, 2, nil)
+	req := &autoglmv1.GenerateRequest{Model: "autoglm-test", Prompt: "once upon a time", MaxTokens: 16}
+	want, wantLast, _, err := collectGenerate(t, up, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, last, n, err := collectGenerate(t, rs, req)
+	if err != nil || got != want || last.FinishReason != "length" || last.Usage.CompletionTokens != 16 ||
+		last.Usage.PromptTokens != wantLast.Usage.PromptTokens || n < 2 {
+		t.Fatalf("via the remote engine %q %+v in %d messages (%v); directly %q %+v", got, last, n, err, want, wantLast)
+	}
+	req.MaxTokens = 600 // beyond the upstream's context
+	if _, _, _, err := collectGenerate(t, rs, req); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "maximum context length") {
+		t.Fatalf("beyond the context: %v", err)
+	}
+}
+
+func collectGenerate(t *testing.T, sc *sidecar, req *autoglmv1.GenerateRequest) (string, *autoglmv1.GenerateResponse, int, error) {
+	stream, err := autoglmv1.NewInferenceClient(dial(t, sc)).Generate(context.Background(), req)
+	if err != nil {
+		return "", nil, 0, err
+	}
+	return collect(stream)
 }
