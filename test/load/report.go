@@ -163,7 +163,9 @@ type second struct {
 
 var metricNames = []string{"ttft", "itl", "tpot", "e2e", "lag"}
 
-func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3) }
+func newHist() *hdrhistogram.Histogram {
+	return hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3)
+}
 
 func newRecorder(start time.Time, slo SLO) *recorder {
 	r := &recorder{start: start, slo: slo, hist: map[string]*hdrhistogram.Histogram{}, errors: map[string]int{}}
