@@ -112,7 +112,9 @@ func (a *Arrivals) Next() (time.Duration, bool) {
 		r0 := a.from + k*t0 // rate now
 		left := dur - t0
 		avail := r0*left + k*left*left/2 // arrivals until the stage ends
-		if avail >= a.debt {
+		// The tolerance keeps rounding from losing the arrival that falls
+		// exactly on the stage's end.
+		if avail >= a.debt-1e-9 {
 			var dt float64
 			if math.Abs(k) < 1e-12 {
 				dt = a.debt / r0

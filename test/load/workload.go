@@ -20,12 +20,15 @@ type Dist struct {
 	B    float64 `json:"b,omitempty"`
 }
 
+// maxLen bounds every length parameter (words or tokens).
+const maxLen = 10_000_000
+
 // ParseDist reads "128", "uniform:64-256" or "normal:128,32".
 func ParseDist(s string) (Dist, error) {
 	kind, args, ok := strings.Cut(s, ":")
 	if !ok {
 		v, err := strconv.ParseFloat(s, 64)
-		if err != nil || v < 1 {
+		if err != nil || !(v >= 1 && v <= maxLen) {
 			return Dist{}, fmt.Errorf("%q: want N ≥ 1, uniform:MIN-MAX or normal:MEAN,STDDEV", s)
 		}
 		return Dist{Kind: "fixed", A: v}, nil
@@ -37,7 +40,7 @@ func ParseDist(s string) (Dist, error) {
 	as, bs, ok := strings.Cut(args, sep)
 	a, errA := strconv.ParseFloat(as, 64)
 	b, errB := strconv.ParseFloat(bs, 64)
-	if !ok || errA != nil || errB != nil || a < 0 || b < 0 || (kind == "uniform" && (a < 1 || b < a)) || (kind == "normal" && a < 1) {
+	if !ok || errA != nil || errB != nil || !(a >= 0 && a <= maxLen) || !(b >= 0 && b <= maxLen) || (kind == "uniform" && (a < 1 || b < a)) || (kind == "normal" && a < 1) {
 		return Dist{}, fmt.Errorf("%q: want uniform:MIN-MAX with 1 ≤ MIN ≤ MAX, or normal:MEAN,STDDEV with MEAN ≥ 1", s)
 	}
 	return Dist{Kind: kind, A: a, B: b}, nil
