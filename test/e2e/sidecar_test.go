@@ -20,8 +20,14 @@ import (
 
 func build(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "autoglm-sidecar")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/open-autoglm/autoglm/sidecar/cmd/autoglm-sidecar").CombinedOutput()
+	return buildCmd(t, "sidecar/cmd/autoglm-sidecar")
+}
+
+// buildCmd builds the command in the module's directory dir.
+func buildCmd(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), filepath.Base(dir))
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/open-autoglm/autoglm/"+dir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}

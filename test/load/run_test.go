@@ -20,7 +20,8 @@ import (
 )
 
 // sidecar runs a real autoglm-sidecar on loopback for the test's length.
-func sidecar(t *testing.T, mod func(*config.Config), ec testengine.Config) string {
+// A gRPC listener, when given, serves the gRPC API.
+func sidecar(t *testing.T, mod func(*config.Config), ec testengine.Config, grpcListener ...net.Listener) string {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Admission.MaxQueue = 4096
@@ -36,7 +37,11 @@ func sidecar(t *testing.T, mod func(*config.Config), ec testengine.Config) strin
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, server.Listeners{HTTP: l}) }()
+	ls := server.Listeners{HTTP: l}
+	if len(grpcListener) > 0 {
+		ls.GRPC = grpcListener[0]
+	}
+	go func() { done <- srv.Run(ctx, ls) }()
 	t.Cleanup(func() { cancel(); <-done })
 	for !srv.Ready() {
 		time.Sleep(time.Millisecond)
@@ -288,5 +293,31 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if err := (&Config{Model: "both"}).Validate(); err == nil || !strings.Contains(err.Error(), "model: must be open or closed") {
 		t.Errorf("%v", err)
+	}
+}
+
+// TestGRPCTarget: the sidecar's gRPC API under the closed model, sessions
+// included.
+func TestGRPCTarget(t *testing.T) {
+	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sidecar(t, nil, testengine.Config{}, gl)
+	g, err := NewGRPC(gl.Addr().String(), "autoglm-test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	w := workload(true)
+	w.Turns = 2
+	rep, err := Run(context.Background(), Config{Model: "closed", VUs: Constant(4, time.Second), Workload: w}, g, "grpc")
+	if err != nil || rep.OK == 0 || rep.OK != rep.Requests || rep.CompletionTokens != int64(rep.OK)*8 || rep.Latency["ttft"].Count != int64(rep.OK) {
+		t.Fatalf("%v: %+v", err, rep)
+	}
+	bad, _ := NewGRPC(gl.Addr().String(), "no-such-model", nil)
+	defer bad.Close()
+	if res := bad.Do(context.Background(), &Request{Prompt: "x", MaxTokens: 1}); res.Class != ClassClient {
+		t.Fatalf("unknown model: class %q", res.Class)
 	}
 }

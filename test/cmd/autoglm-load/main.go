@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/metadata"
+
 	"github.com/open-autoglm/autoglm/test/load"
 )
 
@@ -80,6 +82,7 @@ func (h headers) Set(v string) error {
 func run(args []string) int {
 	fs := flag.NewFlagSet("autoglm-load run", flag.ContinueOnError)
 	url := fs.String("url", "http://127.0.0.1:8080", "base URL of the OpenAI-compatible service")
+	grpcAddr := fs.String("grpc", "", "host:port of the sidecar's gRPC API, to target it instead of -url (always streamed)")
 	model := fs.String("model", "autoglm-test", `the "model" of every request`)
 	rateF := fs.Float64("rate", 0, "open model: arrivals per second (with -duration)")
 	rateStart := fs.Float64("rate-start", 0, "open model with -rate-stages: the rate at the start")
@@ -163,11 +166,28 @@ func run(args []string) int {
 	if !*quiet {
 		cfg.Progress = os.Stderr
 	}
-	t := load.NewHTTP(*url, *model)
-	t.Header = http.Header(hdr)
+	var t load.Target
+	name := *url
+	if *grpcAddr != "" {
+		md := metadata.MD{}
+		for k, vs := range hdr {
+			md.Append(strings.ToLower(k), vs...)
+		}
+		g, err := load.NewGRPC(*grpcAddr, *model, md)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "autoglm-load: -grpc:", err)
+			return 2
+		}
+		defer g.Close()
+		t, name = g, "grpc://"+*grpcAddr
+	} else {
+		h := load.NewHTTP(*url, *model)
+		h.Header = http.Header(hdr)
+		t = h
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := load.Run(ctx, cfg, t, *url)
+	rep, err := load.Run(ctx, cfg, t, name)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "autoglm-load:", err)
 		return 1
