@@ -118,8 +118,8 @@ func send(ctx context.Context, cfg *Config, t Target, rec *recorder, req *Reques
 	return res
 }
 
-// runOpen sends at the arrival schedule's offsets, each request in its own
-// goroutine, whatever happened to the earlier ones.
+// runOpen sends at the arrival schedule's offsets, whatever happened to the
+// earlier requests.
 func runOpen(ctx context.Context, cfg Config, t Target, rec *recorder, lim *rate.Limiter, start time.Time, inflight *atomic.Int64) {
 	maxIn := int64(cfg.MaxInFlight)
 	if maxIn == 0 {
@@ -129,8 +129,9 @@ func runOpen(ctx context.Context, cfg Config, t Target, rec *recorder, lim *rate
 	// Requests are built ahead on this goroutine from one seeded session,
 	// so the workload does not depend on timing.
 	s := &session{rng: rand.New(rand.NewPCG(cfg.Seed, 1))}
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	pool := &workers{jobs: make(chan job), max: maxIn, inflight: inflight,
+		do: func(j job) { send(ctx, &cfg, t, rec, j.req, j.intended) }}
+	defer pool.stop()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -153,18 +154,61 @@ func runOpen(ctx context.Context, cfg Config, t Target, rec *recorder, lim *rate
 		if lim != nil && lim.Wait(ctx) != nil {
 			return
 		}
-		if inflight.Load() >= maxIn {
+		if !pool.submit(job{req: req, intended: intended}) {
 			rec.drop()
-			continue
 		}
-		inflight.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer inflight.Add(-1)
-			send(ctx, &cfg, t, rec, req, intended)
-		}()
 	}
+}
+
+type job struct {
+	req      *Request
+	intended time.Time
+}
+
+// workers runs the open model's requests on goroutines that outlive one
+// request: a new goroutine per request would grow (and copy) its stack
+// every time, which costs more CPU than the request at 10k requests/s.
+type workers struct {
+	jobs     chan job
+	max      int64
+	inflight *atomic.Int64
+	n        atomic.Int64
+	wg       sync.WaitGroup
+	do       func(job)
+}
+
+// submit hands j to an idle worker, or to a new one while fewer than max
+// requests are in flight; false means it was dropped.
+func (w *workers) submit(j job) bool {
+	if w.inflight.Load() >= w.max {
+		return false
+	}
+	w.inflight.Add(1)
+	select {
+	case w.jobs <- j:
+		return true
+	default:
+	}
+	w.n.Add(1)
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		for {
+			w.do(j)
+			w.inflight.Add(-1)
+			var ok bool
+			if j, ok = <-w.jobs; !ok {
+				return
+			}
+		}
+	}()
+	return true
+}
+
+// stop lets the workers finish their requests and waits for them.
+func (w *workers) stop() {
+	close(w.jobs)
+	w.wg.Wait()
 }
 
 // runClosed keeps the ramp's number of virtual users sending, each after

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -64,16 +65,39 @@ type HTTP struct {
 	Base   string
 	Model  string
 	Header http.Header
-	Client *http.Client
+	// plain serves http:// targets; client (net/http) the others.
+	plain  *conns
+	prefix string // the base URL's path
+	client *http.Client
 }
 
-// NewHTTP returns a target with a client sized for many concurrent
-// keep-alive connections.
+// NewHTTP returns a target for base (http:// or https://).
 func NewHTTP(base, model string) *HTTP {
+	h := &HTTP{Base: strings.TrimSuffix(base, "/"), Model: model}
+	if u, err := url.Parse(h.Base); err == nil && u.Scheme == "http" && u.Host != "" {
+		h.plain, h.prefix = newConns(u.Host), u.Path
+		return h
+	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns, t.MaxIdleConnsPerHost = 0, 100_000
 	t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	return &HTTP{Base: strings.TrimSuffix(base, "/"), Model: model, Client: &http.Client{Transport: t}}
+	h.client = &http.Client{Transport: t}
+	return h
+}
+
+func (h *HTTP) post(ctx context.Context, path string, body []byte) (*http.Response, error) {
+	if h.plain != nil {
+		return h.plain.post(ctx, h.prefix+path, h.Header, body)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.Base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range h.Header {
+		req.Header[k] = v
+	}
+	return h.client.Do(req)
 }
 
 type wireRequest struct {
@@ -119,15 +143,7 @@ func (h *HTTP) Do(ctx context.Context, r *Request) Result {
 		}{true}
 	}
 	body, _ := json.Marshal(w)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.Base+path, bytes.NewReader(body))
-	if err != nil {
-		return Result{Class: ClassTransport, Done: time.Now()}
-	}
-	req.Header.Set("Content-Type", "application/json")
-	for k, v := range h.Header {
-		req.Header[k] = v
-	}
-	resp, err := h.Client.Do(req)
+	resp, err := h.post(ctx, path, body)
 	if err != nil {
 		return failed(ctx, 0)
 	}
@@ -177,6 +193,9 @@ func readStream(ctx context.Context, resp *http.Response) Result {
 		data := bytes.TrimSpace(line[5:])
 		if bytes.Equal(data, []byte("[DONE]")) {
 			res.Done, res.Text = time.Now(), text.String()
+			// What follows is the body's end: reading it keeps the
+			// connection for the next request.
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			if res.CompletionTokens == 0 {
 				res.CompletionTokens = chunks
 			}
