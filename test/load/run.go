@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,7 +83,11 @@ func Run(ctx context.Context, cfg Config, t Target, name string) (*Report, error
 		lim = rate.NewLimiter(rate.Limit(cfg.Cap), 1)
 	}
 	var inflight atomic.Int64
-	stopProgress := progress(cfg.Progress, start, rec, &inflight)
+	total := cfg.VUs.Duration()
+	if cfg.Model == "open" {
+		total = cfg.Rate.Duration()
+	}
+	stopProgress := progress(cfg.Progress, start, total, rec, &inflight)
 	switch cfg.Model {
 	case "open":
 		runOpen(ctx, cfg, t, rec, lim, start, &inflight)
@@ -255,10 +260,12 @@ func vu(ctx context.Context, cfg *Config, t Target, rec *recorder, lim *rate.Lim
 			continue
 		}
 		req := cfg.Workload.next(s)
-		intended := time.Now()
-		if lim != nil && lim.Wait(ctx) != nil {
+		// The cap is the generator's own pacing: a closed-model request
+		// is intended to leave when the cap lets it.
+		if lim != nil && (lim.Wait(ctx) != nil || time.Now().After(end)) {
 			return
 		}
+		intended := time.Now()
 		inflight.Add(1)
 		res := send(ctx, cfg, t, rec, req, intended)
 		inflight.Add(-1)
@@ -277,9 +284,9 @@ func vu(ctx context.Context, cfg *Config, t Target, rec *recorder, lim *rate.Lim
 	}
 }
 
-// progress writes a status line every second until the returned func is
-// called.
-func progress(w io.Writer, start time.Time, rec *recorder, inflight *atomic.Int64) func() {
+// progress redraws a status line with a bar of the schedule's progress
+// every second until the returned func is called.
+func progress(w io.Writer, start time.Time, total time.Duration, rec *recorder, inflight *atomic.Int64) func() {
 	if w == nil {
 		return func() {}
 	}
@@ -301,8 +308,11 @@ func progress(w io.Writer, start time.Time, rec *recorder, inflight *atomic.Int6
 				p99 := float64(rec.hist["ttft"].ValueAtQuantile(99)) / 1e3
 				rec.mu.Unlock()
 				el := time.Since(start)
-				fmt.Fprintf(w, "\r%5.0fs  done %8d  ok %8d  errors %6d  dropped %6d  in flight %5d  %7.1f req/s  ttft p99 %7.1f ms ",
-					el.Seconds(), n, ok, n-ok, dropped, inflight.Load(), float64(n)/el.Seconds(), p99)
+				const width = 20
+				fill := min(width, int(float64(width)*el.Seconds()/total.Seconds()))
+				fmt.Fprintf(w, "\r[%s%s] %4.0f/%.0fs  done %7d  errors %5d  dropped %5d  in flight %5d  %7.1f req/s  ttft p99 %7.1f ms ",
+					strings.Repeat("=", fill), strings.Repeat(" ", width-fill), el.Seconds(), total.Seconds(),
+					n, n-ok, dropped, inflight.Load(), float64(n)/el.Seconds(), p99)
 			}
 		}
 	}()

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"log/slog"
 	"net"
 	"os"
@@ -319,5 +321,42 @@ func TestGRPCTarget(t *testing.T) {
 	defer bad.Close()
 	if res := bad.Do(context.Background(), &Request{Prompt: "x", MaxTokens: 1}); res.Class != ClassClient {
 		t.Fatalf("unknown model: class %q", res.Class)
+	}
+}
+
+// TestCapGoodputProgressSeed: the cap bounds a closed model's rate, goodput
+// counts the requests within the SLOs, the progress line is drawn, and a
+// seed fixes the workload.
+func TestCapGoodputProgressSeed(t *testing.T) {
+	base := sidecar(t, nil, testengine.Config{})
+	var progress bytes.Buffer
+	rep, err := Run(context.Background(), Config{Model: "closed", VUs: Constant(8, 2*time.Second), Cap: 50, Workload: workload(false),
+		SLO: SLO{E2E: time.Minute, TTFT: time.Minute}, Progress: &progress}, NewHTTP(base, "autoglm-test"), base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Requests < 90 || rep.Requests > 102 {
+		t.Fatalf("%d requests in 2 s under a cap of 50/s", rep.Requests)
+	}
+	if rep.Goodput != rep.Achieved || rep.OK != rep.Requests {
+		t.Fatalf("goodput %v of %v with generous SLOs", rep.Goodput, rep.Achieved)
+	}
+	if !strings.Contains(progress.String(), "[==========") || !strings.Contains(progress.String(), "/2s") {
+		t.Fatalf("progress line %q", progress.String())
+	}
+
+	w := workload(false)
+	w.Prompt, w.Output = Dist{Kind: "uniform", A: 1, B: 100}, Dist{Kind: "normal", A: 50, B: 10}
+	draw := func(seed uint64) string {
+		s := &session{rng: rand.New(rand.NewPCG(seed, 1))}
+		var b strings.Builder
+		for range 5 {
+			r := w.next(s)
+			fmt.Fprintf(&b, "%d %s|", r.MaxTokens, key(r.Chat))
+		}
+		return b.String()
+	}
+	if draw(1) != draw(1) || draw(1) == draw(2) {
+		t.Fatal("the seed must fix the workload, and another seed change it")
 	}
 }
