@@ -49,8 +49,8 @@ func TestReadDataset(t *testing.T) {
 		t.Fatalf("%+v %v", ds, err)
 	}
 	for in, want := range map[string]string{
-		`{"prompt":"a"}` + "\n" + `{"prompt":`:       "line 2",
-		`{"prompt":"a","messages":[]}`:                "line 1: want exactly one",
+		`{"prompt":"a"}` + "\n" + `{"prompt":`:         "line 2",
+		`{"prompt":"a","messages":[]}`:                 "line 1: want exactly one",
 		`{"messages":[{"role":"tool","content":"x"}]}`: "messages[0].role",
 		`{"prompt":"a","n":2}`:                         "unknown field",
 		``:                                             "no prompts",
