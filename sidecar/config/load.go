@@ -5,76 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"reflect"
-	"regexp"
 	"strconv"
-	"strings"
 
-	"gopkg.in/yaml.v3"
+	"github.com/open-autoglm/autoglm/internal/strictyaml"
 )
 
 // Parse decodes YAML over c strictly: every unknown field and every value
 // of the wrong type is reported with its path and line.
-func Parse(data []byte, c *Config) error {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return fmt.Errorf("parse config: %w", err)
-	}
-	if len(doc.Content) == 0 {
-		return nil
-	}
-	var errs []error
-	decodeNode(doc.Content[0], reflect.ValueOf(c).Elem(), "", &errs)
-	return errors.Join(errs...)
-}
-
-var yamlLine = regexp.MustCompile(`^yaml: (unmarshal errors:\n\s*)?line \d+: `)
-
-func decodeNode(n *yaml.Node, v reflect.Value, path string, errs *[]error) {
-	at := func(format string, args ...any) {
-		p := path
-		if p == "" {
-			p = "(root)"
-		}
-		*errs = append(*errs, fmt.Errorf("%s (line %d): %s", p, n.Line, fmt.Sprintf(format, args...)))
-	}
-	if v.Kind() != reflect.Struct {
-		if err := n.Decode(v.Addr().Interface()); err != nil {
-			at("%s", yamlLine.ReplaceAllString(err.Error(), ""))
-		}
-		return
-	}
-	if n.Kind != yaml.MappingNode {
-		if n.Tag == "!!null" {
-			return
-		}
-		at("must be a mapping")
-		return
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		key, val := n.Content[i].Value, n.Content[i+1]
-		sub := key
-		if path != "" {
-			sub = path + "." + key
-		}
-		f, ok := fieldByTag(v, key)
-		if !ok {
-			*errs = append(*errs, fmt.Errorf("%s (line %d): unknown field", sub, n.Content[i].Line))
-			continue
-		}
-		decodeNode(val, f, sub, errs)
-	}
-}
-
-func fieldByTag(v reflect.Value, name string) (reflect.Value, bool) {
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag == name {
-			return v.Field(i), true
-		}
-	}
-	return reflect.Value{}, false
-}
+func Parse(data []byte, c *Config) error { return strictyaml.Decode(data, c) }
 
 // Load reads the file at path (if any) over the defaults, applies the
 // flags that were set, and validates the result.

@@ -26,7 +26,9 @@ var rules = []struct {
 	{"sidecar/dispatch", []string{"net/http", "google.golang.org/grpc", mod + "sidecar/api", mod + "sidecar/server", mod + "sidecar/batch"}, ""},
 	{"sidecar/batch", []string{"net/http", "google.golang.org/grpc", mod + "sidecar/api", mod + "sidecar/server"}, ""},
 	{"sidecar/api", []string{"google.golang.org/grpc", mod + "sidecar/batch", mod + "sidecar/admission", mod + "inference"}, ""},
-	{"sidecar/config", []string{"net/http", mod}, ""},
+	{"sidecar/config", []string{"net/http", mod + "sidecar", mod + "inference", mod + "xds"}, ""},
+	{"internal/strictyaml", []string{"net/http", mod + "sidecar", mod + "inference", mod + "xds"}, ""},
+	{"xds/...", []string{mod + "sidecar", mod + "inference", mod + "filter"}, ""},
 }
 
 // TestImportDirections checks each package's direct imports against the
