@@ -12,6 +12,7 @@ type inner struct {
 }
 
 type doc struct {
+	inner `yaml:",inline"`
 	Items []inner           `yaml:"items"`
 	Ptr   *inner            `yaml:"ptr"`
 	Named map[string]inner  `yaml:"named"`
@@ -23,6 +24,7 @@ type doc struct {
 func TestDecode(t *testing.T) {
 	d := doc{Keep: 7}
 	err := Decode([]byte(`
+name: top
 items:
   - name: a
     every: 5s
@@ -34,7 +36,7 @@ tags: [t1, t2]
 plain: {k: v}
 `), &d)
 	if err != nil || len(d.Items) != 2 || d.Items[0].Every != 5*time.Second || d.Ptr.Name != "p" || d.Named["x"].Every != time.Minute ||
-		len(d.Tags) != 2 || d.Plain["k"] != "v" || d.Keep != 7 {
+		len(d.Tags) != 2 || d.Plain["k"] != "v" || d.Keep != 7 || d.Name != "top" {
 		t.Fatalf("%+v %v", d, err)
 	}
 }

@@ -1,0 +1,317 @@
+// Package config is the first stage of the control plane's config path:
+// the autoglm-xds YAML (models, versions, weights, endpoints, policies),
+// decoded strictly and validated with field paths. compile turns it into ir.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/open-autoglm/autoglm/internal/strictyaml"
+)
+
+// APIVersion is the only version this package reads.
+const APIVersion = "autoglm.io/v1alpha1"
+
+// Config is a whole autoglm-xds configuration.
+type Config struct {
+	APIVersion string    `yaml:"apiVersion"`
+	Listeners  Listeners `yaml:"listeners"`
+	Defaults   Policy    `yaml:"defaults"`
+	Models     []Model   `yaml:"models"`
+}
+
+// Listeners are the resources clients attach to.
+type Listeners struct {
+	// HTTP is an Envoy listener for OpenAI-compatible HTTP traffic; nil
+	// means none.
+	HTTP *HTTPListener `yaml:"http"`
+	// GRPC names api_listeners for proxyless gRPC clients (xds:///NAME).
+	GRPC []string `yaml:"grpc"`
+}
+
+// HTTPListener is where Envoy accepts HTTP.
+type HTTPListener struct {
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"`
+	Port    int    `yaml:"port"`
+}
+
+// Policy holds the per-model settings; a model's own override the
+// defaults field by field.
+type Policy struct {
+	// Timeout bounds a request (0: Envoy's default of 15 s does not suit
+	// generation, so compile sets 300s).
+	Timeout *time.Duration `yaml:"timeout"`
+	Retries *Retries       `yaml:"retries"`
+	Outlier *Outlier       `yaml:"outlier_detection"`
+	Health  *HealthCheck   `yaml:"health_check"`
+	Limits  *Limits        `yaml:"circuit_breakers"`
+	// LB is least_request, weighted_round_robin (client-side, fed by the
+	// sidecars' ORCA reports) or ring_hash.
+	LB *LB `yaml:"load_balancing"`
+}
+
+// Retries says when a request is tried again.
+type Retries struct {
+	Attempts int `yaml:"attempts"`
+	// On lists conditions: reset, connect-failure, 5xx, retriable-4xx,
+	// refused-stream, gateway-error, and 429 (off unless listed: a 429
+	// from a sidecar means it is full, and retrying adds load).
+	On            []string      `yaml:"on"`
+	PerTryTimeout time.Duration `yaml:"per_try_timeout"`
+	// BudgetPercent caps retries at this share of active requests.
+	BudgetPercent float64 `yaml:"budget_percent"`
+}
+
+// Outlier ejects endpoints that keep failing.
+type Outlier struct {
+	Consecutive5xx     int           `yaml:"consecutive_5xx"`
+	Interval           time.Duration `yaml:"interval"`
+	BaseEjectionTime   time.Duration `yaml:"base_ejection_time"`
+	MaxEjectionPercent int           `yaml:"max_ejection_percent"`
+}
+
+// HealthCheck is Envoy's active HTTP health check.
+type HealthCheck struct {
+	Path               string        `yaml:"path"`
+	Interval           time.Duration `yaml:"interval"`
+	Timeout            time.Duration `yaml:"timeout"`
+	UnhealthyThreshold int           `yaml:"unhealthy_threshold"`
+	HealthyThreshold   int           `yaml:"healthy_threshold"`
+}
+
+// Limits are the cluster's circuit breakers.
+type Limits struct {
+	MaxConnections     int `yaml:"max_connections"`
+	MaxPendingRequests int `yaml:"max_pending_requests"`
+	MaxRequests        int `yaml:"max_requests"`
+	MaxRetries         int `yaml:"max_retries"`
+}
+
+// LB chooses the load-balancing policy.
+type LB struct {
+	Policy string `yaml:"policy"`
+	// HashHeader is ring_hash's key (e.g. a prompt-prefix key for cache
+	// affinity).
+	HashHeader string `yaml:"hash_header"`
+}
+
+// Model is one served model name and its versions.
+type Model struct {
+	Name     string    `yaml:"name"`
+	Versions []Version `yaml:"versions"`
+	Policy   `yaml:",inline"`
+}
+
+// Version is one deployment of a model: a weight in the split and where
+// its sidecars are.
+type Version struct {
+	Name   string `yaml:"name"`
+	Weight int    `yaml:"weight"`
+	// Endpoints are host:port of the sidecars' HTTP API; DNS is a name
+	// (host:port) resolved by Envoy instead. Exactly one is set.
+	Endpoints []string `yaml:"endpoints"`
+	DNS       string   `yaml:"dns"`
+	// GRPCPort is the sidecars' gRPC port, for proxyless gRPC clients
+	// (0: this version gets no gRPC cluster).
+	GRPCPort int `yaml:"grpc_port"`
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data)
+}
+
+// Parse decodes and validates a configuration.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	if err := strictyaml.Decode(data, &c); err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
+
+// Validate reports every problem, each with its field path.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	if c.APIVersion != APIVersion {
+		bad("apiVersion", "must be %s, got %q", APIVersion, c.APIVersion)
+	}
+	if h := c.Listeners.HTTP; h != nil {
+		if h.Name == "" {
+			bad("listeners.http.name", "is required")
+		}
+		if net.ParseIP(h.Address) == nil {
+			bad("listeners.http.address", "must be an IP address, got %q", h.Address)
+		}
+		if h.Port < 1 || h.Port > 65535 {
+			bad("listeners.http.port", "must be 1..65535, got %d", h.Port)
+		}
+	}
+	seen := map[string]bool{}
+	for i, g := range c.Listeners.GRPC {
+		if !nameRE.MatchString(g) || seen[g] {
+			bad(fmt.Sprintf("listeners.grpc[%d]", i), "must be a unique lower-case name, got %q", g)
+		}
+		seen[g] = true
+	}
+	if c.Listeners.HTTP == nil && len(c.Listeners.GRPC) == 0 {
+		bad("listeners", "at least one of http or grpc is required")
+	}
+	c.Defaults.validate("defaults", bad)
+	if len(c.Models) == 0 {
+		bad("models", "at least one model is required")
+	}
+	models := map[string]int{}
+	for i, m := range c.Models {
+		p := fmt.Sprintf("models[%d]", i)
+		if m.Name == "" {
+			bad(p+".name", "is required")
+		} else if j, dup := models[m.Name]; dup {
+			bad(p+".name", "duplicate model %q (also models[%d])", m.Name, j)
+		}
+		models[m.Name] = i
+		m.Policy.validate(p, bad)
+		if len(m.Versions) == 0 {
+			bad(p+".versions", "at least one version is required")
+		}
+		total := 0
+		versions := map[string]bool{}
+		for j, v := range m.Versions {
+			vp := fmt.Sprintf("%s.versions[%d]", p, j)
+			if !nameRE.MatchString(v.Name) {
+				bad(vp+".name", "must be a lower-case name (a-z, 0-9, . _ -), got %q", v.Name)
+			} else if versions[v.Name] {
+				bad(vp+".name", "duplicate version %q", v.Name)
+			}
+			versions[v.Name] = true
+			if v.Weight < 0 || v.Weight > 100 {
+				bad(vp+".weight", "must be 0..100, got %d", v.Weight)
+			}
+			total += v.Weight
+			switch {
+			case len(v.Endpoints) > 0 && v.DNS != "":
+				bad(vp, "endpoints and dns exclude each other")
+			case len(v.Endpoints) == 0 && v.DNS == "":
+				bad(vp+".endpoints", "endpoints or dns is required")
+			}
+			for k, e := range v.Endpoints {
+				if err := checkHostPort(e, true); err != nil {
+					bad(fmt.Sprintf("%s.endpoints[%d]", vp, k), "%v", err)
+				}
+			}
+			if v.DNS != "" {
+				if err := checkHostPort(v.DNS, false); err != nil {
+					bad(vp+".dns", "%v", err)
+				}
+			}
+			if v.GRPCPort < 0 || v.GRPCPort > 65535 {
+				bad(vp+".grpc_port", "must be 0..65535, got %d", v.GRPCPort)
+			}
+		}
+		if len(m.Versions) > 0 && total == 0 {
+			bad(p+".versions", "the weights sum to 0: no version would get traffic")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkHostPort checks host:port; with ip the host must be an IP address
+// (static endpoints are not resolved).
+func checkHostPort(s string, ip bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("must be host:port, got %q", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port must be 1..65535, got %q", port)
+	}
+	if ip && net.ParseIP(host) == nil {
+		return fmt.Errorf("must be an IP address and port (use dns for names), got %q", s)
+	}
+	if !ip && host == "" {
+		return fmt.Errorf("host is required, got %q", s)
+	}
+	return nil
+}
+
+func (p *Policy) validate(path string, bad func(string, string, ...any)) {
+	if p.Timeout != nil && *p.Timeout < 0 {
+		bad(path+".timeout", "must not be negative, got %s", *p.Timeout)
+	}
+	if r := p.Retries; r != nil {
+		if r.Attempts < 0 || r.Attempts > 10 {
+			bad(path+".retries.attempts", "must be 0..10, got %d", r.Attempts)
+		}
+		for i, on := range r.On {
+			if !retryOn[on] {
+				bad(fmt.Sprintf("%s.retries.on[%d]", path, i), "unknown condition %q (reset, connect-failure, 5xx, gateway-error, retriable-4xx, refused-stream, 429)", on)
+			}
+		}
+		if r.PerTryTimeout < 0 {
+			bad(path+".retries.per_try_timeout", "must not be negative")
+		}
+		if r.BudgetPercent < 0 || r.BudgetPercent > 100 {
+			bad(path+".retries.budget_percent", "must be 0..100, got %v", r.BudgetPercent)
+		}
+	}
+	if o := p.Outlier; o != nil {
+		if o.Consecutive5xx < 1 {
+			bad(path+".outlier_detection.consecutive_5xx", "must be at least 1, got %d", o.Consecutive5xx)
+		}
+		if o.Interval <= 0 || o.BaseEjectionTime <= 0 {
+			bad(path+".outlier_detection", "interval and base_ejection_time must be positive")
+		}
+		if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
+			bad(path+".outlier_detection.max_ejection_percent", "must be 0..100, got %d", o.MaxEjectionPercent)
+		}
+	}
+	if h := p.Health; h != nil {
+		if h.Path == "" || h.Path[0] != '/' {
+			bad(path+".health_check.path", "must start with /, got %q", h.Path)
+		}
+		if h.Interval <= 0 || h.Timeout <= 0 {
+			bad(path+".health_check", "interval and timeout must be positive")
+		}
+		if h.UnhealthyThreshold < 1 || h.HealthyThreshold < 1 {
+			bad(path+".health_check", "thresholds must be at least 1")
+		}
+	}
+	if l := p.Limits; l != nil && (l.MaxConnections < 0 || l.MaxPendingRequests < 0 || l.MaxRequests < 0 || l.MaxRetries < 0) {
+		bad(path+".circuit_breakers", "limits must not be negative")
+	}
+	if lb := p.LB; lb != nil {
+		switch lb.Policy {
+		case "least_request", "weighted_round_robin":
+			if lb.HashHeader != "" {
+				bad(path+".load_balancing.hash_header", "only applies to ring_hash")
+			}
+		case "ring_hash":
+			if lb.HashHeader == "" {
+				bad(path+".load_balancing.hash_header", "is required for ring_hash")
+			}
+		default:
+			bad(path+".load_balancing.policy", "must be least_request, weighted_round_robin or ring_hash, got %q", lb.Policy)
+		}
+	}
+}
+
+var retryOn = map[string]bool{"reset": true, "connect-failure": true, "5xx": true, "gateway-error": true, "retriable-4xx": true, "refused-stream": true, "429": true}

@@ -1,0 +1,131 @@
+// Package ir is the control plane's intermediate model, between compile and
+// envoygen on the config path: what to route where, with every default
+// filled in and every name derived. It imports nothing of this module.
+package ir
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is the whole routing model.
+type Config struct {
+	HTTP   *Listener
+	GRPC   []string // api_listener names, sorted
+	Models []Model  // sorted by name
+}
+
+// Listener is an Envoy HTTP listener.
+type Listener struct {
+	Name    string
+	Address string
+	Port    uint32
+}
+
+// Model is a model name and the split between its versions.
+type Model struct {
+	Name     string
+	Timeout  time.Duration
+	Retry    *Retry
+	LB       LB
+	Outlier  *Outlier
+	Health   *Health
+	Limits   *Limits
+	Versions []Version // sorted by name
+}
+
+// Version is one deployment in the split.
+type Version struct {
+	Name   string
+	Weight uint32
+	HTTP   Cluster
+	GRPC   *Cluster // nil: no gRPC port
+}
+
+// Cluster is where a version's sidecars are.
+type Cluster struct {
+	Name      string
+	Endpoints []Endpoint // static
+	DNS       string     // resolved by Envoy, with DNSPort
+	DNSPort   uint32
+}
+
+// Endpoint is one sidecar.
+type Endpoint struct {
+	Host string
+	Port uint32
+}
+
+// Retry policy.
+type Retry struct {
+	Attempts      uint32
+	On            []string // Envoy retry_on conditions
+	On429         bool
+	PerTryTimeout time.Duration
+	BudgetPercent float64
+}
+
+// LBPolicy names.
+const (
+	LeastRequest       = "least_request"
+	WeightedRoundRobin = "weighted_round_robin"
+	RingHash           = "ring_hash"
+)
+
+// LB is the load-balancing policy.
+type LB struct {
+	Policy     string
+	HashHeader string
+}
+
+// Outlier detection.
+type Outlier struct {
+	Consecutive5xx     uint32
+	Interval           time.Duration
+	BaseEjectionTime   time.Duration
+	MaxEjectionPercent uint32
+}
+
+// Health is an active HTTP health check.
+type Health struct {
+	Path                                 string
+	Interval, Timeout                    time.Duration
+	UnhealthyThreshold, HealthyThreshold uint32
+}
+
+// Limits are circuit breakers.
+type Limits struct {
+	MaxConnections, MaxPendingRequests, MaxRequests, MaxRetries uint32
+}
+
+// Validate checks the invariants envoygen relies on.
+func (c *Config) Validate() error {
+	var errs []error
+	clusters := map[string]bool{}
+	for i, m := range c.Models {
+		if i > 0 && c.Models[i-1].Name >= m.Name {
+			errs = append(errs, fmt.Errorf("models not sorted and unique at %q", m.Name))
+		}
+		var total uint32
+		for _, v := range m.Versions {
+			total += v.Weight
+			for _, cl := range []*Cluster{&v.HTTP, v.GRPC} {
+				if cl == nil {
+					continue
+				}
+				if clusters[cl.Name] {
+					errs = append(errs, fmt.Errorf("cluster name %q used twice", cl.Name))
+				}
+				clusters[cl.Name] = true
+				if (len(cl.Endpoints) == 0) == (cl.DNS == "") {
+					errs = append(errs, fmt.Errorf("cluster %q: exactly one of endpoints and dns", cl.Name))
+				}
+			}
+		}
+		if total == 0 {
+			errs = append(errs, fmt.Errorf("model %q: weights sum to 0", m.Name))
+		}
+	}
+	return errors.Join(errs...)
+}
