@@ -1,0 +1,188 @@
+// Command autoglm-xds is the control plane: it serves Envoy (and
+// proxyless gRPC clients) the routes, clusters and endpoints of a model
+// configuration over ADS, and keeps them in step with the file.
+//
+//	autoglm-xds serve -config models.yaml -ads :18000 -status :18001
+//	autoglm-xds validate -config models.yaml
+//	autoglm-xds render -config models.yaml
+//	autoglm-xds bootstrap -node envoy-1 -ads 127.0.0.1:18000
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/open-autoglm/autoglm/xds/bootstrap"
+	"github.com/open-autoglm/autoglm/xds/compile"
+	"github.com/open-autoglm/autoglm/xds/config"
+	"github.com/open-autoglm/autoglm/xds/envoygen"
+	"github.com/open-autoglm/autoglm/xds/server"
+)
+
+func main() {
+	cmd, args := "serve", os.Args[1:]
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		os.Exit(serve(args))
+	case "validate":
+		os.Exit(validate(args))
+	case "render":
+		os.Exit(render(args))
+	case "bootstrap":
+		os.Exit(boot(args))
+	default:
+		fmt.Fprintf(os.Stderr, "autoglm-xds: unknown command %q (serve, validate, render, bootstrap)\n", cmd)
+		os.Exit(2)
+	}
+}
+
+func load(fs *flag.FlagSet, args []string) (*config.Config, int) {
+	path := fs.String("config", "", "configuration file (YAML, apiVersion autoglm.io/v1alpha1)")
+	if err := fs.Parse(args); err != nil {
+		return nil, 2
+	}
+	if *path == "" {
+		fmt.Fprintln(os.Stderr, fs.Name()+": -config is required")
+		return nil, 2
+	}
+	c, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %s:\n%v\n", fs.Name(), *path, err)
+		return nil, 1
+	}
+	return c, 0
+}
+
+func validate(args []string) int {
+	c, rc := load(flag.NewFlagSet("autoglm-xds validate", flag.ContinueOnError), args)
+	if c == nil {
+		return rc
+	}
+	res, err := envoygen.Generate(compile.Compile(c))
+	if err == nil {
+		err = res.Validate()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "autoglm-xds validate:", err)
+		return 1
+	}
+	fmt.Printf("ok: %d models, %d listeners, %d routes, %d clusters\n", len(c.Models), len(res.Listeners), len(res.Routes), len(res.Clusters))
+	return 0
+}
+
+func render(args []string) int {
+	c, rc := load(flag.NewFlagSet("autoglm-xds render", flag.ContinueOnError), args)
+	if c == nil {
+		return rc
+	}
+	res, err := envoygen.Generate(compile.Compile(c))
+	var out []byte
+	if err == nil {
+		if err = res.Validate(); err == nil {
+			out, err = res.YAML()
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "autoglm-xds render:", err)
+		return 1
+	}
+	os.Stdout.Write(out)
+	return 0
+}
+
+func boot(args []string) int {
+	fs := flag.NewFlagSet("autoglm-xds bootstrap", flag.ContinueOnError)
+	node := fs.String("node", "envoy", "Envoy node id")
+	cluster := fs.String("cluster", "autoglm", "Envoy node cluster")
+	ads := fs.String("ads", "127.0.0.1:18000", "host:port of autoglm-xds's ADS server")
+	admin := fs.Int("admin-port", 9901, "Envoy admin port on 127.0.0.1 (0: no admin)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	out, err := bootstrap.YAML(bootstrap.Options{Node: *node, Cluster: *cluster, ADS: *ads, AdminPort: *admin})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "autoglm-xds bootstrap:", err)
+		return 2
+	}
+	os.Stdout.Write(out)
+	return 0
+}
+
+func serve(args []string) int {
+	fs := flag.NewFlagSet("autoglm-xds serve", flag.ContinueOnError)
+	path := fs.String("config", "", "configuration file, watched for changes")
+	adsAddr := fs.String("ads", ":18000", "ADS gRPC listen address")
+	statusAddr := fs.String("status", ":18001", "HTTP address of /status (JSON), /healthz and /readyz")
+	debounce := fs.Duration("debounce", 500*time.Millisecond, "quiet time after a file change before it is published")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *path == "" {
+		fmt.Fprintln(os.Stderr, "autoglm-xds serve: -config is required")
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	if _, err := config.Load(*path); err != nil {
+		fmt.Fprintf(os.Stderr, "autoglm-xds serve: %s:\n%v\n", *path, err)
+		return 2
+	}
+	s := server.New(log)
+	al, err := net.Listen("tcp", *adsAddr)
+	if err != nil {
+		log.Error("listen", "err", err)
+		return 1
+	}
+	sl, err := net.Listen("tcp", *statusAddr)
+	if err != nil {
+		log.Error("listen", "err", err)
+		return 1
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /status", s.StatusHandler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.Status().Version == "" {
+			http.Error(w, "nothing published", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.Watch(ctx, *path, *debounce) })
+	g.Go(func() error { return s.Run(ctx, al) })
+	g.Go(func() error {
+		if err := hs.Serve(sl); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return hs.Shutdown(sctx)
+	})
+	log.Info("serving", "ads", al.Addr().String(), "status", sl.Addr().String(), "config", *path)
+	if err := g.Wait(); err != nil {
+		log.Error("stopped", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,64 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/open-autoglm/autoglm/xds/compile"
+	"github.com/open-autoglm/autoglm/xds/config"
+	"github.com/open-autoglm/autoglm/xds/envoygen"
+	"github.com/open-autoglm/autoglm/xds/snapshot"
+)
+
+const head = "apiVersion: autoglm.io/v1alpha1\nlisteners: {grpc: [g]}\n"
+
+func TestBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"no version", "models: []\n", []string{"apiVersion: must be autoglm.io/v1alpha1", "listeners: at least one", "models: at least one model"}},
+		{"unknown fields", head + "models:\n  - name: m\n    versoins: []\n    versions: [{name: v1, weight: 1, endpoints: [\"1.2.3.4:80\"], wieght: 3}]\n",
+			[]string{"models[0].versoins (line 5): unknown field", "models[0].versions[0].wieght (line 6): unknown field"}},
+		{"duplicates", head + "models:\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}, {name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n",
+			[]string{"models[1].name: duplicate model \"m\" (also models[0])", "models[0].versions[1].name: duplicate version \"a\""}},
+		{"weights", head + "models:\n  - {name: m, versions: [{name: a, weight: 101, endpoints: [\"1.2.3.4:80\"]}, {name: b, weight: -1, endpoints: [\"1.2.3.4:80\"]}]}\n  - {name: n, versions: [{name: a, weight: 0, endpoints: [\"1.2.3.4:80\"]}]}\n",
+			[]string{"models[0].versions[0].weight: must be 0..100, got 101", "models[0].versions[1].weight: must be 0..100, got -1", "models[1].versions: the weights sum to 0"}},
+		{"endpoints", head + "models:\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"host.example:80\", \"1.2.3.4\", \"1.2.3.4:0\"]}, {name: b, weight: 1}, {name: c, weight: 1, dns: \"x:80\", endpoints: [\"1.2.3.4:80\"]}, {name: d, weight: 1, dns: \":80\"}]}\n",
+			[]string{"versions[0].endpoints[0]: must be an IP address and port (use dns for names)", "versions[0].endpoints[1]: must be host:port", "versions[0].endpoints[2]: port must be 1..65535", "versions[1].endpoints: endpoints or dns is required", "versions[2]: endpoints and dns exclude each other", "versions[3].dns: host is required"}},
+		{"policies", head + "defaults:\n  retries: {attempts: 11, on: [5xx, teapot], budget_percent: 120}\n  load_balancing: {policy: random}\nmodels:\n  - name: m\n    load_balancing: {policy: ring_hash}\n    health_check: {path: readyz, interval: 0s, timeout: 1s, unhealthy_threshold: 1, healthy_threshold: 1}\n    versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}]\n",
+			[]string{"defaults.retries.attempts: must be 0..10", "defaults.retries.on[1]: unknown condition \"teapot\"", "defaults.retries.budget_percent", "defaults.load_balancing.policy: must be", "models[0].load_balancing.hash_header: is required for ring_hash", "models[0].health_check.path: must start with /", "models[0].health_check: interval and timeout must be positive"}},
+		{"wrong types", head + "models:\n  - {name: m, timeout: soon, versions: [{name: a, weight: lots, endpoints: \"1.2.3.4:80\"}]}\n",
+			[]string{"models[0].timeout (line 4)", "models[0].versions[0].weight (line 4)", "models[0].versions[0].endpoints (line 4)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tc.yaml))
+			for _, w := range tc.want {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not say %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// FuzzParse: no input panics, and whatever is accepted compiles into
+// resources that validate and make a consistent snapshot.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(head + "models:\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"], grpc_port: 9}]}\n"))
+	f.Add([]byte("apiVersion: autoglm.io/v1alpha1\nlisteners: {http: {name: h, address: 0.0.0.0, port: 80}}\nmodels:\n  - {name: \"a/b:c\", load_balancing: {policy: ring_hash, hash_header: k}, versions: [{name: v, weight: 100, dns: \"x.y:80\"}]}\n"))
+	f.Add([]byte(head + "defaults: {retries: {attempts: 2, on: [\"429\", reset]}, outlier_detection: {consecutive_5xx: 1, interval: 1s, base_ejection_time: 1s, max_ejection_percent: 10}}\nmodels: [{name: m, versions: [{name: a, weight: 5, endpoints: [\"::1:80\"]}]}]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := config.Parse(data)
+		if err != nil {
+			return
+		}
+		res, err := envoygen.Generate(compile.Compile(c))
+		if err != nil {
+			t.Fatalf("accepted config does not generate: %v", err)
+		}
+		if _, err := snapshot.Build(res); err != nil {
+			t.Fatalf("accepted config gives invalid resources: %v\n%s", err, data)
+		}
+	})
+}
