@@ -18,7 +18,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 build: ## build every binary into bin/
-	$(GO) build -o $(BIN)/ ./sidecar/cmd/... ./test/cmd/...
+	$(GO) build -o $(BIN)/ ./sidecar/cmd/... ./xds/cmd/... ./test/cmd/...
 
 run: build ## run the sidecar on the embedded default engine and print a curl command
 	@echo "autoglm-sidecar: serving the TEST ENGINE (deterministic pseudo-text, not a language model)"
@@ -30,7 +30,7 @@ run: build ## run the sidecar on the embedded default engine and print a curl co
 
 test: lint check-generate ## vet, format check, generated-code check and all tests (race detector on concurrent packages)
 	$(GO) test -count=1 -timeout 5m ./...
-	$(GO) test -count=1 -timeout 5m -race ./sidecar/admission/ ./sidecar/batch/ ./sidecar/stream/ ./sidecar/dispatch/ ./sidecar/server/ ./inference/gpu/ ./inference/remote/ ./test/load/
+	$(GO) test -count=1 -timeout 5m -race ./sidecar/admission/ ./sidecar/batch/ ./sidecar/stream/ ./sidecar/dispatch/ ./sidecar/server/ ./inference/gpu/ ./inference/remote/ ./test/load/ ./xds/server/
 
 bench: ## benchmarks recorded in BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./test/bench/
@@ -39,6 +39,7 @@ fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./sidecar/api/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./sidecar/config/
 	$(GO) test -run '^$$' -fuzz FuzzStream -fuzztime $${FUZZTIME:-30s} ./inference/remote/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./xds/config/
 	$(GO) test -run '^$$' -fuzz FuzzReadDataset -fuzztime $${FUZZTIME:-30s} ./test/load/
 	$(GO) test -run '^$$' -fuzz FuzzParseDist -fuzztime $${FUZZTIME:-30s} ./test/load/
 

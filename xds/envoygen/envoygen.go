@@ -86,10 +86,29 @@ func Generate(c *ir.Config) (*Resources, error) {
 	return r, nil
 }
 
-func ads() *core.ConfigSource {
-	return &core.ConfigSource{ResourceApiVersion: core.ApiVersion_V3,
+// Parts shared by many resources are built once; nothing modifies them.
+var (
+	adsSource = &core.ConfigSource{ResourceApiVersion: core.ApiVersion_V3,
 		ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}}}
+	// http2Options make Envoy speak HTTP/2 to the sidecars' gRPC port.
+	http2Options = mustAny(&httpopts.HttpProtocolOptions{UpstreamProtocolOptions: &httpopts.HttpProtocolOptions_ExplicitHttpConfig_{
+		ExplicitHttpConfig: &httpopts.HttpProtocolOptions_ExplicitHttpConfig{ProtocolConfig: &httpopts.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+			Http2ProtocolOptions: &core.Http2ProtocolOptions{}}}}})
+	wrrPolicy = &cluster.LoadBalancingPolicy{Policies: []*cluster.LoadBalancingPolicy_Policy{{
+		TypedExtensionConfig: &core.TypedExtensionConfig{Name: "envoy.load_balancing_policies.client_side_weighted_round_robin",
+			TypedConfig: mustAny(&cswrr.ClientSideWeightedRoundRobin{})}}}}
+	defaultLocality = &core.Locality{Zone: "default"}
+)
+
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(err) // a fixed message of a linked-in type: cannot fail
+	}
+	return a
 }
+
+func ads() *core.ConfigSource { return adsSource }
 
 func manager(statPrefix, routeName string) (*anypb.Any, error) {
 	rt, err := anypb.New(&router.Router{})
@@ -233,12 +252,7 @@ func clusterFor(m ir.Model, c *ir.Cluster, grpc bool) (*cluster.Cluster, error) 
 		out.LbPolicy = cluster.Cluster_RING_HASH
 	case ir.WeightedRoundRobin:
 		// Weights from the sidecars' ORCA reports (endpoint-load-metrics).
-		w, err := anypb.New(&cswrr.ClientSideWeightedRoundRobin{})
-		if err != nil {
-			return nil, err
-		}
-		out.LoadBalancingPolicy = &cluster.LoadBalancingPolicy{Policies: []*cluster.LoadBalancingPolicy_Policy{{
-			TypedExtensionConfig: &core.TypedExtensionConfig{Name: "envoy.load_balancing_policies.client_side_weighted_round_robin", TypedConfig: w}}}}
+		out.LoadBalancingPolicy = wrrPolicy
 	default:
 		out.LbPolicy = cluster.Cluster_LEAST_REQUEST
 	}
@@ -267,14 +281,7 @@ func clusterFor(m ir.Model, c *ir.Cluster, grpc bool) (*cluster.Cluster, error) 
 		out.CircuitBreakers = &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{t}}
 	}
 	if grpc {
-		// Envoy must speak HTTP/2 to the sidecars' gRPC port.
-		o, err := anypb.New(&httpopts.HttpProtocolOptions{UpstreamProtocolOptions: &httpopts.HttpProtocolOptions_ExplicitHttpConfig_{
-			ExplicitHttpConfig: &httpopts.HttpProtocolOptions_ExplicitHttpConfig{ProtocolConfig: &httpopts.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
-				Http2ProtocolOptions: &core.Http2ProtocolOptions{}}}}})
-		if err != nil {
-			return nil, err
-		}
-		out.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": o}
+		out.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": http2Options}
 	}
 	return out, nil
 }
@@ -282,7 +289,8 @@ func clusterFor(m ir.Model, c *ir.Cluster, grpc bool) (*cluster.Cluster, error) 
 // localities puts the endpoints in one locality; proxyless gRPC clients
 // reject a locality without an identity or a weight.
 func localities(eps []ir.Endpoint) []*endpoint.LocalityLbEndpoints {
-	l := &endpoint.LocalityLbEndpoints{Locality: &core.Locality{Zone: "default"}, LoadBalancingWeight: wrapperspb.UInt32(1)}
+	l := &endpoint.LocalityLbEndpoints{Locality: defaultLocality, LoadBalancingWeight: wrapperspb.UInt32(1),
+		LbEndpoints: make([]*endpoint.LbEndpoint, 0, len(eps))}
 	for _, e := range eps {
 		l.LbEndpoints = append(l.LbEndpoints, &endpoint.LbEndpoint{HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{
 			Address: &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
@@ -296,14 +304,22 @@ func localities(eps []ir.Endpoint) []*endpoint.LocalityLbEndpoints {
 func (r *Resources) Validate() error {
 	for _, list := range [][]types.Resource{r.Listeners, r.Routes, r.Clusters, r.Endpoints} {
 		for _, res := range list {
-			v, ok := res.(interface{ ValidateAll() error })
-			if !ok {
-				continue
-			}
-			if err := v.ValidateAll(); err != nil {
-				return fmt.Errorf("%T %s: %w", res, name(res), err)
+			if err := ValidateResource(res); err != nil {
+				return err
 			}
 		}
+	}
+	return nil
+}
+
+// ValidateResource validates one resource, naming it in the error.
+func ValidateResource(res types.Resource) error {
+	v, ok := res.(interface{ ValidateAll() error })
+	if !ok {
+		return nil
+	}
+	if err := v.ValidateAll(); err != nil {
+		return fmt.Errorf("%T %s: %w", res, name(res), err)
 	}
 	return nil
 }
