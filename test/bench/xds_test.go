@@ -96,6 +96,18 @@ func BenchmarkXDSPropagation(b *testing.B) {
 	for _, n := range []int{1, 100} {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
 			s := server.New(slog.New(slog.DiscardHandler))
+			// push records when the last client's stream was sent the
+			// route configuration of the version published.
+			var pmu sync.Mutex
+			pushed := map[string]time.Time{}
+			s.Pushed = func(_, typeURL, version string) {
+				if typeURL == "type.googleapis.com/envoy.config.route.v3.RouteConfiguration" {
+					pmu.Lock()
+					pushed[version] = time.Now()
+					pmu.Unlock()
+				}
+			}
+			push := hdrhistogram.New(1, 60_000_000, 3)
 			if err := s.Publish(cfg(100)); err != nil {
 				b.Fatal(err)
 			}
@@ -164,10 +176,15 @@ func BenchmarkXDSPropagation(b *testing.B) {
 					}()
 				}
 				wg.Wait()
+				pmu.Lock()
+				push.RecordValue(pushed[s.Status().Version].Sub(start).Microseconds())
+				pmu.Unlock()
 			}
 			b.ReportMetric(float64(h.ValueAtQuantile(50))/1e3, "p50-ms")
 			b.ReportMetric(float64(h.ValueAtQuantile(99))/1e3, "p99-ms")
 			b.ReportMetric(float64(h.Max())/1e3, "max-ms")
+			b.ReportMetric(float64(push.ValueAtQuantile(50))/1e3, "last-push-p50-ms")
+			b.ReportMetric(float64(push.ValueAtQuantile(99))/1e3, "last-push-p99-ms")
 		})
 	}
 }

@@ -64,6 +64,9 @@ type Server struct {
 	// NackBackoff is the base delay before a stream that NACKed gets an
 	// answer again; it doubles per repeated NACK, up to a minute.
 	NackBackoff time.Duration
+	// Pushed, when set before Run, is called after every response sent
+	// to a node.
+	Pushed func(node, typeURL, version string)
 }
 
 // New returns a server with nothing published.
@@ -165,6 +168,11 @@ func (s *Server) callbacks() xds.Callbacks {
 		time.Sleep(wait)
 		mu.Lock()
 		return nil
+	}
+	cb.StreamResponseFunc = func(_ context.Context, _ int64, req *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
+		if s.Pushed != nil {
+			s.Pushed(req.GetNode().GetId(), resp.TypeUrl, resp.VersionInfo)
+		}
 	}
 	cb.StreamClosedFunc = func(id int64, _ *core.Node) {
 		mu.Lock()
