@@ -77,3 +77,38 @@ loop:
 		t.Fatalf("status %+v", st)
 	}
 }
+
+// TestDelta: the incremental (delta) protocol serves the same resources.
+func TestDelta(t *testing.T) {
+	s := New(slog.New(slog.DiscardHandler))
+	if err := s.Publish(parse(t, configYAML2(9001, 9002, 50, 50))); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go s.Run(ctx, l)
+	cc, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: "delta"}, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, r := range resp.Resources {
+		names[r.Name] = true
+	}
+	if !names["m-v1-grpc"] || !names["m-v2-grpc"] || len(names) != 2 {
+		t.Fatalf("delta clusters %v", names)
+	}
+}
