@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -60,6 +61,12 @@ func TestXDSBinary(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "models[0].versions[1].weight: must be 0..100, got 500") {
 		t.Fatalf("validate bad: %v\n%s", err, out)
 	}
+	plan := filepath.Join(dir, "plan.yaml")
+	os.WriteFile(plan, []byte("model: tiny\nstable: v1\ncanary: v1\nsteps: [{weight: 10, hold: 1m}]\ninterval: 5s\nslo: {max_eror_rate: 0.01}\n"), 0o644)
+	out, err = exec.Command(bin, "serve", "-config", cfg, "-rollout", plan).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "slo.max_eror_rate (line 6): unknown field") {
+		t.Fatalf("bad plan: %v\n%s", err, out)
+	}
 	out, err = exec.Command(bin, "bootstrap", "-node", "e1", "-ads", "127.0.0.1:18000").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "id: e1") {
 		t.Fatalf("bootstrap: %v\n%s", err, out)
@@ -82,6 +89,15 @@ func TestXDSBinary(t *testing.T) {
 	}
 	if readyz(base) != 200 {
 		t.Fatal("not ready with a published version")
+	}
+	if resp, err := http.Get(base + "/metrics"); err != nil {
+		t.Fatal(err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), `autoglm_xds_snapshot_info{version="`+first+`"} 1`) {
+			t.Fatalf("metrics:\n%s", b)
+		}
 	}
 	os.WriteFile(cfg, []byte(xdsConfig(50, 50)), 0o644)
 	var second string

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -61,6 +62,10 @@ type Server struct {
 	mu     sync.Mutex
 	status Status
 	nacks  map[string]*Nack // node|type
+	// last is the last good configuration as given; weights holds the
+	// versions' weights a rollout has taken over, by model.
+	last    *config.Config
+	weights map[string]map[string]int
 	// NackBackoff is the base delay before a stream that NACKed gets an
 	// answer again; it doubles per repeated NACK, up to a minute.
 	NackBackoff time.Duration
@@ -74,9 +79,67 @@ func New(log *slog.Logger) *Server {
 	return &Server{cache: cache.NewSnapshotCache(false, allNodes{}, nil), log: log, nacks: map[string]*Nack{}, NackBackoff: 250 * time.Millisecond}
 }
 
-// Publish compiles, generates, validates and publishes c. On failure the
-// served snapshot stays and the error is recorded and returned.
-func (s *Server) Publish(c *config.Config) error {
+// SetWeights makes the weights of a model's versions those given, in the
+// served configuration and every later one (a rollout owns them), and
+// republishes.
+func (s *Server) SetWeights(model string, weights map[string]int) error {
+	s.mu.Lock()
+	if s.weights == nil {
+		s.weights = map[string]map[string]int{}
+	}
+	s.weights[model] = weights
+	last := s.last
+	s.mu.Unlock()
+	if last == nil {
+		return errors.New("nothing published yet")
+	}
+	return s.Publish(last)
+}
+
+// Config is the last good configuration as given (nil before the first).
+func (s *Server) Config() *config.Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
+
+// withWeights is c with the overridden weights (c itself is not changed).
+func (s *Server) withWeights(c *config.Config) (*config.Config, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.weights) == 0 {
+		return c, nil
+	}
+	out := *c
+	out.Models = append([]config.Model(nil), c.Models...)
+	for i := range out.Models {
+		m := &out.Models[i]
+		w, ok := s.weights[m.Name]
+		if !ok {
+			continue
+		}
+		m.Versions = append([]config.Version(nil), m.Versions...)
+		for j := range m.Versions {
+			if v, ok := w[m.Versions[j].Name]; ok {
+				m.Versions[j].Weight = v
+			}
+		}
+	}
+	if err := out.Validate(); err != nil {
+		return nil, fmt.Errorf("with the rollout's weights: %w", err)
+	}
+	return &out, nil
+}
+
+// Publish compiles, generates, validates and publishes c (with the weights
+// a rollout holds). On failure the served snapshot stays and the error is
+// recorded and returned.
+func (s *Server) Publish(given *config.Config) error {
+	c, err := s.withWeights(given)
+	if err != nil {
+		s.Reject(err)
+		return err
+	}
 	res, err := envoygen.Generate(compile.Compile(c))
 	if err == nil {
 		var snap *cache.Snapshot
@@ -93,6 +156,7 @@ func (s *Server) Publish(c *config.Config) error {
 					s.status.Version, s.status.Published = snap.GetVersion(typeListener), time.Now()
 				}
 				s.status.LastError = ""
+				s.last = given
 				s.mu.Unlock()
 				if !same {
 					s.log.Info("published", "version", snap.GetVersion(typeListener), "models", len(c.Models))

@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,12 +22,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/open-autoglm/autoglm/xds/bootstrap"
 	"github.com/open-autoglm/autoglm/xds/compile"
 	"github.com/open-autoglm/autoglm/xds/config"
 	"github.com/open-autoglm/autoglm/xds/envoygen"
+	"github.com/open-autoglm/autoglm/xds/rollout"
 	"github.com/open-autoglm/autoglm/xds/server"
 )
 
@@ -128,6 +132,7 @@ func serve(args []string) int {
 	adsAddr := fs.String("ads", ":18000", "ADS gRPC listen address")
 	statusAddr := fs.String("status", ":18001", "HTTP address of /status (JSON), /healthz and /readyz")
 	debounce := fs.Duration("debounce", 500*time.Millisecond, "quiet time after a file change before it is published")
+	planPath := fs.String("rollout", "", "canary rollout plan (YAML) to run once the configuration is published; state on /rollout")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -141,6 +146,25 @@ func serve(args []string) int {
 		return 2
 	}
 	s := server.New(log)
+	var plan *rollout.Plan
+	if *planPath != "" {
+		p, err := loadPlan(*planPath)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "autoglm-xds serve: -rollout %s:\n%v\n", *planPath, err)
+			return 2
+		}
+		plan = &p
+	}
+	var ro *rollout.Controller
+	if plan != nil {
+		var err error
+		if ro, err = newRollout(s, *plan); err != nil {
+			fmt.Fprintln(os.Stderr, "autoglm-xds serve: -rollout:", err)
+			return 2
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{s: s, ro: ro})
 	al, err := net.Listen("tcp", *adsAddr)
 	if err != nil {
 		log.Error("listen", "err", err)
@@ -153,6 +177,15 @@ func serve(args []string) int {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /status", s.StatusHandler())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /rollout", func(w http.ResponseWriter, _ *http.Request) {
+		if ro == nil {
+			http.Error(w, "no rollout (serve -rollout PLAN)", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(ro.Status())
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.Status().Version == "" {
@@ -173,6 +206,23 @@ func serve(args []string) int {
 		}
 		return nil
 	})
+	if ro != nil {
+		g.Go(func() error {
+			for s.Status().Version == "" { // the rollout starts from a served configuration
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+			if err := ro.Run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("rollout", "err", err)
+			}
+			st := ro.Status()
+			log.Info("rollout ended", "model", st.Plan.Model, "state", st.State, "weight", st.Weight, "reason", st.Reason)
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

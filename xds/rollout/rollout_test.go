@@ -1,0 +1,165 @@
+package rollout_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	xdsgrpc "google.golang.org/grpc/xds"
+
+	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/testengine"
+	sidecarcfg "github.com/open-autoglm/autoglm/sidecar/config"
+	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
+	sidecar "github.com/open-autoglm/autoglm/sidecar/server"
+	"github.com/open-autoglm/autoglm/xds/config"
+	"github.com/open-autoglm/autoglm/xds/rollout"
+	"github.com/open-autoglm/autoglm/xds/server"
+)
+
+// failing is an engine that breaks after its warm-up step.
+type failing struct {
+	*testengine.Engine
+	steps atomic.Int64
+}
+
+func (f *failing) Step(ctx context.Context, in []inference.Input) ([]inference.Output, error) {
+	if f.steps.Add(1) > 1 {
+		return nil, errors.New("injected fault")
+	}
+	return f.Engine.Step(ctx, in)
+}
+
+// startSidecar runs a real sidecar; it returns its HTTP and gRPC addresses.
+func startSidecar(t *testing.T, eng inference.Engine) (string, int) {
+	cfg := sidecarcfg.Default()
+	cfg.Admission.MaxQueue = 1024
+	srv := sidecar.New(cfg, eng, 0, slog.New(slog.DiscardHandler))
+	hl, _ := net.Listen("tcp", "127.0.0.1:0")
+	gl, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, sidecar.Listeners{HTTP: hl, GRPC: gl}) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for !srv.Ready() {
+		time.Sleep(time.Millisecond)
+	}
+	return hl.Addr().String(), gl.Addr().(*net.TCPAddr).Port
+}
+
+// rollOut runs a plan against v1 (healthy) and v2 (canary) sidecars that
+// receive real traffic from a proxyless gRPC client through autoglm-xds.
+func rollOut(t *testing.T, canary inference.Engine) (rollout.Status, map[string]int) {
+	h1, g1 := startSidecar(t, testengine.New(testengine.Config{Model: "autoglm-test"}))
+	h2, g2 := startSidecar(t, canary)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`apiVersion: autoglm.io/v1alpha1
+listeners: {grpc: [inference]}
+models:
+  - name: autoglm-test
+    versions:
+      - {name: v1, weight: 100, endpoints: ["%s"], grpc_port: %d}
+      - {name: v2, weight: 0, endpoints: ["%s"], grpc_port: %d}
+`, h1, g1, h2, g2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := server.New(slog.New(slog.DiscardHandler))
+	if err := s.Publish(cfg); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go s.Run(ctx, l)
+
+	rb, err := xdsgrpc.NewXDSResolverWithConfigForTesting([]byte(fmt.Sprintf(
+		`{"xds_servers":[{"server_uri":"%s","channel_creds":[{"type":"insecure"}],"server_features":["xds_v3"]}],"node":{"id":"load"}}`, l.Addr())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///inference", grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(rb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := autoglmv1.NewInferenceClient(cc)
+	call := func() error {
+		cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-autoglm-model", "autoglm-test"), 5*time.Second)
+		defer cancel()
+		st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "autoglm-test", Prompt: "hello", MaxTokens: 4})
+		if err != nil {
+			return err
+		}
+		for {
+			if _, err := st.Recv(); err != nil {
+				return err
+			}
+		}
+	}
+	for range 4 { // steady load
+		go func() {
+			for ctx.Err() == nil {
+				call()
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+	}
+
+	hc := &http.Client{Timeout: 5 * time.Second}
+	urls := map[string][]string{"v1": rollout.MetricsURLs([]string{h1}), "v2": rollout.MetricsURLs([]string{h2})}
+	c, err := rollout.New(rollout.Plan{
+		Model: "autoglm-test", Stable: "v1", Canary: "v2", Interval: 50 * time.Millisecond,
+		Steps: []rollout.Step{{Weight: 10, Hold: 300 * time.Millisecond}, {Weight: 50, Hold: 300 * time.Millisecond}, {Weight: 100, Hold: 200 * time.Millisecond}},
+		SLO:   rollout.SLO{MaxErrorRate: 0.05, MaxTTFTRatio: 20, MinRequests: 5},
+	}, func(w int) error {
+		return s.SetWeights("autoglm-test", map[string]int{"v1": 100 - w, "v2": w})
+	}, func(ctx context.Context, version string) (rollout.Sample, error) {
+		return rollout.Scrape(ctx, hc, urls[version])
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := c.Run(rctx); err != nil {
+		t.Fatal(err)
+	}
+	// Where the traffic goes now: ask the sidecars which served it.
+	time.Sleep(300 * time.Millisecond) // let the client see the last weights
+	b1, _ := rollout.Scrape(ctx, hc, urls["v1"])
+	b2, _ := rollout.Scrape(ctx, hc, urls["v2"])
+	time.Sleep(300 * time.Millisecond)
+	a1, _ := rollout.Scrape(ctx, hc, urls["v1"])
+	a2, _ := rollout.Scrape(ctx, hc, urls["v2"])
+	return c.Status(), map[string]int{"v1": int(a1.Since(b1).Requests), "v2": int(a2.Since(b2).Requests)}
+}
+
+func TestHealthyCanaryPromoted(t *testing.T) {
+	st, traffic := rollOut(t, testengine.New(testengine.Config{Model: "autoglm-test"}))
+	if st.State != rollout.Promoted || st.Weight != 100 || len(st.History) < 4 {
+		t.Fatalf("status %+v", st)
+	}
+	if traffic["v2"] == 0 || traffic["v1"] != 0 {
+		t.Fatalf("after promotion the traffic went %v", traffic)
+	}
+}
+
+func TestFaultyCanaryRolledBack(t *testing.T) {
+	st, traffic := rollOut(t, &failing{Engine: testengine.New(testengine.Config{Model: "autoglm-test"})})
+	if st.State != rollout.RolledBack || st.Weight != 0 || !strings.Contains(st.Reason, "error rate") {
+		t.Fatalf("status %+v", st)
+	}
+	if traffic["v1"] == 0 || traffic["v2"] != 0 {
+		t.Fatalf("after the rollback the traffic went %v", traffic)
+	}
+}
