@@ -12,7 +12,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 RUN_ADDR  ?= 127.0.0.1:8080
 RUN_GRPC  ?= 127.0.0.1:9090
 
-.PHONY: help build run test test-race bench lint generate check-generate tools protoc fuzz clean
+.PHONY: help build run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -20,12 +20,10 @@ help: ## list the targets
 build: ## build every binary into bin/
 	$(GO) build -o $(BIN)/ ./sidecar/cmd/... ./xds/cmd/... ./test/cmd/...
 
-run: build ## run the sidecar on the embedded default engine and print a curl command
-	@echo "autoglm-sidecar: serving the TEST ENGINE (deterministic pseudo-text, not a language model)"
-	@echo "  on http://$(RUN_ADDR) (OpenAI API, /metrics, /readyz) and grpc $(RUN_GRPC). Try, in another shell:"
-	@echo "  curl -N http://$(RUN_ADDR)/v1/chat/completions -H 'content-type: application/json' \\"
-	@echo "    -d '{\"model\":\"autoglm-test\",\"stream\":true,\"max_tokens\":32,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'"
-	@echo "  Ctrl-C drains and stops."
+run: build ## the local stack: autoglm-xds, two sidecar versions (90/10), Envoy if on PATH; prints what to try
+	BIN=$(BIN) ./test/tools/run-local.sh
+
+run-sidecar: build ## just one sidecar on the embedded default engine
 	./$(BIN)/autoglm-sidecar -config sidecar/cmd/autoglm-sidecar/dev.yaml -http-addr $(RUN_ADDR) -grpc-addr $(RUN_GRPC) -log-format text
 
 test: lint check-generate ## vet, format check, generated-code check and all tests (race detector on concurrent packages)

@@ -25,7 +25,8 @@ type GRPC struct {
 	md    metadata.MD
 }
 
-// NewGRPC dials addr (host:port, plain text); md is sent with every call.
+// NewGRPC dials addr (host:port, or any gRPC target such as xds:///NAME;
+// plain text); md is sent with every call.
 func NewGRPC(addr, model string, md metadata.MD) (*GRPC, error) {
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/metadata"
+	_ "google.golang.org/grpc/xds" // xds:/// targets
 
 	"github.com/open-autoglm/autoglm/test/load"
 )
@@ -79,10 +81,13 @@ func (h headers) Set(v string) error {
 	return nil
 }
 
+const bootstrapEnv = "GRPC_XDS_BOOTSTRAP_CONFIG"
+
 func run(args []string) int {
 	fs := flag.NewFlagSet("autoglm-load run", flag.ContinueOnError)
 	url := fs.String("url", "http://127.0.0.1:8080", "base URL of the OpenAI-compatible service")
-	grpcAddr := fs.String("grpc", "", "host:port of the sidecar's gRPC API, to target it instead of -url (always streamed)")
+	grpcAddr := fs.String("grpc", "", "the sidecar's gRPC API, to target it instead of -url (always streamed): host:port, or xds:///NAME through a control plane")
+	xdsServer := fs.String("xds-server", "", "with -grpc xds:///NAME: host:port of autoglm-xds (otherwise GRPC_XDS_BOOTSTRAP or GRPC_XDS_BOOTSTRAP_CONFIG)")
 	model := fs.String("model", "autoglm-test", `the "model" of every request`)
 	rateF := fs.Float64("rate", 0, "open model: arrivals per second (with -duration)")
 	rateStart := fs.Float64("rate-start", 0, "open model with -rate-stages: the rate at the start")
@@ -169,9 +174,29 @@ func run(args []string) int {
 	var t load.Target
 	name := *url
 	if *grpcAddr != "" {
+		if strings.HasPrefix(*grpcAddr, "xds:///") && *xdsServer != "" && os.Getenv(bootstrapEnv) == "" {
+			// grpc-go reads its xDS bootstrap from the environment when the
+			// process starts: run again with it set.
+			cmd := exec.Command(os.Args[0], os.Args[1:]...)
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+			cmd.Env = append(os.Environ(), bootstrapEnv+"="+fmt.Sprintf(
+				`{"xds_servers":[{"server_uri":%q,"channel_creds":[{"type":"insecure"}],"server_features":["xds_v3"]}],"node":{"id":"autoglm-load-%d"}}`,
+				*xdsServer, os.Getpid()))
+			if err := cmd.Run(); err != nil {
+				if ee, ok := err.(*exec.ExitError); ok {
+					return ee.ExitCode()
+				}
+				fmt.Fprintln(os.Stderr, "autoglm-load:", err)
+				return 1
+			}
+			return 0
+		}
 		md := metadata.MD{}
 		for k, vs := range hdr {
 			md.Append(strings.ToLower(k), vs...)
+		}
+		if strings.HasPrefix(*grpcAddr, "xds:///") && len(md.Get("x-autoglm-model")) == 0 {
+			md.Append("x-autoglm-model", *model) // the control plane routes on it
 		}
 		g, err := load.NewGRPC(*grpcAddr, *model, md)
 		if err != nil {
