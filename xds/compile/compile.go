@@ -4,7 +4,9 @@
 package compile
 
 import (
+	"encoding/json"
 	"net"
+	"net/url"
 	"regexp"
 	"sort"
 	"strconv"
@@ -31,6 +33,28 @@ func Compile(c *config.Config) *ir.Config {
 	sort.Strings(out.GRPC)
 	if h := c.Listeners.HTTP; h != nil {
 		out.HTTP = &ir.Listener{Name: h.Name, Address: h.Address, Port: uint32(h.Port)}
+	}
+	if f := c.Filter; f != nil {
+		w := &ir.Wasm{File: f.Wasm.File, URL: f.Wasm.URL, SHA256: f.Wasm.SHA256, FailOpen: f.FailOpen, Config: "{}"}
+		if f.Config != nil {
+			b, _ := json.Marshal(f.Config) // validated
+			w.Config = string(b)
+		}
+		if u, err := url.Parse(f.Wasm.URL); err == nil && f.Wasm.URL != "" {
+			w.URLHost, w.URLTLS = u.Hostname(), u.Scheme == "https"
+			w.URLPort = 80
+			if w.URLTLS {
+				w.URLPort = 443
+			}
+			if p := u.Port(); p != "" {
+				w.URLPort = atou(p)
+			}
+		}
+		out.Filter = w
+	}
+	if t := c.UpstreamTLS; t != nil {
+		out.TLS = &ir.TLS{SDSSocket: t.SDSSocket, SVID: t.SVID, TrustDomain: t.TrustDomain, SidecarIDs: append([]string(nil), t.SidecarIDs...)}
+		sort.Strings(out.TLS.SidecarIDs)
 	}
 	for _, m := range c.Models {
 		p := merge(c.Defaults, m.Policy)

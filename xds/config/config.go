@@ -4,12 +4,15 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/open-autoglm/autoglm/internal/strictyaml"
@@ -22,8 +25,41 @@ const APIVersion = "autoglm.io/v1alpha1"
 type Config struct {
 	APIVersion string    `yaml:"apiVersion"`
 	Listeners  Listeners `yaml:"listeners"`
-	Defaults   Policy    `yaml:"defaults"`
-	Models     []Model   `yaml:"models"`
+	// Filter puts the autoglm wasm filter in the HTTP listener's chain.
+	Filter *Filter `yaml:"filter"`
+	// UpstreamTLS makes Envoy reach the sidecars over mTLS with SPIFFE
+	// SVIDs fetched by SDS from the SPIRE agent.
+	UpstreamTLS *UpstreamTLS `yaml:"upstream_tls"`
+	Defaults    Policy       `yaml:"defaults"`
+	Models      []Model      `yaml:"models"`
+}
+
+// Filter is the wasm module and its plugin configuration.
+type Filter struct {
+	Wasm WasmModule `yaml:"wasm"`
+	// Config is the plugin's configuration, passed to it as JSON.
+	Config map[string]any `yaml:"config"`
+	// FailOpen lets requests through when the VM has failed.
+	FailOpen bool `yaml:"fail_open"`
+}
+
+// WasmModule is a local file, or a remote URL with its SHA-256.
+type WasmModule struct {
+	File   string `yaml:"file"`
+	URL    string `yaml:"url"`
+	SHA256 string `yaml:"sha256"`
+}
+
+// UpstreamTLS is mTLS to the sidecars with SVIDs from the SPIRE agent.
+type UpstreamTLS struct {
+	// SDSSocket is the SPIRE agent's socket (it serves Envoy's SDS).
+	SDSSocket string `yaml:"sds_socket"`
+	// SVID is Envoy's own SPIFFE ID (the SDS secret name).
+	SVID        string `yaml:"svid"`
+	TrustDomain string `yaml:"trust_domain"`
+	// SidecarIDs are the SPIFFE IDs accepted from the sidecars; empty
+	// means any identity of the trust domain.
+	SidecarIDs []string `yaml:"sidecar_ids"`
 }
 
 // Listeners are the resources clients attach to.
@@ -144,7 +180,11 @@ func Parse(data []byte) (*Config, error) {
 	return &c, nil
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
+var (
+	nameRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
+	sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	tdRE     = regexp.MustCompile(`^[a-z0-9._-]+$`)
+)
 
 // Validate reports every problem, each with its field path.
 func (c *Config) Validate() error {
@@ -175,6 +215,44 @@ func (c *Config) Validate() error {
 	}
 	if c.Listeners.HTTP == nil && len(c.Listeners.GRPC) == 0 {
 		bad("listeners", "at least one of http or grpc is required")
+	}
+	if f := c.Filter; f != nil {
+		if c.Listeners.HTTP == nil {
+			bad("filter", "needs listeners.http: proxyless gRPC clients run no wasm filter")
+		}
+		w := f.Wasm
+		switch {
+		case (w.File == "") == (w.URL == ""):
+			bad("filter.wasm", "exactly one of file and url is required")
+		case w.File != "" && !strings.HasPrefix(w.File, "/"):
+			bad("filter.wasm.file", "must be an absolute path, got %q", w.File)
+		case w.URL != "":
+			if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" {
+				bad("filter.wasm.url", "must be an http(s) URL, got %q", w.URL)
+			}
+			if !sha256RE.MatchString(w.SHA256) {
+				bad("filter.wasm.sha256", "must be 64 lower-case hex digits with a url, got %q", w.SHA256)
+			}
+		}
+		if _, err := json.Marshal(f.Config); err != nil {
+			bad("filter.config", "cannot be expressed as JSON: %v", err)
+		}
+	}
+	if t := c.UpstreamTLS; t != nil {
+		if !strings.HasPrefix(t.SDSSocket, "/") {
+			bad("upstream_tls.sds_socket", "must be an absolute path, got %q", t.SDSSocket)
+		}
+		if !tdRE.MatchString(t.TrustDomain) {
+			bad("upstream_tls.trust_domain", "must be a trust domain name (lower-case), got %q", t.TrustDomain)
+		}
+		if !strings.HasPrefix(t.SVID, "spiffe://"+t.TrustDomain+"/") {
+			bad("upstream_tls.svid", "must be a SPIFFE ID in trust domain %s, got %q", t.TrustDomain, t.SVID)
+		}
+		for i, id := range t.SidecarIDs {
+			if !strings.HasPrefix(id, "spiffe://"+t.TrustDomain+"/") {
+				bad(fmt.Sprintf("upstream_tls.sidecar_ids[%d]", i), "must be a SPIFFE ID in trust domain %s, got %q", t.TrustDomain, id)
+			}
+		}
 	}
 	c.Defaults.validate("defaults", bad)
 	if len(c.Models) == 0 {

@@ -28,6 +28,10 @@ func TestBadInput(t *testing.T) {
 			[]string{"versions[0].endpoints[0]: must be an IP address and port (use dns for names)", "versions[0].endpoints[1]: must be host:port", "versions[0].endpoints[2]: port must be 1..65535", "versions[1].endpoints: endpoints or dns is required", "versions[2]: endpoints and dns exclude each other", "versions[3].dns: host is required"}},
 		{"policies", head + "defaults:\n  retries: {attempts: 11, on: [5xx, teapot], budget_percent: 120}\n  load_balancing: {policy: random}\nmodels:\n  - name: m\n    load_balancing: {policy: ring_hash}\n    health_check: {path: readyz, interval: 0s, timeout: 1s, unhealthy_threshold: 1, healthy_threshold: 1}\n    versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}]\n",
 			[]string{"defaults.retries.attempts: must be 0..10", "defaults.retries.on[1]: unknown condition \"teapot\"", "defaults.retries.budget_percent", "defaults.load_balancing.policy: must be", "models[0].load_balancing.hash_header: is required for ring_hash", "models[0].health_check.path: must start with /", "models[0].health_check: interval and timeout must be positive"}},
+		{"filter and tls", "apiVersion: autoglm.io/v1alpha1\nlisteners: {grpc: [g]}\nfilter: {wasm: {url: \"ftp://x/y.wasm\", sha256: abc}}\nupstream_tls: {sds_socket: agent.sock, svid: \"spiffe://other.org/x\", trust_domain: Example.org, sidecar_ids: [\"spiffe://other.org/s\"]}\nmodels:\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n",
+			[]string{"filter: needs listeners.http", "filter.wasm.url: must be an http(s) URL", "filter.wasm.sha256: must be 64", "upstream_tls.sds_socket: must be an absolute path", "upstream_tls.trust_domain", "upstream_tls.svid: must be a SPIFFE ID", "upstream_tls.sidecar_ids[0]"}},
+		{"wasm source", "apiVersion: autoglm.io/v1alpha1\nlisteners: {http: {name: h, address: 0.0.0.0, port: 80}}\nfilter: {wasm: {file: relative.wasm}, config: {a: 1}}\nmodels:\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n",
+			[]string{"filter.wasm.file: must be an absolute path"}},
 		{"wrong types", head + "models:\n  - {name: m, timeout: soon, versions: [{name: a, weight: lots, endpoints: \"1.2.3.4:80\"}]}\n",
 			[]string{"models[0].timeout (line 4)", "models[0].versions[0].weight (line 4)", "models[0].versions[0].endpoints (line 4)"}},
 	} {
@@ -48,6 +52,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(head + "models:\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"], grpc_port: 9}]}\n"))
 	f.Add([]byte("apiVersion: autoglm.io/v1alpha1\nlisteners: {http: {name: h, address: 0.0.0.0, port: 80}}\nmodels:\n  - {name: \"a/b:c\", load_balancing: {policy: ring_hash, hash_header: k}, versions: [{name: v, weight: 100, dns: \"x.y:80\"}]}\n"))
 	f.Add([]byte(head + "defaults: {retries: {attempts: 2, on: [\"429\", reset]}, outlier_detection: {consecutive_5xx: 1, interval: 1s, base_ejection_time: 1s, max_ejection_percent: 10}}\nmodels: [{name: m, versions: [{name: a, weight: 5, endpoints: [\"::1:80\"]}]}]\n"))
+	f.Add([]byte("apiVersion: autoglm.io/v1alpha1\nlisteners: {http: {name: h, address: 0.0.0.0, port: 80}}\nfilter: {wasm: {url: \"https://h:8443/f.wasm\", sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}, config: {x: [1, {y: z}]}}\nupstream_tls: {sds_socket: /s, svid: \"spiffe://t/e\", trust_domain: t}\nmodels: [{name: m, versions: [{name: a, weight: 5, endpoints: [\"10.0.0.1:80\"]}]}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := config.Parse(data)
 		if err != nil {

@@ -51,7 +51,7 @@ func RouteName(listenerName string) string { return listenerName + "-routes" }
 func Generate(c *ir.Config) (*Resources, error) {
 	r := &Resources{}
 	if c.HTTP != nil {
-		l, err := httpListener(c.HTTP)
+		l, err := httpListener(c.HTTP, c.Filter)
 		if err != nil {
 			return nil, err
 		}
@@ -76,12 +76,29 @@ func Generate(c *ir.Config) (*Resources, error) {
 				if err != nil {
 					return nil, err
 				}
+				// Proxyless gRPC clients take certificates from their own
+				// providers, not SDS: mTLS applies to Envoy's clusters.
+				if c.TLS != nil && cl == &v.HTTP {
+					if out.TransportSocket, err = upstreamTLS(c.TLS); err != nil {
+						return nil, err
+					}
+				}
 				r.Clusters = append(r.Clusters, out)
 				if cl.DNS == "" {
 					r.Endpoints = append(r.Endpoints, &endpoint.ClusterLoadAssignment{ClusterName: cl.Name, Endpoints: localities(cl.Endpoints)})
 				}
 			}
 		}
+	}
+	if c.Filter != nil && c.Filter.URL != "" && c.HTTP != nil {
+		ws, err := wasmSource(c.Filter)
+		if err != nil {
+			return nil, err
+		}
+		r.Clusters = append(r.Clusters, ws)
+	}
+	if c.TLS != nil && c.HTTP != nil {
+		r.Clusters = append(r.Clusters, spireAgent(c.TLS))
 	}
 	return r, nil
 }
@@ -110,24 +127,33 @@ func mustAny(m proto.Message) *anypb.Any {
 
 func ads() *core.ConfigSource { return adsSource }
 
-func manager(statPrefix, routeName string) (*anypb.Any, error) {
+func manager(statPrefix, routeName string, before ...*hcm.HttpFilter) (*anypb.Any, error) {
 	rt, err := anypb.New(&router.Router{})
 	if err != nil {
 		return nil, err
 	}
+	filters := append(before, &hcm.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: rt}})
 	return anypb.New(&hcm.HttpConnectionManager{
 		StatPrefix: statPrefix,
 		RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
 			ConfigSource: ads(), RouteConfigName: routeName,
 		}},
-		HttpFilters: []*hcm.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: rt}}},
+		HttpFilters: filters,
 		// Generation streams for minutes: no idle cut while tokens flow.
 		StreamIdleTimeout: durationpb.New(10 * time.Minute),
 	})
 }
 
-func httpListener(h *ir.Listener) (*listener.Listener, error) {
-	m, err := manager(h.Name, RouteName(h.Name))
+func httpListener(h *ir.Listener, w *ir.Wasm) (*listener.Listener, error) {
+	var before []*hcm.HttpFilter
+	if w != nil {
+		f, err := wasmFilter(w)
+		if err != nil {
+			return nil, err
+		}
+		before = append(before, f)
+	}
+	m, err := manager(h.Name, RouteName(h.Name), before...)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,28 @@ type Config struct {
 	HTTP   *Listener
 	GRPC   []string // api_listener names, sorted
 	Models []Model  // sorted by name
+	Filter *Wasm    // in the HTTP listener's chain
+	TLS    *TLS     // upstream mTLS of the HTTP (Envoy) clusters
+}
+
+// Wasm is the filter's module and plugin configuration.
+type Wasm struct {
+	File string
+	// URL with SHA256 is fetched by Envoy through a cluster for its host.
+	URL, SHA256 string
+	URLHost     string
+	URLPort     uint32
+	URLTLS      bool
+	Config      string // JSON
+	FailOpen    bool
+}
+
+// TLS is mTLS with SVIDs from the SPIRE agent's SDS.
+type TLS struct {
+	SDSSocket   string
+	SVID        string
+	TrustDomain string
+	SidecarIDs  []string // empty: any ID of the trust domain
 }
 
 // Listener is an Envoy HTTP listener.
