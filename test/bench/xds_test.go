@@ -48,7 +48,7 @@ func BenchmarkSnapshotBuild(b *testing.B) {
 	runtime.ReadMemStats(&before)
 	b.ResetTimer()
 	for range b.N {
-		res, err := envoygen.Generate(compile.Compile(c))
+		res, err := envoygen.Generate(compile.Compile(c, nil))
 		if err != nil {
 			b.Fatal(err)
 		}

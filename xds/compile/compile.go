@@ -27,8 +27,13 @@ func ClusterName(model, version string) string {
 	return unsafe.ReplaceAllString(model, "_") + "-" + version
 }
 
-// Compile builds the ir of c, which must have passed Validate.
-func Compile(c *config.Config) *ir.Config {
+// Discovered are the endpoints (host:port of the sidecars' HTTP API) found
+// for the Services that versions name.
+type Discovered map[config.ServiceRef][]string
+
+// Compile builds the ir of c, which must have passed Validate, with the
+// endpoints discovered for its Services (nil: none yet).
+func Compile(c *config.Config, found Discovered) *ir.Config {
 	out := &ir.Config{GRPC: append([]string(nil), c.Listeners.GRPC...)}
 	sort.Strings(out.GRPC)
 	if h := c.Listeners.HTTP; h != nil {
@@ -88,6 +93,9 @@ func Compile(c *config.Config) *ir.Config {
 		}
 		for _, v := range m.Versions {
 			name := ClusterName(m.Name, v.Name)
+			if v.Service != nil {
+				v.Endpoints = found[*v.Service]
+			}
 			iv := ir.Version{Name: v.Name, Weight: uint32(v.Weight), HTTP: cluster(name, v, 0)}
 			if v.GRPCPort > 0 {
 				g := cluster(name+"-grpc", v, uint32(v.GRPCPort))
@@ -104,7 +112,7 @@ func Compile(c *config.Config) *ir.Config {
 
 // cluster places a version's endpoints, on port when it is not 0.
 func cluster(name string, v config.Version, port uint32) ir.Cluster {
-	c := ir.Cluster{Name: name}
+	c := ir.Cluster{Name: name, Discovered: v.Service != nil}
 	if v.DNS != "" {
 		host, p, _ := net.SplitHostPort(v.DNS)
 		c.DNS, c.DNSPort = host, atou(p)

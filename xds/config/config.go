@@ -154,9 +154,21 @@ type Version struct {
 	// (host:port) resolved by Envoy instead. Exactly one is set.
 	Endpoints []string `yaml:"endpoints"`
 	DNS       string   `yaml:"dns"`
+	// Service discovers the endpoints from a Kubernetes Service's
+	// EndpointSlices (ready addresses only) when autoglm-xds runs with
+	// Kubernetes access.
+	Service *ServiceRef `yaml:"service"`
 	// GRPCPort is the sidecars' gRPC port, for proxyless gRPC clients
 	// (0: this version gets no gRPC cluster).
 	GRPCPort int `yaml:"grpc_port"`
+}
+
+// ServiceRef names a Kubernetes Service and the port of the sidecars'
+// HTTP API on its endpoints.
+type ServiceRef struct {
+	Namespace string `yaml:"namespace"`
+	Name      string `yaml:"name"`
+	Port      int    `yaml:"port"`
 }
 
 // Load reads and validates the file at path.
@@ -285,11 +297,25 @@ func (c *Config) Validate() error {
 				bad(vp+".weight", "must be 0..100, got %d", v.Weight)
 			}
 			total += v.Weight
+			sources := 0
+			for _, set := range []bool{len(v.Endpoints) > 0, v.DNS != "", v.Service != nil} {
+				if set {
+					sources++
+				}
+			}
 			switch {
-			case len(v.Endpoints) > 0 && v.DNS != "":
-				bad(vp, "endpoints and dns exclude each other")
-			case len(v.Endpoints) == 0 && v.DNS == "":
-				bad(vp+".endpoints", "endpoints or dns is required")
+			case sources > 1:
+				bad(vp, "endpoints, dns and service exclude each other")
+			case sources == 0:
+				bad(vp+".endpoints", "endpoints, dns or service is required")
+			}
+			if sv := v.Service; sv != nil {
+				if !nameRE.MatchString(sv.Namespace) || !nameRE.MatchString(sv.Name) {
+					bad(vp+".service", "namespace and name must be Kubernetes names, got %q/%q", sv.Namespace, sv.Name)
+				}
+				if sv.Port < 1 || sv.Port > 65535 {
+					bad(vp+".service.port", "must be 1..65535, got %d", sv.Port)
+				}
 			}
 			for k, e := range v.Endpoints {
 				if err := checkHostPort(e, true); err != nil {

@@ -25,7 +25,7 @@ func TestBadInput(t *testing.T) {
 		{"weights", head + "models:\n  - {name: m, versions: [{name: a, weight: 101, endpoints: [\"1.2.3.4:80\"]}, {name: b, weight: -1, endpoints: [\"1.2.3.4:80\"]}]}\n  - {name: n, versions: [{name: a, weight: 0, endpoints: [\"1.2.3.4:80\"]}]}\n",
 			[]string{"models[0].versions[0].weight: must be 0..100, got 101", "models[0].versions[1].weight: must be 0..100, got -1", "models[1].versions: the weights sum to 0"}},
 		{"endpoints", head + "models:\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"host.example:80\", \"1.2.3.4\", \"1.2.3.4:0\"]}, {name: b, weight: 1}, {name: c, weight: 1, dns: \"x:80\", endpoints: [\"1.2.3.4:80\"]}, {name: d, weight: 1, dns: \":80\"}]}\n",
-			[]string{"versions[0].endpoints[0]: must be an IP address and port (use dns for names)", "versions[0].endpoints[1]: must be host:port", "versions[0].endpoints[2]: port must be 1..65535", "versions[1].endpoints: endpoints or dns is required", "versions[2]: endpoints and dns exclude each other", "versions[3].dns: host is required"}},
+			[]string{"versions[0].endpoints[0]: must be an IP address and port (use dns for names)", "versions[0].endpoints[1]: must be host:port", "versions[0].endpoints[2]: port must be 1..65535", "versions[1].endpoints: endpoints, dns or service is required", "versions[2]: endpoints, dns and service exclude each other", "versions[3].dns: host is required"}},
 		{"policies", head + "defaults:\n  retries: {attempts: 11, on: [5xx, teapot], budget_percent: 120}\n  load_balancing: {policy: random}\nmodels:\n  - name: m\n    load_balancing: {policy: ring_hash}\n    health_check: {path: readyz, interval: 0s, timeout: 1s, unhealthy_threshold: 1, healthy_threshold: 1}\n    versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}]\n",
 			[]string{"defaults.retries.attempts: must be 0..10", "defaults.retries.on[1]: unknown condition \"teapot\"", "defaults.retries.budget_percent", "defaults.load_balancing.policy: must be", "models[0].load_balancing.hash_header: is required for ring_hash", "models[0].health_check.path: must start with /", "models[0].health_check: interval and timeout must be positive"}},
 		{"filter and tls", "apiVersion: autoglm.io/v1alpha1\nlisteners: {grpc: [g]}\nfilter: {wasm: {url: \"ftp://x/y.wasm\", sha256: abc}}\nupstream_tls: {sds_socket: agent.sock, svid: \"spiffe://other.org/x\", trust_domain: Example.org, sidecar_ids: [\"spiffe://other.org/s\"]}\nmodels:\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n",
@@ -58,7 +58,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		res, err := envoygen.Generate(compile.Compile(c))
+		res, err := envoygen.Generate(compile.Compile(c, nil))
 		if err != nil {
 			t.Fatalf("accepted config does not generate: %v", err)
 		}

@@ -32,7 +32,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, err := envoygen.Generate(compile.Compile(c))
+			res, err := envoygen.Generate(compile.Compile(c, nil))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -43,7 +43,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			again, _ := envoygen.Generate(compile.Compile(c))
+			again, _ := envoygen.Generate(compile.Compile(c, nil))
 			if b, _ := again.YAML(); !bytes.Equal(b, got) {
 				t.Fatal("the same configuration gave different resources")
 			}

@@ -71,6 +71,8 @@ type Cluster struct {
 	Endpoints []Endpoint // static
 	DNS       string     // resolved by Envoy, with DNSPort
 	DNSPort   uint32
+	// Discovered endpoints may be none (a Service with no ready pods).
+	Discovered bool
 }
 
 // Endpoint is one sidecar.
@@ -140,7 +142,7 @@ func (c *Config) Validate() error {
 					errs = append(errs, fmt.Errorf("cluster name %q used twice", cl.Name))
 				}
 				clusters[cl.Name] = true
-				if (len(cl.Endpoints) == 0) == (cl.DNS == "") {
+				if (len(cl.Endpoints) > 0 || cl.Discovered) == (cl.DNS != "") {
 					errs = append(errs, fmt.Errorf("cluster %q: exactly one of endpoints and dns", cl.Name))
 				}
 			}

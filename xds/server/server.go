@@ -66,6 +66,8 @@ type Server struct {
 	// versions' weights a rollout has taken over, by model.
 	last    *config.Config
 	weights map[string]map[string]int
+	// discover finds the endpoints of the Services a configuration names.
+	discover func(*config.Config) compile.Discovered
 	// NackBackoff is the base delay before a stream that NACKed gets an
 	// answer again; it doubles per repeated NACK, up to a minute.
 	NackBackoff time.Duration
@@ -92,6 +94,20 @@ func (s *Server) SetWeights(model string, weights map[string]int) error {
 	s.mu.Unlock()
 	if last == nil {
 		return errors.New("nothing published yet")
+	}
+	return s.Publish(last)
+}
+
+// SetDiscovery makes every publication use the endpoints d finds for the
+// configuration's Services. Call before the first Publish.
+func (s *Server) SetDiscovery(d func(*config.Config) compile.Discovered) { s.discover = d }
+
+// Republish publishes the last good configuration again, e.g. after
+// discovered endpoints changed; an unchanged result is not pushed.
+func (s *Server) Republish() error {
+	last := s.Config()
+	if last == nil {
+		return nil
 	}
 	return s.Publish(last)
 }
@@ -140,7 +156,11 @@ func (s *Server) Publish(given *config.Config) error {
 		s.Reject(err)
 		return err
 	}
-	res, err := envoygen.Generate(compile.Compile(c))
+	var found compile.Discovered
+	if d := s.discover; d != nil {
+		found = d(c)
+	}
+	res, err := envoygen.Generate(compile.Compile(c, found))
 	if err == nil {
 		var snap *cache.Snapshot
 		if snap, err = snapshot.Build(res); err == nil {

@@ -17,7 +17,7 @@ func generate(t *testing.T, weight string) *envoygen.Resources {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := envoygen.Generate(compile.Compile(c))
+	r, err := envoygen.Generate(compile.Compile(c, nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,11 +25,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/open-autoglm/autoglm/xds/bootstrap"
 	"github.com/open-autoglm/autoglm/xds/compile"
 	"github.com/open-autoglm/autoglm/xds/config"
 	"github.com/open-autoglm/autoglm/xds/envoygen"
+	k8s "github.com/open-autoglm/autoglm/xds/kube"
 	"github.com/open-autoglm/autoglm/xds/rollout"
 	"github.com/open-autoglm/autoglm/xds/server"
 )
@@ -76,7 +80,7 @@ func validate(args []string) int {
 	if c == nil {
 		return rc
 	}
-	res, err := envoygen.Generate(compile.Compile(c))
+	res, err := envoygen.Generate(compile.Compile(c, nil))
 	if err == nil {
 		err = res.Validate()
 	}
@@ -93,7 +97,7 @@ func render(args []string) int {
 	if c == nil {
 		return rc
 	}
-	res, err := envoygen.Generate(compile.Compile(c))
+	res, err := envoygen.Generate(compile.Compile(c, nil))
 	var out []byte
 	if err == nil {
 		if err = res.Validate(); err == nil {
@@ -133,6 +137,8 @@ func serve(args []string) int {
 	statusAddr := fs.String("status", ":18001", "HTTP address of /status (JSON), /healthz and /readyz")
 	debounce := fs.Duration("debounce", 500*time.Millisecond, "quiet time after a file change before it is published")
 	planPath := fs.String("rollout", "", "canary rollout plan (YAML) to run once the configuration is published; state on /rollout")
+	kube := fs.Bool("kube", false, "discover the endpoints of versions with service: from Kubernetes EndpointSlices (in-cluster, or -kubeconfig)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file for -kube outside a cluster")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -162,6 +168,21 @@ func serve(args []string) int {
 			fmt.Fprintln(os.Stderr, "autoglm-xds serve: -rollout:", err)
 			return 2
 		}
+	}
+	var watcher *k8s.Watcher
+	if *kube {
+		rc, err := restConfig(*kubeconfig)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "autoglm-xds serve: -kube:", err)
+			return 2
+		}
+		client, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "autoglm-xds serve: -kube:", err)
+			return 2
+		}
+		watcher = k8s.New(client)
+		s.SetDiscovery(watcher.Discovered)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector{s: s, ro: ro})
@@ -198,6 +219,24 @@ func serve(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	g, ctx := errgroup.WithContext(ctx)
+	if watcher != nil {
+		g.Go(func() error { return watcher.Run(ctx) })
+		if !watcher.WaitForSync(ctx) {
+			log.Error("kubernetes: EndpointSlices did not sync")
+			return 1
+		}
+		g.Go(func() error {
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-watcher.Changed():
+				}
+				time.Sleep(*debounce / 2) // let a burst of changes settle
+				s.Republish()
+			}
+		})
+	}
 	g.Go(func() error { return s.Watch(ctx, *path, *debounce) })
 	g.Go(func() error { return s.Run(ctx, al) })
 	g.Go(func() error {
@@ -235,4 +274,12 @@ func serve(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// restConfig is the in-cluster configuration, or the kubeconfig's.
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return rest.InClusterConfig()
 }
