@@ -19,12 +19,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -139,6 +141,7 @@ func serve(args []string) int {
 	planPath := fs.String("rollout", "", "canary rollout plan (YAML) to run once the configuration is published; state on /rollout")
 	kube := fs.Bool("kube", false, "discover the endpoints of versions with service: from Kubernetes EndpointSlices (in-cluster, or -kubeconfig)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file for -kube outside a cluster")
+	istioVS := fs.String("istio-virtualservice", "", "with -rollout: write the canary weights to this VirtualService (NAMESPACE/NAME) instead of serving them (Istio mode)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -163,8 +166,25 @@ func serve(args []string) int {
 	}
 	var ro *rollout.Controller
 	if plan != nil {
+		var istio func(int) error
+		if *istioVS != "" {
+			ns, name, ok := strings.Cut(*istioVS, "/")
+			rc, err := restConfig(*kubeconfig)
+			if err == nil && !ok {
+				err = fmt.Errorf("want NAMESPACE/NAME, got %q", *istioVS)
+			}
+			var dc dynamic.Interface
+			if err == nil {
+				dc, err = dynamic.NewForConfig(rc)
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "autoglm-xds serve: -istio-virtualservice:", err)
+				return 2
+			}
+			istio = rollout.IstioWeights(dc, ns, name, plan.Stable, plan.Canary)
+		}
 		var err error
-		if ro, err = newRollout(s, *plan); err != nil {
+		if ro, err = newRollout(s, *plan, istio); err != nil {
 			fmt.Fprintln(os.Stderr, "autoglm-xds serve: -rollout:", err)
 			return 2
 		}

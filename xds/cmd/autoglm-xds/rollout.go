@@ -28,8 +28,9 @@ func loadPlan(path string) (rollout.Plan, error) {
 }
 
 // newRollout builds the controller of plan over s: weights are published
-// by s, SLO samples scraped from the versions' sidecars.
-func newRollout(s *server.Server, plan rollout.Plan) (*rollout.Controller, error) {
+// by s (or, with istio set, written to that VirtualService), SLO samples
+// scraped from the versions' sidecars.
+func newRollout(s *server.Server, plan rollout.Plan, istio func(int) error) (*rollout.Controller, error) {
 	hc := &http.Client{Timeout: 5 * time.Second}
 	sample := func(ctx context.Context, version string) (rollout.Sample, error) {
 		for _, m := range s.Config().Models {
@@ -49,6 +50,9 @@ func newRollout(s *server.Server, plan rollout.Plan) (*rollout.Controller, error
 	}
 	apply := func(w int) error {
 		return s.SetWeights(plan.Model, map[string]int{plan.Stable: 100 - w, plan.Canary: w})
+	}
+	if istio != nil {
+		apply = istio
 	}
 	return rollout.New(plan, apply, sample)
 }
