@@ -4,6 +4,7 @@
 package config
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -419,3 +420,23 @@ func (p *Policy) validate(path string, bad func(string, string, ...any)) {
 }
 
 var retryOn = map[string]bool{"reset": true, "connect-failure": true, "5xx": true, "gateway-error": true, "retriable-4xx": true, "refused-stream": true, "429": true}
+
+// Resolve checks that every dns: endpoint's host resolves, with lookup
+// (net.DefaultResolver's LookupHost in production), and reports the ones
+// that do not with their field paths. It does I/O, so it is not part of
+// Validate; autoglm-xds runs it before publishing.
+func (c *Config) Resolve(ctx context.Context, lookup func(ctx context.Context, host string) ([]string, error)) error {
+	var errs []error
+	for i, m := range c.Models {
+		for j, v := range m.Versions {
+			if v.DNS == "" {
+				continue
+			}
+			host, _, _ := net.SplitHostPort(v.DNS)
+			if _, err := lookup(ctx, host); err != nil {
+				errs = append(errs, fmt.Errorf("models[%d].versions[%d].dns: %s does not resolve: %v", i, j, host, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,6 +1,8 @@
 package config_test
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -66,4 +68,22 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted config gives invalid resources: %v\n%s", err, data)
 		}
 	})
+}
+
+func TestResolve(t *testing.T) {
+	c, err := config.Parse([]byte(head + "models:\n  - {name: m, versions: [{name: a, weight: 1, dns: \"good.example:80\"}, {name: b, weight: 1, dns: \"bad.example:80\"}, {name: c, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	err = c.Resolve(context.Background(), func(_ context.Context, host string) ([]string, error) {
+		asked = append(asked, host)
+		if host == "bad.example" {
+			return nil, errors.New("no such host")
+		}
+		return []string{"10.0.0.1"}, nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "models[0].versions[1].dns: bad.example does not resolve: no such host") || strings.Contains(err.Error(), "good") || len(asked) != 2 {
+		t.Fatalf("%v (asked %v)", err, asked)
+	}
 }

@@ -71,6 +71,9 @@ type Server struct {
 	// NackBackoff is the base delay before a stream that NACKed gets an
 	// answer again; it doubles per repeated NACK, up to a minute.
 	NackBackoff time.Duration
+	// Check, when set, runs on every configuration before it is
+	// published (e.g. config.Resolve); an error rejects it.
+	Check func(*config.Config) error
 	// Pushed, when set before Run, is called after every response sent
 	// to a node.
 	Pushed func(node, typeURL, version string)
@@ -151,6 +154,12 @@ func (s *Server) withWeights(c *config.Config) (*config.Config, error) {
 // a rollout holds). On failure the served snapshot stays and the error is
 // recorded and returned.
 func (s *Server) Publish(given *config.Config) error {
+	if s.Check != nil {
+		if err := s.Check(given); err != nil {
+			s.Reject(err)
+			return err
+		}
+	}
 	c, err := s.withWeights(given)
 	if err != nil {
 		s.Reject(err)

@@ -2,12 +2,15 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/open-autoglm/autoglm/xds/config"
 )
 
 // TestWatch: the file is published at once, changes after a quiet
@@ -47,4 +50,21 @@ func TestWatch(t *testing.T) {
 	}
 	os.WriteFile(path, configYAML2(9001, 9002, 50, 50), 0o644) // the same as the served version
 	wait("recovery", func(st Status) bool { return st.LastError == "" && st.Version == second })
+}
+
+// TestCheckRejects: a configuration the check refuses (e.g. a DNS name
+// that does not resolve) is not published; the old version stays.
+func TestCheckRejects(t *testing.T) {
+	s := New(slog.New(slog.DiscardHandler))
+	if err := s.Publish(parse(t, configYAML2(9001, 9002, 90, 10))); err != nil {
+		t.Fatal(err)
+	}
+	v := s.Status().Version
+	s.Check = func(*config.Config) error { return errors.New("models[0].versions[0].dns: x does not resolve") }
+	if err := s.Publish(parse(t, configYAML2(9001, 9002, 10, 90))); err == nil {
+		t.Fatal("published despite the check")
+	}
+	if st := s.Status(); st.Version != v || !strings.Contains(st.LastError, "does not resolve") {
+		t.Fatalf("%+v", st)
+	}
 }

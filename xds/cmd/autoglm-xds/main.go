@@ -82,6 +82,10 @@ func validate(args []string) int {
 	if c == nil {
 		return rc
 	}
+	if err := resolves(c); err != nil {
+		fmt.Fprintln(os.Stderr, "autoglm-xds validate:", err)
+		return 1
+	}
 	res, err := envoygen.Generate(compile.Compile(c, nil))
 	if err == nil {
 		err = res.Validate()
@@ -155,6 +159,7 @@ func serve(args []string) int {
 		return 2
 	}
 	s := server.New(log)
+	s.Check = resolves
 	var plan *rollout.Plan
 	if *planPath != "" {
 		p, err := loadPlan(*planPath)
@@ -302,4 +307,11 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return clientcmd.BuildConfigFromFlags("", kubeconfig)
 	}
 	return rest.InClusterConfig()
+}
+
+// resolves checks the configuration's DNS names, 5 s at most.
+func resolves(c *config.Config) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return c.Resolve(ctx, net.DefaultResolver.LookupHost)
 }
