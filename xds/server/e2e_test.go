@@ -161,12 +161,21 @@ models:
 		t.Fatalf("pinned to v2: %v", counts)
 	}
 
-	// A configuration that does not validate changes nothing.
-	bad := []byte("apiVersion: autoglm.io/v1alpha1\nlisteners: {grpc: [autoglm-inference]}\nmodels:\n  - {name: m, versions: [{name: v1, weight: 0, endpoints: [\"127.0.0.1:1\"]}]}\n")
-	if _, err := config.Parse(bad); err == nil {
-		t.Fatal("weights summing to 0 accepted")
-	}
+	// A configuration that does not validate changes nothing: the client
+	// keeps the 90/10 routes.
 	v := s.Status().Version
+	bad := parse(t, good)
+	bad.Models[0].Versions[0].Weight, bad.Models[0].Versions[1].Weight = 0, 0
+	if err := s.Publish(bad); err == nil || !strings.Contains(err.Error(), "weights sum to 0") {
+		t.Fatalf("weights summing to 0: %v", err)
+	}
+	if st := s.Status(); st.Version != v || st.LastError == "" {
+		t.Fatalf("after a bad configuration: %+v", st)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if counts := split(t, c, 500, ""); counts["v1"] < 400 || counts["v2"] < 20 {
+		t.Fatalf("after a bad configuration the split is %v, want still about 90/10", counts)
+	}
 
 	// Promote v2: the client sees the new weights.
 	if err := s.Publish(parse(t, configYAML2(p1, p2, 0, 100))); err != nil {

@@ -154,6 +154,10 @@ func (s *Server) withWeights(c *config.Config) (*config.Config, error) {
 // a rollout holds). On failure the served snapshot stays and the error is
 // recorded and returned.
 func (s *Server) Publish(given *config.Config) error {
+	if err := given.Validate(); err != nil {
+		s.Reject(err)
+		return err
+	}
 	if s.Check != nil {
 		if err := s.Check(given); err != nil {
 			s.Reject(err)
