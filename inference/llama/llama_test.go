@@ -1,0 +1,246 @@
+package llama_test
+
+import (
+	"bytes"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/open-autoglm/autoglm/inference/gguf"
+	"github.com/open-autoglm/autoglm/inference/llama"
+	"github.com/open-autoglm/autoglm/inference/llama/tiny"
+)
+
+func build(t *testing.T, c tiny.Config) *llama.Model {
+	t.Helper()
+	var b bytes.Buffer
+	if err := tiny.Write(&b, c); err != nil {
+		t.Fatal(err)
+	}
+	f, err := gguf.Parse(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := llama.Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// reference is a plain float64 forward pass over the whole sequence at
+// once (no KV cache), from the same (dequantized) weights.
+func reference(m *llama.Model, tokens []int) []float64 {
+	c := m.Config
+	hd, group := c.HeadDim(), c.Heads/c.KVHeads
+	row := func(mm llama.Matrix, r int) []float64 {
+		f := make([]float32, mm.Cols)
+		mm.Row(r, f)
+		out := make([]float64, len(f))
+		for i, v := range f {
+			out[i] = float64(v)
+		}
+		return out
+	}
+	mul := func(mm llama.Matrix, x []float64) []float64 {
+		y := make([]float64, mm.Rows)
+		for r := range y {
+			w := row(mm, r)
+			for i := range w {
+				y[r] += w[i] * x[i]
+			}
+		}
+		return y
+	}
+	norm := func(x []float64, w []float32) []float64 {
+		var ss float64
+		for _, v := range x {
+			ss += v * v
+		}
+		inv := 1 / math.Sqrt(ss/float64(len(x))+float64(c.RMSEps))
+		out := make([]float64, len(x))
+		for i := range x {
+			out[i] = x[i] * inv * float64(w[i])
+		}
+		return out
+	}
+	rope := func(v []float64, pos int) {
+		half := len(v) / 2
+		for i := range half {
+			theta := float64(pos) * math.Pow(float64(c.RopeBase), -2*float64(i)/float64(hd))
+			a, b := 2*i, 2*i+1
+			if c.NeoX {
+				a, b = i, i+half
+			}
+			x0, x1 := v[a], v[b]
+			v[a], v[b] = x0*math.Cos(theta)-x1*math.Sin(theta), x0*math.Sin(theta)+x1*math.Cos(theta)
+		}
+	}
+	n := len(tokens)
+	xs := make([][]float64, n)
+	for p, tok := range tokens {
+		xs[p] = row(m.Embedding(), tok)
+	}
+	for l := range c.Layers {
+		L := m.Layer(l)
+		qs, ks, vs := make([][]float64, n), make([][]float64, n), make([][]float64, n)
+		for p := range n {
+			h := norm(xs[p], L.AttnNorm)
+			qs[p], ks[p], vs[p] = mul(L.Q, h), mul(L.K, h), mul(L.V, h)
+			for hh := range c.Heads {
+				rope(qs[p][hh*hd:(hh+1)*hd], p)
+			}
+			for hh := range c.KVHeads {
+				rope(ks[p][hh*hd:(hh+1)*hd], p)
+			}
+		}
+		for p := range n {
+			att := make([]float64, c.Embd)
+			for hh := range c.Heads {
+				kvh := hh / group
+				sc := make([]float64, p+1)
+				mx := math.Inf(-1)
+				for j := 0; j <= p; j++ {
+					for i := range hd {
+						sc[j] += qs[p][hh*hd+i] * ks[j][kvh*hd+i]
+					}
+					sc[j] /= math.Sqrt(float64(hd))
+					mx = math.Max(mx, sc[j])
+				}
+				var sum float64
+				for j := range sc {
+					sc[j] = math.Exp(sc[j] - mx)
+					sum += sc[j]
+				}
+				for j := range sc {
+					for i := range hd {
+						att[hh*hd+i] += sc[j] / sum * vs[j][kvh*hd+i]
+					}
+				}
+			}
+			o := mul(L.O, att)
+			for i := range o {
+				xs[p][i] += o[i]
+			}
+			h := norm(xs[p], L.FFNNorm)
+			g, u := mul(L.Gate, h), mul(L.Up, h)
+			for i := range g {
+				g[i] = g[i] / (1 + math.Exp(-g[i])) * u[i]
+			}
+			d := mul(L.Down, g)
+			for i := range d {
+				xs[p][i] += d[i]
+			}
+		}
+	}
+	return mul(m.Output(), norm(xs[n-1], m.OutputNorm()))
+}
+
+func maxRelErr(got []float32, want []float64) float64 {
+	var scale, worst float64
+	for _, w := range want {
+		scale = math.Max(scale, math.Abs(w))
+	}
+	for i := range want {
+		worst = math.Max(worst, math.Abs(float64(got[i])-want[i])/scale)
+	}
+	return worst
+}
+
+// TestAgainstReference: incremental decode with the KV cache gives the
+// logits of a float64 full recomputation, for F32, F16 and Q8_0 weights,
+// llama (adjacent-pair RoPE, untied) and qwen2 (NeoX RoPE, tied, GQA).
+func TestAgainstReference(t *testing.T) {
+	tokens := []int{1, 17, 5, 60, 33, 2, 9, 41}
+	for _, tc := range []struct {
+		name string
+		cfg  tiny.Config
+	}{
+		{"llama f32", tiny.Config{Vocab: 64, Embd: 64, Layers: 2, Heads: 4, FF: 96, Context: 32, Seed: 1}},
+		{"llama q8_0", tiny.Config{Vocab: 64, Embd: 64, Layers: 2, Heads: 4, FF: 96, Context: 32, Type: gguf.Q8_0, Seed: 2}},
+		{"llama f16", tiny.Config{Vocab: 64, Embd: 64, Layers: 2, Heads: 4, FF: 96, Context: 32, Type: gguf.F16, Seed: 3}},
+		{"qwen2 gqa tied", tiny.Config{Arch: "qwen2", Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 64, Context: 32, Tied: true, Seed: 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := build(t, tc.cfg)
+			s := m.NewState()
+			for i, tok := range tokens {
+				if err := m.Forward(s, tok); err != nil {
+					t.Fatal(err)
+				}
+				want := reference(m, tokens[:i+1])
+				if e := maxRelErr(s.Logits, want); e > 1e-4 {
+					t.Fatalf("position %d: logits differ from the reference by %.2g of their scale", i, e)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	var b bytes.Buffer
+	tiny.Write(&b, tiny.Config{Arch: "gpt2", Vocab: 8, Embd: 8, Layers: 1, Heads: 2, FF: 8, Context: 8})
+	f, err := gguf.Parse(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := llama.Load(f); err == nil || !strings.Contains(err.Error(), `architecture "gpt2" is not supported`) {
+		t.Fatalf("%v", err)
+	}
+	b.Reset()
+	tiny.Write(&b, tiny.Config{Vocab: 8, Embd: 8, Layers: 1, Heads: 3, FF: 8, Context: 8})
+	f, _ = gguf.Parse(b.Bytes())
+	if _, err := llama.Load(f); err == nil || !strings.Contains(err.Error(), "do not divide") {
+		t.Fatalf("%v", err)
+	}
+	m := build(t, tiny.Config{Vocab: 8, Embd: 8, Layers: 1, Heads: 2, FF: 8, Context: 2})
+	s := m.NewState()
+	if err := m.Forward(s, 8); err == nil {
+		t.Fatal("token outside the vocabulary accepted")
+	}
+	m.Forward(s, 1)
+	m.Forward(s, 1)
+	if err := m.Forward(s, 1); err == nil || !strings.Contains(err.Error(), "context length") {
+		t.Fatalf("%v", err)
+	}
+}
+
+// TestF16: every half-precision value survives a round trip through
+// float32, and rounding is to nearest.
+func TestF16(t *testing.T) {
+	for h := range 1 << 16 {
+		f := llama.F16(uint16(h))
+		if math.IsNaN(float64(f)) {
+			continue
+		}
+		if back := llama.ToF16(f); back != uint16(h) {
+			t.Fatalf("%#04x -> %v -> %#04x", h, f, back)
+		}
+	}
+	if got := llama.F16(llama.ToF16(1.0009765625 + 0.0004)); got != 1.0009765625 {
+		t.Fatalf("rounding: %v", got)
+	}
+}
+
+// TestQuantizeQ8: symmetric int8 blocks keep every value within half a
+// step of the block's scale.
+func TestQuantizeQ8(t *testing.T) {
+	xs := make([]float32, 64)
+	for i := range xs {
+		xs[i] = float32(math.Sin(float64(i))) * float32(i%7)
+	}
+	m := llama.Matrix{Rows: 1, Cols: 64, Type: gguf.Q8_0, Data: llama.QuantizeQ8(xs)}
+	out := make([]float32, 64)
+	m.Row(0, out)
+	for k := 0; k < 64; k += 32 {
+		var amax float64
+		for _, v := range xs[k : k+32] {
+			amax = math.Max(amax, math.Abs(float64(v)))
+		}
+		for i := k; i < k+32; i++ {
+			if math.Abs(float64(out[i]-xs[i])) > amax/127*0.51+1e-3 {
+				t.Fatalf("value %d: %v -> %v", i, xs[i], out[i])
+			}
+		}
+	}
+}

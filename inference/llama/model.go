@@ -1,0 +1,309 @@
+// Package llama is the native engine's transformer for the Llama family
+// (llama, and qwen2/mistral where the tensor layout matches): RMSNorm, RoPE,
+// grouped-query attention and a SwiGLU MLP, over weights read in place from
+// a GGUF file (F32, F16, BF16, Q8_0). This is the forward pass; batching,
+// sampling and the inference.Engine around it come next (issue 3).
+package llama
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/open-autoglm/autoglm/inference/gguf"
+)
+
+// Config is the architecture, from the GGUF metadata.
+type Config struct {
+	Arch          string
+	Vocab         int
+	Embd          int
+	Layers        int
+	Heads         int
+	KVHeads       int
+	FF            int
+	ContextLength int
+	RMSEps        float32
+	RopeBase      float32
+	// NeoX rotates the two halves of each head (qwen2), not adjacent
+	// pairs (llama).
+	NeoX bool
+}
+
+// HeadDim is Embd / Heads.
+func (c Config) HeadDim() int { return c.Embd / c.Heads }
+
+type layer struct {
+	attnNorm, ffnNorm []float32
+	wq, wk, wv, wo    Matrix
+	gate, up, down    Matrix
+}
+
+// Model is a loaded model.
+type Model struct {
+	Config
+	embd    Matrix
+	layers  []layer
+	norm    []float32
+	output  Matrix // token_embd when tied
+	ropeCos []float32
+	ropeSin []float32
+}
+
+func meta[T any](f *gguf.File, key string, errs *[]error) T {
+	var zero T
+	v, ok := f.Get(key)
+	if !ok {
+		*errs = append(*errs, fmt.Errorf("metadata %s is missing", key))
+		return zero
+	}
+	t, ok := v.(T)
+	if !ok {
+		*errs = append(*errs, fmt.Errorf("metadata %s is a %T, want %T", key, v, zero))
+	}
+	return t
+}
+
+func positive(key string, v uint32, limit uint32, errs *[]error) int {
+	if v == 0 || v > limit {
+		*errs = append(*errs, fmt.Errorf("metadata %s = %d is out of range (1..%d)", key, v, limit))
+	}
+	return int(v)
+}
+
+// Load reads the architecture and weights of f (which must outlive the model).
+func Load(f *gguf.File) (*Model, error) {
+	var errs []error
+	arch := meta[string](f, "general.architecture", &errs)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	switch arch {
+	case "llama", "mistral", "qwen2":
+	default:
+		return nil, fmt.Errorf("architecture %q is not supported (llama, mistral, qwen2)", arch)
+	}
+	k := func(s string) string { return arch + "." + s }
+	c := Config{Arch: arch, NeoX: arch == "qwen2", RopeBase: 10000}
+	c.Embd = positive(k("embedding_length"), meta[uint32](f, k("embedding_length"), &errs), 1<<16, &errs)
+	c.Layers = positive(k("block_count"), meta[uint32](f, k("block_count"), &errs), 1024, &errs)
+	c.FF = positive(k("feed_forward_length"), meta[uint32](f, k("feed_forward_length"), &errs), 1<<18, &errs)
+	c.Heads = positive(k("attention.head_count"), meta[uint32](f, k("attention.head_count"), &errs), 1024, &errs)
+	c.KVHeads = c.Heads
+	if _, ok := f.Get(k("attention.head_count_kv")); ok {
+		c.KVHeads = positive(k("attention.head_count_kv"), meta[uint32](f, k("attention.head_count_kv"), &errs), 1024, &errs)
+	}
+	c.ContextLength = positive(k("context_length"), meta[uint32](f, k("context_length"), &errs), 1<<22, &errs)
+	c.RMSEps = meta[float32](f, k("attention.layer_norm_rms_epsilon"), &errs)
+	if _, ok := f.Get(k("rope.freq_base")); ok {
+		c.RopeBase = meta[float32](f, k("rope.freq_base"), &errs)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if c.Embd%c.Heads != 0 || c.Heads%c.KVHeads != 0 || c.HeadDim()%2 != 0 {
+		return nil, fmt.Errorf("heads: embedding %d, %d heads, %d kv heads do not divide", c.Embd, c.Heads, c.KVHeads)
+	}
+	if !(c.RMSEps > 0 && c.RMSEps < 1) || !(c.RopeBase > 1) || math.IsInf(float64(c.RopeBase), 0) {
+		return nil, fmt.Errorf("rms epsilon %v or rope base %v out of range", c.RMSEps, c.RopeBase)
+	}
+	tok, ok := f.Tensor("token_embd.weight")
+	if !ok || len(tok.Dims) != 2 {
+		return nil, errors.New("tensor token_embd.weight is missing or not 2-D")
+	}
+	c.Vocab = int(tok.Dims[1])
+	m := &Model{Config: c}
+	var err error
+	kvDim := c.KVHeads * c.HeadDim()
+	get := func(name string, rows, cols int) Matrix {
+		mm, e := matrix(f, name, rows, cols)
+		if e != nil {
+			errs = append(errs, e)
+		}
+		return mm
+	}
+	vec := func(name string, n int) []float32 {
+		v, e := vector(f, name, n)
+		if e != nil {
+			errs = append(errs, e)
+		}
+		return v
+	}
+	m.embd = get("token_embd.weight", c.Vocab, c.Embd)
+	for i := range c.Layers {
+		p := fmt.Sprintf("blk.%d.", i)
+		m.layers = append(m.layers, layer{
+			attnNorm: vec(p+"attn_norm.weight", c.Embd), ffnNorm: vec(p+"ffn_norm.weight", c.Embd),
+			wq: get(p+"attn_q.weight", c.Embd, c.Embd), wk: get(p+"attn_k.weight", kvDim, c.Embd),
+			wv: get(p+"attn_v.weight", kvDim, c.Embd), wo: get(p+"attn_output.weight", c.Embd, c.Embd),
+			gate: get(p+"ffn_gate.weight", c.FF, c.Embd), up: get(p+"ffn_up.weight", c.FF, c.Embd), down: get(p+"ffn_down.weight", c.Embd, c.FF),
+		})
+	}
+	m.norm = vec("output_norm.weight", c.Embd)
+	if _, ok := f.Tensor("output.weight"); ok {
+		m.output = get("output.weight", c.Vocab, c.Embd)
+	} else {
+		m.output = m.embd // tied embeddings
+	}
+	if err = errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	half := c.HeadDim() / 2
+	m.ropeCos, m.ropeSin = make([]float32, c.ContextLength*half), make([]float32, c.ContextLength*half)
+	for p := range c.ContextLength {
+		for i := range half {
+			theta := float64(p) * math.Pow(float64(c.RopeBase), -2*float64(i)/float64(c.HeadDim()))
+			m.ropeCos[p*half+i], m.ropeSin[p*half+i] = float32(math.Cos(theta)), float32(math.Sin(theta))
+		}
+	}
+	return m, nil
+}
+
+// State is one sequence's KV cache and scratch space.
+type State struct {
+	Pos    int
+	k, v   [][]float32 // per layer: ContextLength × kvDim
+	x, h   []float32
+	q, att []float32
+	kv     []float32
+	o      []float32
+	g, u   []float32
+	score  []float32
+	Logits []float32
+}
+
+// NewState allocates a sequence's cache.
+func (m *Model) NewState() *State {
+	kvDim := m.KVHeads * m.HeadDim()
+	s := &State{x: make([]float32, m.Embd), h: make([]float32, m.Embd), q: make([]float32, m.Embd), att: make([]float32, m.Embd),
+		kv: make([]float32, kvDim), o: make([]float32, m.Embd), g: make([]float32, m.FF), u: make([]float32, m.FF),
+		score: make([]float32, m.ContextLength), Logits: make([]float32, m.Vocab)}
+	for range m.Layers {
+		s.k = append(s.k, make([]float32, m.ContextLength*kvDim))
+		s.v = append(s.v, make([]float32, m.ContextLength*kvDim))
+	}
+	return s
+}
+
+// Forward feeds one token at s.Pos and leaves the next token's logits in
+// s.Logits.
+func (m *Model) Forward(s *State, token int) error {
+	if token < 0 || token >= m.Vocab {
+		return fmt.Errorf("token %d is outside the vocabulary (0..%d)", token, m.Vocab-1)
+	}
+	if s.Pos >= m.ContextLength {
+		return fmt.Errorf("position %d is past the context length %d", s.Pos, m.ContextLength)
+	}
+	hd, kvDim, group := m.HeadDim(), m.KVHeads*m.HeadDim(), m.Heads/m.KVHeads
+	m.embd.Row(token, s.x)
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	for l := range m.layers {
+		L := &m.layers[l]
+		rmsnorm(s.h, s.x, L.attnNorm, m.RMSEps)
+		L.wq.MulVec(s.q, s.h)
+		kc, vc := s.k[l][s.Pos*kvDim:(s.Pos+1)*kvDim], s.v[l][s.Pos*kvDim:(s.Pos+1)*kvDim]
+		L.wk.MulVec(kc, s.h)
+		L.wv.MulVec(vc, s.h)
+		for h := range m.Heads {
+			m.rope(s.q[h*hd:(h+1)*hd], s.Pos)
+		}
+		for h := range m.KVHeads {
+			m.rope(kc[h*hd:(h+1)*hd], s.Pos)
+		}
+		for h := range m.Heads {
+			q := s.q[h*hd : (h+1)*hd]
+			kvh := h / group
+			sc := s.score[:s.Pos+1]
+			mx := float32(math.Inf(-1))
+			for p := range sc {
+				k := s.k[l][p*kvDim+kvh*hd : p*kvDim+(kvh+1)*hd]
+				var d float32
+				for i := range q {
+					d += q[i] * k[i]
+				}
+				sc[p] = d * scale
+				mx = max(mx, sc[p])
+			}
+			var sum float32
+			for p := range sc {
+				sc[p] = float32(math.Exp(float64(sc[p] - mx)))
+				sum += sc[p]
+			}
+			out := s.att[h*hd : (h+1)*hd]
+			clear(out)
+			for p := range sc {
+				w := sc[p] / sum
+				v := s.v[l][p*kvDim+kvh*hd : p*kvDim+(kvh+1)*hd]
+				for i := range out {
+					out[i] += w * v[i]
+				}
+			}
+		}
+		L.wo.MulVec(s.o, s.att)
+		for i := range s.x {
+			s.x[i] += s.o[i]
+		}
+		rmsnorm(s.h, s.x, L.ffnNorm, m.RMSEps)
+		L.gate.MulVec(s.g, s.h)
+		L.up.MulVec(s.u, s.h)
+		for i := range s.g {
+			g := s.g[i]
+			s.g[i] = g / (1 + float32(math.Exp(float64(-g)))) * s.u[i]
+		}
+		L.down.MulVec(s.o, s.g)
+		for i := range s.x {
+			s.x[i] += s.o[i]
+		}
+	}
+	rmsnorm(s.h, s.x, m.norm, m.RMSEps)
+	m.output.MulVec(s.Logits, s.h)
+	s.Pos++
+	return nil
+}
+
+func rmsnorm(out, x, w []float32, eps float32) {
+	var ss float32
+	for _, v := range x {
+		ss += v * v
+	}
+	inv := float32(1 / math.Sqrt(float64(ss/float32(len(x))+eps)))
+	for i := range out {
+		out[i] = x[i] * inv * w[i]
+	}
+}
+
+// rope rotates one head's vector for position pos.
+func (m *Model) rope(v []float32, pos int) {
+	half := len(v) / 2
+	cs, sn := m.ropeCos[pos*half:(pos+1)*half], m.ropeSin[pos*half:(pos+1)*half]
+	for i := range half {
+		a, b := 2*i, 2*i+1
+		if m.NeoX {
+			a, b = i, i+half
+		}
+		x0, x1 := v[a], v[b]
+		v[a], v[b] = x0*cs[i]-x1*sn[i], x0*sn[i]+x1*cs[i]
+	}
+}
+
+// LayerWeights exposes a layer's weights (for reference implementations
+// and tools).
+type LayerWeights struct {
+	AttnNorm, FFNNorm          []float32
+	Q, K, V, O, Gate, Up, Down Matrix
+}
+
+// Layer returns layer l's weights.
+func (m *Model) Layer(l int) LayerWeights {
+	L := m.layers[l]
+	return LayerWeights{AttnNorm: L.attnNorm, FFNNorm: L.ffnNorm, Q: L.wq, K: L.wk, V: L.wv, O: L.wo, Gate: L.gate, Up: L.up, Down: L.down}
+}
+
+// Embedding is the token embedding matrix.
+func (m *Model) Embedding() Matrix { return m.embd }
+
+// Output is the output matrix (the embedding when tied).
+func (m *Model) Output() Matrix { return m.output }
+
+// OutputNorm is the final norm's weight.
+func (m *Model) OutputNorm() []float32 { return m.norm }

@@ -1,0 +1,129 @@
+// Package tiny writes small deterministic Llama-family GGUF models with
+// random weights, for tests and benchmarks: nothing is downloaded.
+package tiny
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+
+	"github.com/open-autoglm/autoglm/inference/gguf"
+	"github.com/open-autoglm/autoglm/inference/llama"
+)
+
+// Config shapes a model.
+type Config struct {
+	Arch                                string // llama (default) or qwen2
+	Vocab, Embd, Layers, Heads, KVHeads int
+	FF, Context                         int
+	// Type of the weight matrices: gguf.F32 (default), F16 or Q8_0 (Embd
+	// and FF multiples of 32). Norms are always F32.
+	Type gguf.TensorType
+	// Tied reuses the token embedding as the output matrix.
+	Tied bool
+	Seed uint64
+}
+
+// Write writes the model.
+func Write(w io.Writer, c Config) error {
+	if c.Arch == "" {
+		c.Arch = "llama"
+	}
+	if c.KVHeads == 0 {
+		c.KVHeads = c.Heads
+	}
+	rng := rand.New(rand.NewPCG(c.Seed, 0x5eed))
+	a := c.Arch + "."
+	meta := []gguf.KV{
+		{Key: "general.architecture", Value: c.Arch},
+		{Key: "general.name", Value: fmt.Sprintf("tiny-%s-%d", c.Arch, c.Seed)},
+		{Key: a + "context_length", Value: uint32(c.Context)},
+		{Key: a + "embedding_length", Value: uint32(c.Embd)},
+		{Key: a + "block_count", Value: uint32(c.Layers)},
+		{Key: a + "feed_forward_length", Value: uint32(c.FF)},
+		{Key: a + "attention.head_count", Value: uint32(c.Heads)},
+		{Key: a + "attention.head_count_kv", Value: uint32(c.KVHeads)},
+		{Key: a + "attention.layer_norm_rms_epsilon", Value: float32(1e-5)},
+		{Key: a + "rope.freq_base", Value: float32(10000)},
+	}
+	kvDim := c.KVHeads * (c.Embd / c.Heads)
+	var tensors []gguf.Tensor
+	mat := func(name string, rows, cols int) error {
+		xs := make([]float32, rows*cols)
+		std := 1 / math.Sqrt(float64(cols))
+		for i := range xs {
+			xs[i] = float32(rng.NormFloat64() * std)
+		}
+		data, err := encode(c.Type, xs)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		tensors = append(tensors, gguf.Tensor{Name: name, Dims: []uint64{uint64(cols), uint64(rows)}, Type: typeOr(c.Type), Data: data})
+		return nil
+	}
+	norm := func(name string, n int) {
+		xs := make([]float32, n)
+		for i := range xs {
+			xs[i] = float32(1 + 0.1*rng.NormFloat64())
+		}
+		data, _ := encode(gguf.F32, xs)
+		tensors = append(tensors, gguf.Tensor{Name: name, Dims: []uint64{uint64(n)}, Type: gguf.F32, Data: data})
+	}
+	steps := []func() error{func() error { return mat("token_embd.weight", c.Vocab, c.Embd) }}
+	for l := range c.Layers {
+		p := fmt.Sprintf("blk.%d.", l)
+		steps = append(steps,
+			func() error { norm(p+"attn_norm.weight", c.Embd); return nil },
+			func() error { return mat(p+"attn_q.weight", c.Embd, c.Embd) },
+			func() error { return mat(p+"attn_k.weight", kvDim, c.Embd) },
+			func() error { return mat(p+"attn_v.weight", kvDim, c.Embd) },
+			func() error { return mat(p+"attn_output.weight", c.Embd, c.Embd) },
+			func() error { norm(p+"ffn_norm.weight", c.Embd); return nil },
+			func() error { return mat(p+"ffn_gate.weight", c.FF, c.Embd) },
+			func() error { return mat(p+"ffn_up.weight", c.FF, c.Embd) },
+			func() error { return mat(p+"ffn_down.weight", c.Embd, c.FF) },
+		)
+	}
+	steps = append(steps, func() error { norm("output_norm.weight", c.Embd); return nil })
+	if !c.Tied {
+		steps = append(steps, func() error { return mat("output.weight", c.Vocab, c.Embd) })
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return err
+		}
+	}
+	return gguf.Write(w, meta, tensors)
+}
+
+func typeOr(t gguf.TensorType) gguf.TensorType {
+	if t == 0 {
+		return gguf.F32
+	}
+	return t
+}
+
+func encode(t gguf.TensorType, xs []float32) ([]byte, error) {
+	switch typeOr(t) {
+	case gguf.F32:
+		out := make([]byte, 0, 4*len(xs))
+		for _, x := range xs {
+			out = binary.LittleEndian.AppendUint32(out, math.Float32bits(x))
+		}
+		return out, nil
+	case gguf.F16:
+		out := make([]byte, 0, 2*len(xs))
+		for _, x := range xs {
+			out = binary.LittleEndian.AppendUint16(out, llama.ToF16(x))
+		}
+		return out, nil
+	case gguf.Q8_0:
+		if len(xs)%gguf.Q8Block != 0 {
+			return nil, fmt.Errorf("Q8_0 needs multiples of %d values", gguf.Q8Block)
+		}
+		return llama.QuantizeQ8(xs), nil
+	}
+	return nil, fmt.Errorf("cannot write type %s", t)
+}
