@@ -244,3 +244,47 @@ func TestQuantizeQ8(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchEqualsAlone: a sequence's logits are the same alone and inside
+// a batch of 8 sequences at different positions.
+func TestBatchEqualsAlone(t *testing.T) {
+	m := build(t, tiny.Config{Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 512, Context: 32, Type: gguf.Q8_0, Seed: 5}) // FF large enough for the multi-core path
+	prompts := make([][]int, 8)
+	for i := range prompts {
+		for j := range 3 + i {
+			prompts[i] = append(prompts[i], (i*7+j*13)%64)
+		}
+	}
+	alone := make([][][]float32, len(prompts))
+	for i, p := range prompts {
+		s := m.NewState()
+		for _, tok := range p {
+			m.Forward(s, tok)
+			alone[i] = append(alone[i], append([]float32(nil), s.Logits...))
+		}
+	}
+	states := make([]*llama.State, len(prompts))
+	for i := range states {
+		states[i] = m.NewState()
+	}
+	for step := 0; step < 3+len(prompts)-1; step++ {
+		var in []*llama.State
+		var toks []int
+		var idx []int
+		for i, p := range prompts {
+			if step < len(p) {
+				in, toks, idx = append(in, states[i]), append(toks, p[step]), append(idx, i)
+			}
+		}
+		if err := m.ForwardBatch(in, toks); err != nil {
+			t.Fatal(err)
+		}
+		for _, i := range idx {
+			for v, x := range states[i].Logits {
+				if x != alone[i][step][v] {
+					t.Fatalf("sequence %d step %d: logit %d is %v in the batch, %v alone", i, step, v, x, alone[i][step][v])
+				}
+			}
+		}
+	}
+}

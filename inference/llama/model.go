@@ -188,77 +188,7 @@ func (m *Model) NewState() *State {
 // Forward feeds one token at s.Pos and leaves the next token's logits in
 // s.Logits.
 func (m *Model) Forward(s *State, token int) error {
-	if token < 0 || token >= m.Vocab {
-		return fmt.Errorf("token %d is outside the vocabulary (0..%d)", token, m.Vocab-1)
-	}
-	if s.Pos >= m.ContextLength {
-		return fmt.Errorf("position %d is past the context length %d", s.Pos, m.ContextLength)
-	}
-	hd, kvDim, group := m.HeadDim(), m.KVHeads*m.HeadDim(), m.Heads/m.KVHeads
-	m.embd.Row(token, s.x)
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	for l := range m.layers {
-		L := &m.layers[l]
-		rmsnorm(s.h, s.x, L.attnNorm, m.RMSEps)
-		L.wq.MulVec(s.q, s.h)
-		kc, vc := s.k[l][s.Pos*kvDim:(s.Pos+1)*kvDim], s.v[l][s.Pos*kvDim:(s.Pos+1)*kvDim]
-		L.wk.MulVec(kc, s.h)
-		L.wv.MulVec(vc, s.h)
-		for h := range m.Heads {
-			m.rope(s.q[h*hd:(h+1)*hd], s.Pos)
-		}
-		for h := range m.KVHeads {
-			m.rope(kc[h*hd:(h+1)*hd], s.Pos)
-		}
-		for h := range m.Heads {
-			q := s.q[h*hd : (h+1)*hd]
-			kvh := h / group
-			sc := s.score[:s.Pos+1]
-			mx := float32(math.Inf(-1))
-			for p := range sc {
-				k := s.k[l][p*kvDim+kvh*hd : p*kvDim+(kvh+1)*hd]
-				var d float32
-				for i := range q {
-					d += q[i] * k[i]
-				}
-				sc[p] = d * scale
-				mx = max(mx, sc[p])
-			}
-			var sum float32
-			for p := range sc {
-				sc[p] = float32(math.Exp(float64(sc[p] - mx)))
-				sum += sc[p]
-			}
-			out := s.att[h*hd : (h+1)*hd]
-			clear(out)
-			for p := range sc {
-				w := sc[p] / sum
-				v := s.v[l][p*kvDim+kvh*hd : p*kvDim+(kvh+1)*hd]
-				for i := range out {
-					out[i] += w * v[i]
-				}
-			}
-		}
-		L.wo.MulVec(s.o, s.att)
-		for i := range s.x {
-			s.x[i] += s.o[i]
-		}
-		rmsnorm(s.h, s.x, L.ffnNorm, m.RMSEps)
-		L.gate.MulVec(s.g, s.h)
-		L.up.MulVec(s.u, s.h)
-		for i := range s.g {
-			g := s.g[i]
-			s.g[i] = g / (1 + float32(math.Exp(float64(-g)))) * s.u[i]
-		}
-		L.down.MulVec(s.o, s.g)
-		for i := range s.x {
-			s.x[i] += s.o[i]
-		}
-	}
-	rmsnorm(s.h, s.x, m.norm, m.RMSEps)
-	m.output.MulVec(s.Logits, s.h)
-	s.Pos++
-	return nil
+	return m.ForwardBatch([]*State{s}, []int{token})
 }
 
 func rmsnorm(out, x, w []float32, eps float32) {

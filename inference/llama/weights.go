@@ -82,49 +82,6 @@ func (m *Matrix) Row(r int, out []float32) error {
 	return nil
 }
 
-// MulVec computes y = M x (len(y) = Rows, len(x) = Cols), reading each
-// weight once. Q8_0 rows are dotted block by block without dequantizing.
-func (m *Matrix) MulVec(y, x []float32) {
-	switch m.Type {
-	case gguf.F32:
-		for r := range m.Rows {
-			b := m.Data[r*m.Cols*4 : (r+1)*m.Cols*4]
-			var s float32
-			for i := range m.Cols {
-				s += math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])) * x[i]
-			}
-			y[r] = s
-		}
-	case gguf.Q8_0:
-		blocks := m.Cols / gguf.Q8Block
-		rowBytes := blocks * (2 + gguf.Q8Block)
-		for r := range m.Rows {
-			b := m.Data[r*rowBytes : (r+1)*rowBytes]
-			var s float32
-			for k := range blocks {
-				blk := b[k*(2+gguf.Q8Block) : (k+1)*(2+gguf.Q8Block)]
-				xs := x[k*gguf.Q8Block : (k+1)*gguf.Q8Block]
-				var bs float32
-				for i, q := range blk[2:] {
-					bs += float32(int8(q)) * xs[i]
-				}
-				s += F16(binary.LittleEndian.Uint16(blk)) * bs
-			}
-			y[r] = s
-		}
-	default:
-		row := make([]float32, m.Cols)
-		for r := range m.Rows {
-			m.Row(r, row)
-			var s float32
-			for i, w := range row {
-				s += w * x[i]
-			}
-			y[r] = s
-		}
-	}
-}
-
 // F16 converts an IEEE half-precision value.
 func F16(h uint16) float32 {
 	sign := uint32(h>>15) << 31
