@@ -1,0 +1,110 @@
+// Package sample picks the next token from logits: greedy, temperature,
+// top-k, top-p, min-p and a repetition penalty, reproducible given a seed.
+// It is the last stage of an engine step.
+package sample
+
+import (
+	"math"
+	"math/rand/v2"
+	"sort"
+
+	"github.com/open-autoglm/autoglm/inference"
+)
+
+// Sampler samples one sequence's tokens.
+type Sampler struct {
+	p    inference.Sampling
+	rng  *rand.Rand
+	cand []cand
+	seen map[int]bool
+}
+
+type cand struct {
+	tok int
+	p   float64
+}
+
+// New returns a sampler for p; without a seed it draws one.
+func New(p inference.Sampling) *Sampler {
+	seed := uint64(p.Seed)
+	if !p.HasSeed {
+		seed = rand.Uint64()
+	}
+	return &Sampler{p: p, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), seen: map[int]bool{}}
+}
+
+// Observe records a token of the sequence (prompt or generated) for the
+// repetition penalty.
+func (s *Sampler) Observe(tok int) { s.seen[tok] = true }
+
+// Sample picks a token from logits (which it may modify).
+func (s *Sampler) Sample(logits []float32) int {
+	if rp := s.p.RepetitionPenalty; rp > 0 && rp != 1 {
+		for tok := range s.seen {
+			if tok >= 0 && tok < len(logits) {
+				if logits[tok] > 0 {
+					logits[tok] /= float32(rp)
+				} else {
+					logits[tok] *= float32(rp)
+				}
+			}
+		}
+	}
+	if s.p.Temperature <= 0 || s.p.TopK == 1 {
+		best := 0
+		for i, v := range logits {
+			if v > logits[best] {
+				best = i
+			}
+		}
+		return best
+	}
+	c := s.cand[:0]
+	mx := math.Inf(-1)
+	for _, v := range logits {
+		mx = math.Max(mx, float64(v))
+	}
+	var sum float64
+	for i, v := range logits {
+		p := math.Exp((float64(v) - mx) / s.p.Temperature)
+		c = append(c, cand{i, p})
+		sum += p
+	}
+	sort.Slice(c, func(i, j int) bool { return c[i].p > c[j].p || (c[i].p == c[j].p && c[i].tok < c[j].tok) })
+	if k := s.p.TopK; k > 0 && k < len(c) {
+		c = c[:k]
+	}
+	if mp := s.p.MinP; mp > 0 {
+		n := 0
+		for n < len(c) && c[n].p >= mp*c[0].p {
+			n++
+		}
+		c = c[:max(n, 1)]
+	}
+	sum = 0
+	for _, x := range c {
+		sum += x.p
+	}
+	if tp := s.p.TopP; tp > 0 && tp < 1 {
+		acc := 0.0
+		for i, x := range c {
+			acc += x.p / sum
+			if acc >= tp {
+				c = c[:i+1]
+				break
+			}
+		}
+		sum = 0
+		for _, x := range c {
+			sum += x.p
+		}
+	}
+	s.cand = c
+	r := s.rng.Float64() * sum
+	for _, x := range c {
+		if r -= x.p; r <= 0 {
+			return x.tok
+		}
+	}
+	return c[len(c)-1].tok
+}
