@@ -86,8 +86,8 @@ func (m *Model) ForwardBatch(states []*State, tokens []int) error {
 		if tokens[i] < 0 || tokens[i] >= m.Vocab {
 			return fmt.Errorf("token %d is outside the vocabulary (0..%d)", tokens[i], m.Vocab-1)
 		}
-		if s.Pos >= m.ContextLength {
-			return fmt.Errorf("position %d is past the context length %d", s.Pos, m.ContextLength)
+		if s.Pos >= s.Cap {
+			return fmt.Errorf("position %d is past the context length %d", s.Pos, s.Cap)
 		}
 	}
 	n := len(states)

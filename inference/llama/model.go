@@ -161,7 +161,8 @@ func Load(f *gguf.File) (*Model, error) {
 
 // State is one sequence's KV cache and scratch space.
 type State struct {
-	Pos    int
+	// Pos is the next position; Cap the positions the cache holds.
+	Pos, Cap int
 	k, v   [][]float32 // per layer: ContextLength × kvDim
 	x, h   []float32
 	q, att []float32
@@ -172,15 +173,19 @@ type State struct {
 	Logits []float32
 }
 
-// NewState allocates a sequence's cache.
-func (m *Model) NewState() *State {
+// NewState allocates a sequence's cache for the model's whole context.
+func (m *Model) NewState() *State { return m.NewStateCap(m.ContextLength) }
+
+// NewStateCap allocates a sequence's cache for at most n positions.
+func (m *Model) NewStateCap(n int) *State {
+	n = min(n, m.ContextLength)
 	kvDim := m.KVHeads * m.HeadDim()
-	s := &State{x: make([]float32, m.Embd), h: make([]float32, m.Embd), q: make([]float32, m.Embd), att: make([]float32, m.Embd),
+	s := &State{Cap: n, x: make([]float32, m.Embd), h: make([]float32, m.Embd), q: make([]float32, m.Embd), att: make([]float32, m.Embd),
 		kv: make([]float32, kvDim), o: make([]float32, m.Embd), g: make([]float32, m.FF), u: make([]float32, m.FF),
-		score: make([]float32, m.ContextLength), Logits: make([]float32, m.Vocab)}
+		score: make([]float32, n), Logits: make([]float32, m.Vocab)}
 	for range m.Layers {
-		s.k = append(s.k, make([]float32, m.ContextLength*kvDim))
-		s.v = append(s.v, make([]float32, m.ContextLength*kvDim))
+		s.k = append(s.k, make([]float32, n*kvDim))
+		s.v = append(s.v, make([]float32, n*kvDim))
 	}
 	return s
 }

@@ -1,0 +1,317 @@
+// Package tokenizer reads a model's tokenizer from its GGUF metadata
+// (tokenizer.ggml.*) and turns text into token ids and back: byte-level BPE
+// with merges (the gpt2 family: Qwen2, Llama 3, SmolLM), special tokens, and
+// the chat templates the sidecar renders conversations with.
+package tokenizer
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/gguf"
+)
+
+// Token types of tokenizer.ggml.token_type.
+const (
+	typeNormal      = 1
+	typeControl     = 3
+	typeUserDefined = 4
+)
+
+// BPE is a byte-level BPE tokenizer.
+type BPE struct {
+	tokens   []string
+	ids      map[string]int
+	ranks    map[[2]string]int
+	special  []string // control and user-defined texts, longest first
+	control  map[int]bool
+	pieces   [][]byte
+	BOS, EOS int
+	template string // "chatml" or "llama3"
+}
+
+// FromGGUF builds the tokenizer of f.
+func FromGGUF(f *gguf.File) (*BPE, error) {
+	get := func(key string) any { v, _ := f.Get(key); return v }
+	model, _ := get("tokenizer.ggml.model").(string)
+	if model != "gpt2" {
+		return nil, fmt.Errorf("tokenizer.ggml.model %q is not supported yet (gpt2 byte-level BPE is)", model)
+	}
+	tokens, ok := get("tokenizer.ggml.tokens").([]string)
+	if !ok || len(tokens) == 0 {
+		return nil, errors.New("tokenizer.ggml.tokens is missing")
+	}
+	merges, _ := get("tokenizer.ggml.merges").([]string)
+	types, _ := get("tokenizer.ggml.token_type").([]int32)
+	if types != nil && len(types) != len(tokens) {
+		return nil, fmt.Errorf("tokenizer.ggml.token_type has %d entries for %d tokens", len(types), len(tokens))
+	}
+	t := &BPE{tokens: tokens, ids: make(map[string]int, len(tokens)), ranks: make(map[[2]string]int, len(merges)),
+		control: map[int]bool{}, pieces: make([][]byte, len(tokens)), BOS: -1, EOS: -1, template: "chatml"}
+	for i, s := range tokens {
+		t.ids[s] = i
+		kind := typeNormal
+		if types != nil {
+			kind = int(types[i])
+		}
+		switch kind {
+		case typeControl:
+			t.control[i] = true
+			t.special = append(t.special, s)
+		case typeUserDefined:
+			t.special = append(t.special, s)
+			t.pieces[i] = []byte(s)
+		default:
+			t.pieces[i] = decodeBytes(s)
+		}
+	}
+	for i, m := range merges {
+		a, b, ok := strings.Cut(m, " ")
+		if !ok {
+			return nil, fmt.Errorf("tokenizer.ggml.merges[%d] %q is not two symbols", i, m)
+		}
+		t.ranks[[2]string{a, b}] = i
+	}
+	for key, dst := range map[string]*int{"tokenizer.ggml.bos_token_id": &t.BOS, "tokenizer.ggml.eos_token_id": &t.EOS} {
+		if v, ok := get(key).(uint32); ok {
+			if int(v) >= len(tokens) {
+				return nil, fmt.Errorf("%s %d is outside the vocabulary", key, v)
+			}
+			*dst = int(v)
+		}
+	}
+	sortLongestFirst(t.special)
+	if tpl, _ := get("tokenizer.chat_template").(string); strings.Contains(tpl, "<|start_header_id|>") {
+		t.template = "llama3"
+	}
+	return t, nil
+}
+
+func sortLongestFirst(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && len(s[j]) > len(s[j-1]); j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+// Encode tokenizes text; special tokens written in it are recognised.
+func (t *BPE) Encode(text string) []int {
+	var out []int
+	for text != "" {
+		// The earliest special token, then the ordinary text before it.
+		at, sp := len(text), ""
+		for _, s := range t.special {
+			if i := strings.Index(text, s); i >= 0 && (i < at || (i == at && len(s) > len(sp))) {
+				at, sp = i, s
+			}
+		}
+		for _, word := range pretokenize(text[:at]) {
+			out = t.bpe(word, out)
+		}
+		if sp == "" {
+			break
+		}
+		out = append(out, t.ids[sp])
+		text = text[at+len(sp):]
+	}
+	return out
+}
+
+// bpe merges one pre-token's byte symbols by rank and appends their ids.
+func (t *BPE) bpe(word string, out []int) []int {
+	syms := make([]string, 0, len(word))
+	for i := 0; i < len(word); i++ {
+		syms = append(syms, string(byteToRune[word[i]]))
+	}
+	for len(syms) > 1 {
+		best, at := -1, -1
+		for i := 0; i+1 < len(syms); i++ {
+			if r, ok := t.ranks[[2]string{syms[i], syms[i+1]}]; ok && (best < 0 || r < best) {
+				best, at = r, i
+			}
+		}
+		if at < 0 {
+			break
+		}
+		syms[at] += syms[at+1]
+		syms = append(syms[:at+1], syms[at+2:]...)
+	}
+	for _, s := range syms {
+		if id, ok := t.ids[s]; ok {
+			out = append(out, id)
+			continue
+		}
+		for _, r := range s { // not in the vocabulary: byte by byte
+			if id, ok := t.ids[string(r)]; ok {
+				out = append(out, id)
+			}
+		}
+	}
+	return out
+}
+
+// Piece is a token's bytes; control tokens have none.
+func (t *BPE) Piece(tok int) []byte {
+	if tok < 0 || tok >= len(t.pieces) {
+		return nil
+	}
+	return t.pieces[tok]
+}
+
+// IsControl reports whether tok is a control token (EOS and the like).
+func (t *BPE) IsControl(tok int) bool { return t.control[tok] }
+
+// ChatPrompt renders a conversation in the model's format, ending where
+// the assistant's reply starts.
+func (t *BPE) ChatPrompt(msgs []inference.Message) (string, error) {
+	var b strings.Builder
+	for i, m := range msgs {
+		switch m.Role {
+		case "system", "user", "assistant", "developer":
+		default:
+			return "", fmt.Errorf("messages[%d].role: %q is not supported", i, m.Role)
+		}
+		if t.template == "llama3" {
+			if i == 0 {
+				b.WriteString("<|begin_of_text|>")
+			}
+			fmt.Fprintf(&b, "<|start_header_id|>%s<|end_header_id|>\n\n%s<|eot_id|>", m.Role, m.Content)
+		} else {
+			fmt.Fprintf(&b, "<|im_start|>%s\n%s<|im_end|>\n", m.Role, m.Content)
+		}
+	}
+	if t.template == "llama3" {
+		b.WriteString("<|start_header_id|>assistant<|end_header_id|>\n\n")
+	} else {
+		b.WriteString("<|im_start|>assistant\n")
+	}
+	return b.String(), nil
+}
+
+// pretokenize splits text as GPT-2's pattern does:
+// 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+func pretokenize(s string) []string {
+	var out []string
+	for s != "" {
+		n := pretoken(s)
+		out = append(out, s[:n])
+		s = s[n:]
+	}
+	return out
+}
+
+func pretoken(s string) int {
+	for _, c := range [...]string{"'s", "'t", "'re", "'ve", "'m", "'ll", "'d"} {
+		if strings.HasPrefix(s, c) {
+			return len(c)
+		}
+	}
+	start := 0
+	if s[0] == ' ' && len(s) > 1 {
+		if r, _ := utf8.DecodeRuneInString(s[1:]); !unicode.IsSpace(r) {
+			start = 1
+		}
+	}
+	r, size := utf8.DecodeRuneInString(s[start:])
+	class := func(r rune) int {
+		switch {
+		case unicode.IsLetter(r):
+			return 1
+		case unicode.IsNumber(r):
+			return 2
+		case unicode.IsSpace(r):
+			return 3
+		}
+		return 4
+	}
+	c := class(r)
+	i := start + size
+	for i < len(s) {
+		r2, n := utf8.DecodeRuneInString(s[i:])
+		if class(r2) != c {
+			break
+		}
+		i += n
+	}
+	if c == 3 && i < len(s) {
+		// \s+(?!\S): leave the last space for the word that follows,
+		// which takes it as its " ?" prefix.
+		last, n := utf8.DecodeLastRuneInString(s[:i])
+		if last == ' ' && i-n > 0 {
+			return i - n
+		}
+	}
+	return i
+}
+
+// GPT-2 maps every byte to a printable rune so that tokens are text.
+var byteToRune, runeToByte = func() ([256]rune, map[rune]byte) {
+	var b2r [256]rune
+	r2b := map[rune]byte{}
+	n := 0
+	for b := 0; b < 256; b++ {
+		if (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff) {
+			b2r[b] = rune(b)
+		} else {
+			b2r[b] = rune(256 + n)
+			n++
+		}
+		r2b[b2r[b]] = byte(b)
+	}
+	return b2r, r2b
+}()
+
+// decodeBytes maps a token's runes back to its bytes.
+func decodeBytes(s string) []byte {
+	out := make([]byte, 0, len(s))
+	for _, r := range s {
+		if b, ok := runeToByte[r]; ok {
+			out = append(out, b)
+		} else {
+			out = utf8.AppendRune(out, r)
+		}
+	}
+	return out
+}
+
+// Vocabulary is a byte-level vocabulary for generated models: the 256
+// bytes, the given merges' results, and ChatML's control tokens; it returns
+// the GGUF metadata for it.
+func Vocabulary(merges [][2]string) []gguf.KV {
+	var tokens []string
+	var types []int32
+	for b := 0; b < 256; b++ {
+		tokens, types = append(tokens, string(byteToRune[b])), append(types, typeNormal)
+	}
+	var ms []string
+	for _, m := range merges {
+		a, b := encodeText(m[0]), encodeText(m[1])
+		ms = append(ms, a+" "+b)
+		tokens, types = append(tokens, a+b), append(types, typeNormal)
+	}
+	eos := len(tokens)
+	for _, s := range []string{"<|endoftext|>", "<|im_start|>", "<|im_end|>"} {
+		tokens, types = append(tokens, s), append(types, typeControl)
+	}
+	return []gguf.KV{
+		{Key: "tokenizer.ggml.model", Value: "gpt2"},
+		{Key: "tokenizer.ggml.tokens", Value: tokens},
+		{Key: "tokenizer.ggml.token_type", Value: types},
+		{Key: "tokenizer.ggml.merges", Value: ms},
+		{Key: "tokenizer.ggml.bos_token_id", Value: uint32(eos)},
+		{Key: "tokenizer.ggml.eos_token_id", Value: uint32(eos + 2)}, // <|im_end|> ends a chat reply
+	}
+}
+
+func encodeText(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		b.WriteRune(byteToRune[s[i]])
+	}
+	return b.String()
+}

@@ -1,0 +1,137 @@
+package tokenizer
+
+import (
+	"bytes"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/gguf"
+)
+
+func build(t testing.TB, merges [][2]string, extra ...gguf.KV) *BPE {
+	t.Helper()
+	var b bytes.Buffer
+	meta := append(Vocabulary(merges), extra...)
+	if err := gguf.Write(&b, meta, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := gguf.Parse(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := FromGGUF(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+var merges = [][2]string{{"t", "h"}, {"th", "e"}, {" ", "the"}, {"l", "l"}, {"e", "ll"}, {"h", "ell"}}
+
+func decode(t *BPE, ids []int) string {
+	var b []byte
+	for _, id := range ids {
+		b = append(b, t.Piece(id)...)
+	}
+	return string(b)
+}
+
+func TestPretokenize(t *testing.T) {
+	for in, want := range map[string][]string{
+		"Hello world": {"Hello", " world"},
+		"a  b":        {"a", " ", " b"},
+		"x\n\ny":      {"x", "\n\n", "y"},
+		"it's 2024!":  {"it", "'s", " 2024", "!"},
+		"  lead":      {" ", " lead"},
+		"end  ":       {"end", "  "},
+		"naïve café":  {"naïve", " café"},
+		"a\n b":       {"a", "\n", " b"},
+		"x=y+1;":      {"x", "=", "y", "+", "1", ";"},
+	} {
+		if got := pretokenize(in); !reflect.DeepEqual(got, want) {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestEncode(t *testing.T) {
+	tok := build(t, merges)
+	ids := tok.Encode("the hello the")
+	var pieces []string
+	for _, id := range ids {
+		pieces = append(pieces, string(tok.Piece(id)))
+	}
+	if !reflect.DeepEqual(pieces, []string{"the", " ", "hell", "o", " the"}) {
+		t.Fatalf("pieces %q", pieces)
+	}
+	chat := tok.Encode("<|im_start|>user\nhi<|im_end|>")
+	if !tok.IsControl(chat[0]) || !tok.IsControl(chat[len(chat)-1]) || tok.Piece(chat[0]) != nil || decode(tok, chat) != "user\nhi" {
+		t.Fatalf("special tokens: %v", chat)
+	}
+	if tok.EOS != chat[len(chat)-1] {
+		t.Fatalf("eos %d", tok.EOS)
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	tok := build(t, merges)
+	for _, s := range []string{"", "the", "  the\n\n\tthe  ", "héllo wörld 日本語 🙂", "\x00\xff\xfe raw", "it'll've"} {
+		if got := decode(tok, tok.Encode(s)); got != s {
+			t.Errorf("%q -> %q", s, got)
+		}
+	}
+}
+
+func TestChatTemplates(t *testing.T) {
+	msgs := []inference.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "hi"}}
+	p, err := build(t, nil).ChatPrompt(msgs)
+	if err != nil || p != "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n" {
+		t.Fatalf("chatml %q %v", p, err)
+	}
+	l3 := build(t, nil, gguf.KV{Key: "tokenizer.chat_template", Value: "{{ '<|start_header_id|>' + role }}"})
+	p, _ = l3.ChatPrompt(msgs)
+	if !strings.HasPrefix(p, "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nbe brief<|eot_id|>") || !strings.HasSuffix(p, "<|start_header_id|>assistant<|end_header_id|>\n\n") {
+		t.Fatalf("llama3 %q", p)
+	}
+	if _, err := l3.ChatPrompt([]inference.Message{{Role: "tool"}}); err == nil {
+		t.Fatal("unknown role accepted")
+	}
+}
+
+func TestFromGGUFErrors(t *testing.T) {
+	for _, tc := range []struct {
+		meta []gguf.KV
+		want string
+	}{
+		{[]gguf.KV{{Key: "tokenizer.ggml.model", Value: "llama"}}, "not supported yet"},
+		{[]gguf.KV{{Key: "tokenizer.ggml.model", Value: "gpt2"}}, "tokens is missing"},
+		{[]gguf.KV{{Key: "tokenizer.ggml.model", Value: "gpt2"}, {Key: "tokenizer.ggml.tokens", Value: []string{"a"}}, {Key: "tokenizer.ggml.merges", Value: []string{"ab"}}}, "not two symbols"},
+		{[]gguf.KV{{Key: "tokenizer.ggml.model", Value: "gpt2"}, {Key: "tokenizer.ggml.tokens", Value: []string{"a"}}, {Key: "tokenizer.ggml.eos_token_id", Value: uint32(5)}}, "outside the vocabulary"},
+	} {
+		var b bytes.Buffer
+		gguf.Write(&b, tc.meta, nil)
+		f, _ := gguf.Parse(b.Bytes())
+		if _, err := FromGGUF(f); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v, want %q", err, tc.want)
+		}
+	}
+}
+
+// FuzzRoundTrip: any text without special-token markup decodes back to
+// itself.
+func FuzzRoundTrip(f *testing.F) {
+	tok := build(f, merges)
+	for _, s := range []string{"the hello", " \n\t ", "日本", "'s'S"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if strings.Contains(s, "<|") {
+			return
+		}
+		if got := decode(tok, tok.Encode(s)); got != s {
+			t.Fatalf("%q -> %q", s, got)
+		}
+	})
+}
