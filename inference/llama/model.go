@@ -163,14 +163,14 @@ func Load(f *gguf.File) (*Model, error) {
 type State struct {
 	// Pos is the next position; Cap the positions the cache holds.
 	Pos, Cap int
-	k, v   [][]float32 // per layer: ContextLength × kvDim
-	x, h   []float32
-	q, att []float32
-	kv     []float32
-	o      []float32
-	g, u   []float32
-	score  []float32
-	Logits []float32
+	k, v     [][]float32 // per layer: ContextLength × kvDim
+	x, h     []float32
+	q, att   []float32
+	kv       []float32
+	o        []float32
+	g, u     []float32
+	score    []float32
+	Logits   []float32
 }
 
 // NewState allocates a sequence's cache for the model's whole context.

@@ -27,7 +27,11 @@ type Config struct {
 }
 
 // Write writes the model.
-func Write(w io.Writer, c Config) error {
+func Write(w io.Writer, c Config) error { return WriteWith(w, c, nil) }
+
+// WriteWith writes the model with extra metadata (e.g. a tokenizer whose
+// vocabulary size is c.Vocab).
+func WriteWith(w io.Writer, c Config, extra []gguf.KV) error {
 	if c.Arch == "" {
 		c.Arch = "llama"
 	}
@@ -95,7 +99,7 @@ func Write(w io.Writer, c Config) error {
 			return err
 		}
 	}
-	return gguf.Write(w, meta, tensors)
+	return gguf.Write(w, append(meta, extra...), tensors)
 }
 
 func typeOr(t gguf.TensorType) gguf.TensorType {

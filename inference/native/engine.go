@@ -1,0 +1,172 @@
+// Package native is the embedded CPU engine: a GGUF Llama-family model
+// (inference/llama) with its tokenizer (inference/tokenizer) and sampler
+// (inference/sample) behind the inference.Engine contract. Every step runs
+// one batched forward pass per position over all the sequences fed.
+package native
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/gguf"
+	"github.com/open-autoglm/autoglm/inference/llama"
+	"github.com/open-autoglm/autoglm/inference/sample"
+	"github.com/open-autoglm/autoglm/inference/tokenizer"
+)
+
+// Config shapes the engine.
+type Config struct {
+	// Model is the served name (default: general.name, else the architecture).
+	Model string
+	// Slots is how many sequences hold KV state at once.
+	Slots int
+	// ContextLength caps the model's context (0: the model's).
+	ContextLength int
+}
+
+// Engine implements inference.Engine.
+type Engine struct {
+	m      *llama.Model
+	tok    *tokenizer.BPE
+	info   inference.Info
+	states []*llama.State
+	samp   []*sample.Sampler
+	out    []inference.Output
+	f      *gguf.File
+}
+
+// Open loads the GGUF model at path.
+func Open(path string, c Config) (*Engine, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	e, err := New(f, c)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	e.f = f
+	return e, nil
+}
+
+// New builds an engine over a parsed file, which must outlive it.
+func New(f *gguf.File, c Config) (*Engine, error) {
+	m, err := llama.Load(f)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := tokenizer.FromGGUF(f)
+	if err != nil {
+		return nil, err
+	}
+	if c.Slots <= 0 {
+		c.Slots = 8
+	}
+	ctx := m.ContextLength
+	if c.ContextLength > 0 {
+		ctx = min(ctx, c.ContextLength)
+	}
+	name := c.Model
+	if name == "" {
+		if v, ok := f.Get("general.name"); ok {
+			name, _ = v.(string)
+		}
+		if name == "" {
+			name = m.Arch
+		}
+	}
+	weights := "F32"
+	if len(f.Tensors) > 0 {
+		weights = f.Tensors[len(f.Tensors)/2].Type.String()
+	}
+	e := &Engine{m: m, tok: tok, states: make([]*llama.State, c.Slots), samp: make([]*sample.Sampler, c.Slots)}
+	e.info = inference.Info{
+		Model: name, Description: fmt.Sprintf("native %s, %d layers, %s weights", m.Arch, m.Layers, weights),
+		ContextLength: ctx, Vocab: m.Vocab, Slots: c.Slots, KVTokens: c.Slots * ctx,
+	}
+	return e, nil
+}
+
+// Close releases the model file.
+func (e *Engine) Close() error {
+	if e.f != nil {
+		return e.f.Close()
+	}
+	return nil
+}
+
+func (e *Engine) Info() inference.Info { return e.info }
+
+func (e *Engine) Tokenizer() inference.Tokenizer { return e.tok }
+
+// Start begins a sequence in slot; its KV cache is allocated once and
+// reused.
+func (e *Engine) Start(slot int, s inference.Sampling) error {
+	if slot < 0 || slot >= len(e.states) {
+		return inference.ErrSlot
+	}
+	if e.states[slot] == nil {
+		e.states[slot] = e.m.NewStateCap(e.info.ContextLength)
+	}
+	e.states[slot].Pos = 0
+	e.samp[slot] = sample.New(s)
+	return nil
+}
+
+// Release ends a slot's sequence (its cache stays allocated for reuse).
+func (e *Engine) Release(slot int) {
+	if slot >= 0 && slot < len(e.samp) {
+		e.samp[slot] = nil
+	}
+}
+
+// Step feeds every input: position by position, one batched forward pass
+// for all the sequences that still have a token to feed there.
+func (e *Engine) Step(ctx context.Context, batch []inference.Input) ([]inference.Output, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	longest := 0
+	for _, in := range batch {
+		if in.Slot < 0 || in.Slot >= len(e.states) || e.samp[in.Slot] == nil {
+			return nil, inference.ErrSlot
+		}
+		longest = max(longest, len(in.Tokens))
+	}
+	var states []*llama.State
+	var tokens []int
+	for i := range longest {
+		states, tokens = states[:0], tokens[:0]
+		for _, in := range batch {
+			if i < len(in.Tokens) {
+				states, tokens = append(states, e.states[in.Slot]), append(tokens, in.Tokens[i])
+				e.samp[in.Slot].Observe(in.Tokens[i])
+			}
+		}
+		if err := e.m.ForwardBatch(states, tokens); err != nil {
+			return nil, err
+		}
+		// Sample for inputs whose last token was just fed.
+		for _, in := range batch {
+			if in.Sample && len(in.Tokens) == i+1 {
+				s := e.states[in.Slot]
+				tok := e.samp[in.Slot].Sample(s.Logits)
+				e.out = append(e.out, inference.Output{Slot: in.Slot, Token: tok, EOS: tok == e.tok.EOS || e.tok.IsControl(tok)})
+			}
+		}
+	}
+	// Outputs in input order, as the contract says.
+	res := make([]inference.Output, 0, len(e.out))
+	for _, in := range batch {
+		for _, o := range e.out {
+			if o.Slot == in.Slot && in.Sample {
+				res = append(res, o)
+				break
+			}
+		}
+	}
+	e.out = e.out[:0]
+	return res, nil
+}
