@@ -77,9 +77,9 @@ func New(f *gguf.File, c Config) (*Engine, error) {
 			name = m.Arch
 		}
 	}
-	weights := "F32"
-	if len(f.Tensors) > 0 {
-		weights = f.Tensors[len(f.Tensors)/2].Type.String()
+	weights := "?"
+	if t, ok := f.Tensor("blk.0.attn_q.weight"); ok {
+		weights = t.Type.String()
 	}
 	e := &Engine{m: m, tok: tok, states: make([]*llama.State, c.Slots), samp: make([]*sample.Sampler, c.Slots)}
 	e.info = inference.Info{

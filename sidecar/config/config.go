@@ -59,7 +59,19 @@ type Engine struct {
 	// Model is the name served in the API's "model" field.
 	Model  string       `yaml:"model"`
 	Test   TestEngine   `yaml:"test"`
+	Native NativeEngine `yaml:"native"`
 	Remote RemoteEngine `yaml:"remote"`
+}
+
+// NativeEngine is the embedded CPU engine; see inference/native.
+type NativeEngine struct {
+	// ModelPath is a GGUF file; empty means the built-in tiny model
+	// (random weights, generated into the user's cache on first use).
+	ModelPath string `yaml:"model_path"`
+	// Slots is how many sequences hold a KV cache at once.
+	Slots int `yaml:"slots"`
+	// ContextLength caps the model's context (0: the model's own).
+	ContextLength int `yaml:"context_length"`
 }
 
 // RemoteEngine points at an OpenAI-compatible server; see inference/remote.
@@ -128,7 +140,7 @@ func Default() Config {
 		Server: Server{HTTPAddr: ":8080", GRPCAddr: ":9090", MaxBodyBytes: 4 << 20, DrainTimeout: 30 * time.Second},
 		Engine: Engine{Kind: "test", Model: "autoglm-test", Test: TestEngine{
 			Slots: 64, ContextLength: 4096, StepCost: 2 * time.Millisecond, SeqCost: 50 * time.Microsecond,
-		}, Remote: RemoteEngine{ConcurrencyMetric: "autoglm_max_running_sequences"}},
+		}, Native: NativeEngine{Slots: 16, ContextLength: 2048}, Remote: RemoteEngine{ConcurrencyMetric: "autoglm_max_running_sequences"}},
 		Admission: Admission{PriorityLevels: 4, MaxQueue: 256, DefaultTimeout: 5 * time.Minute, MaxTimeout: 30 * time.Minute, RetryAfter: time.Second},
 		Batch:     Batch{MaxBatchSize: 32, MaxBatchTokens: 2048},
 		GPU:       GPU{Mode: "auto", PollInterval: 2 * time.Second},
@@ -171,6 +183,19 @@ func (c *Config) Validate() error {
 		if t.EOSAfter < 0 {
 			bad("engine.test.eos_after", "must not be negative, got %d", t.EOSAfter)
 		}
+	case "native":
+		n := c.Engine.Native
+		if n.Slots < 1 || n.Slots > 1024 {
+			bad("engine.native.slots", "must be 1..1024, got %d", n.Slots)
+		}
+		if n.ContextLength < 0 {
+			bad("engine.native.context_length", "must not be negative, got %d", n.ContextLength)
+		}
+		if n.ModelPath != "" {
+			if st, err := os.Stat(n.ModelPath); err != nil || st.IsDir() {
+				bad("engine.native.model_path", "must be a GGUF file, got %q", n.ModelPath)
+			}
+		}
 	case "remote":
 		r := c.Engine.Remote
 		if u, err := url.Parse(r.URL); r.URL == "" {
@@ -191,7 +216,7 @@ func (c *Config) Validate() error {
 			bad("engine.remote.api_key_env", "environment variable %s is empty or unset", r.APIKeyEnv)
 		}
 	default:
-		bad("engine.kind", "must be \"test\" or \"remote\", got %q", c.Engine.Kind)
+		bad("engine.kind", "must be \"test\", \"native\" or \"remote\", got %q", c.Engine.Kind)
 	}
 	if c.Engine.Model == "" {
 		bad("engine.model", "is required")

@@ -99,7 +99,18 @@ func WriteWith(w io.Writer, c Config, extra []gguf.KV) error {
 			return err
 		}
 	}
-	return gguf.Write(w, append(meta, extra...), tensors)
+	// extra overrides entries of the same key.
+	keep := meta[:0]
+	for _, kv := range meta {
+		overridden := false
+		for _, e := range extra {
+			overridden = overridden || e.Key == kv.Key
+		}
+		if !overridden {
+			keep = append(keep, kv)
+		}
+	}
+	return gguf.Write(w, append(keep, extra...), tensors)
 }
 
 func typeOr(t gguf.TensorType) gguf.TensorType {

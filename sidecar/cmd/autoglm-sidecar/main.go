@@ -12,12 +12,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/gpu"
+	"github.com/open-autoglm/autoglm/inference/native"
 	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/inference/testengine"
 	"github.com/open-autoglm/autoglm/sidecar/config"
@@ -70,7 +72,10 @@ func run(args []string) int {
 		log.Info("remote engine", "url", cfg.Engine.Remote.URL, "upstream_model", client.Model(), "model", cfg.Engine.Model,
 			"concurrency", cfg.Engine.Remote.Concurrency)
 	} else {
-		eng = newEngine(cfg.Engine)
+		if eng, err = newEngine(cfg.Engine); err != nil {
+			fmt.Fprintln(os.Stderr, "autoglm-sidecar:", err)
+			return 1
+		}
 		info := eng.Info()
 		log.Info("engine loaded", "engine", cfg.Engine.Kind, "model", info.Model, "description", info.Description,
 			"context_length", info.ContextLength, "slots", info.Slots)
@@ -161,12 +166,26 @@ func newRemote(c config.Engine) (*remote.Client, error) {
 	return remote.New(remote.Config{URL: r.URL, Model: model, APIKey: key})
 }
 
-func newEngine(c config.Engine) inference.Engine {
+func newEngine(c config.Engine) (inference.Engine, error) {
+	if c.Kind == "native" {
+		n := c.Native
+		path := n.ModelPath
+		if path == "" {
+			dir, err := os.UserCacheDir()
+			if err != nil {
+				dir = os.TempDir()
+			}
+			if path, err = native.Builtin(filepath.Join(dir, "autoglm")); err != nil {
+				return nil, fmt.Errorf("built-in model: %w", err)
+			}
+		}
+		return native.Open(path, native.Config{Model: c.Model, Slots: n.Slots, ContextLength: n.ContextLength})
+	}
 	t := c.Test
 	return testengine.New(testengine.Config{
 		Model: c.Model, Slots: t.Slots, ContextLength: t.ContextLength,
 		StepCost: t.StepCost, SeqCost: t.SeqCost, TokenCost: t.TokenCost, EOSAfter: t.EOSAfter,
-	})
+	}), nil
 }
 
 func newLogger(c config.Log) *slog.Logger {

@@ -1,0 +1,51 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+)
+
+// TestNativeEngineBinary: the sidecar on the native engine with its
+// built-in tiny model (written to the user's cache on first start) answers
+// an OpenAI client, streamed and not, with usage.
+func TestNativeEngineBinary(t *testing.T) {
+	bin := build(t)
+	home := t.TempDir()
+	addr := freePort(t)
+	cfg := filepath.Join(t.TempDir(), "native.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("server: {http_addr: %s, grpc_addr: \"\"}\nengine: {kind: native, model: autoglm-tiny, native: {slots: 4, context_length: 256}}\n", addr)), 0o600)
+	p := &proc{cmd: exec.Command(bin, "-config", cfg), stderr: &bytes.Buffer{}, base: "http://" + addr}
+	p.cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CACHE_HOME="+filepath.Join(home, ".cache"))
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
+	waitReady(t, p)
+	if _, err := os.Stat(filepath.Join(home, ".cache", "autoglm", "autoglm-tiny-v1.gguf")); err != nil {
+		t.Fatalf("built-in model not in the cache: %v", err)
+	}
+	c := openai.NewClient(option.WithBaseURL(p.base+"/v1/"), option.WithAPIKey("x"), option.WithMaxRetries(0))
+	params := openai.ChatCompletionNewParams{Model: "autoglm-tiny", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello")},
+		MaxTokens: openai.Int(12), Temperature: openai.Float(0)}
+	a, err := c.Chat.Completions.New(context.Background(), params)
+	if err != nil || a.Usage.CompletionTokens < 1 || a.Usage.PromptTokens < 5 {
+		t.Fatalf("%+v %v\n%s", a, err, p.stderr)
+	}
+	b, err := c.Chat.Completions.New(context.Background(), params)
+	if err != nil || b.Choices[0].Message.Content != a.Choices[0].Message.Content {
+		t.Fatalf("greedy decoding must repeat: %q vs %q (%v)", a.Choices[0].Message.Content, b.Choices[0].Message.Content, err)
+	}
+	if !strings.Contains(p.stderr.String(), "native llama, 4 layers, Q8_0 weights") {
+		t.Errorf("log does not describe the engine:\n%s", p.stderr)
+	}
+}
