@@ -62,7 +62,7 @@ func Flags(fs *flag.FlagSet) func(*Config) {
 	str("engine", "inference engine (engine.kind, default "+d.Engine.Kind+")", func(c *Config) *string { return &c.Engine.Kind })
 	str("model", "served model name (engine.model, default "+d.Engine.Model+")", func(c *Config) *string { return &c.Engine.Model })
 	str("native-model", "GGUF model for -engine native; empty: the built-in tiny model (engine.native.model_path)", func(c *Config) *string { return &c.Engine.Native.ModelPath })
-		str("remote-url", "OpenAI-compatible server to run generations on, with -engine remote (engine.remote.url)", func(c *Config) *string { return &c.Engine.Remote.URL })
+	str("remote-url", "OpenAI-compatible server to run generations on, with -engine remote (engine.remote.url)", func(c *Config) *string { return &c.Engine.Remote.URL })
 	num("remote-concurrency", "generations running upstream at once, 0 to read it from the upstream (engine.remote.concurrency)", func(c *Config) *int { return &c.Engine.Remote.Concurrency })
 	num("max-batch-size", "sequences per step (batch.max_batch_size)", func(c *Config) *int { return &c.Batch.MaxBatchSize })
 	num("max-queue", "waiting requests before 429 (admission.max_queue)", func(c *Config) *int { return &c.Admission.MaxQueue })
