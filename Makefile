@@ -28,7 +28,7 @@ run-sidecar: build ## just one sidecar on the embedded default engine
 
 test: lint check-generate ## vet, format check, generated-code check and all tests (race detector on concurrent packages)
 	$(GO) test -count=1 -timeout 5m ./...
-	$(GO) test -count=1 -timeout 5m -race ./sidecar/admission/ ./sidecar/batch/ ./sidecar/stream/ ./sidecar/dispatch/ ./sidecar/server/ ./inference/gpu/ ./inference/remote/ ./test/load/ ./xds/server/ ./xds/rollout/
+	$(GO) test -count=1 -timeout 5m -race ./sidecar/admission/ ./sidecar/batch/ ./sidecar/stream/ ./sidecar/dispatch/ ./sidecar/server/ ./inference/gpu/ ./inference/remote/ ./test/load/ ./xds/server/ ./xds/rollout/ ./inference/llama/ ./inference/native/
 
 bench: ## benchmarks recorded in BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./test/bench/
