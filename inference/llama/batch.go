@@ -1,11 +1,11 @@
 package llama
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"runtime"
 	"sync"
+	"unsafe"
 
 	"github.com/open-autoglm/autoglm/inference/gguf"
 )
@@ -34,46 +34,110 @@ func (m *Matrix) MulMat(ys, xs [][]float32) {
 }
 
 func (m *Matrix) mulRows(ys, xs [][]float32, lo, hi int) {
-	switch m.Type {
-	case gguf.Q8_0:
-		blocks := m.Cols / gguf.Q8Block
-		rowBytes := blocks * (2 + gguf.Q8Block)
-		for r := lo; r < hi; r++ {
-			row := m.Data[r*rowBytes : (r+1)*rowBytes]
-			for b, x := range xs {
-				var s float32
-				for k := range blocks {
-					blk := row[k*(2+gguf.Q8Block) : (k+1)*(2+gguf.Q8Block)]
-					xk := x[k*gguf.Q8Block : (k+1)*gguf.Q8Block]
-					var bs float32
-					for i, q := range blk[2:] {
-						bs += float32(int8(q)) * xk[i]
-					}
-					s += F16(binary.LittleEndian.Uint16(blk)) * bs
-				}
-				ys[b][r] = s
-			}
+	// Each row is made float32 once (in place for F32 on a little-endian
+	// machine, dequantised into a buffer otherwise) and then dotted with
+	// every vector of the batch: the row's cost is paid once per step.
+	if m.Type == gguf.Q8_0 && len(xs) == 1 {
+		m.q8Rows(ys[0], xs[0], lo, hi) // alone, dequantising would cost a pass
+		return
+	}
+	if m.Type == gguf.Q8_0 {
+		m.q8Batch(ys, xs, lo, hi)
+		return
+	}
+	var buf []float32
+	f32 := m.Type == gguf.F32 && nativeF32
+	if !f32 {
+		buf = make([]float32, m.Cols)
+	}
+	for r := lo; r < hi; r++ {
+		w := buf
+		if f32 {
+			w = floats(m.Data[r*m.Cols*4 : (r+1)*m.Cols*4])
+		} else {
+			m.Row(r, w)
 		}
-	default:
-		w := make([]float32, m.Cols)
-		for r := lo; r < hi; r++ {
-			if m.Type == gguf.F32 {
-				b := m.Data[r*m.Cols*4 : (r+1)*m.Cols*4]
-				for i := range w {
-					w[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-				}
-			} else {
-				m.Row(r, w)
-			}
-			for b, x := range xs {
-				var s float32
-				for i, v := range w {
-					s += v * x[i]
-				}
-				ys[b][r] = s
-			}
+		for b, x := range xs {
+			ys[b][r] = dot(w, x)
 		}
 	}
+}
+
+// q8Rows dots Q8_0 rows with one vector block by block, in int8.
+func (m *Matrix) q8Rows(y, x []float32, lo, hi int) {
+	blocks := m.Cols / gguf.Q8Block
+	rowBytes := blocks * (2 + gguf.Q8Block)
+	for r := lo; r < hi; r++ {
+		row := m.Data[r*rowBytes : (r+1)*rowBytes]
+		var s float32
+		for k := range blocks {
+			blk := row[k*(2+gguf.Q8Block) : (k+1)*(2+gguf.Q8Block)]
+			q := blk[2 : 2+gguf.Q8Block]
+			xk := x[k*gguf.Q8Block : (k+1)*gguf.Q8Block]
+			var s0, s1, s2, s3 float32
+			for i := 0; i < gguf.Q8Block; i += 4 {
+				s0 += float32(int8(q[i])) * xk[i]
+				s1 += float32(int8(q[i+1])) * xk[i+1]
+				s2 += float32(int8(q[i+2])) * xk[i+2]
+				s3 += float32(int8(q[i+3])) * xk[i+3]
+			}
+			s += F16(uint16(blk[0])|uint16(blk[1])<<8) * ((s0 + s1) + (s2 + s3))
+		}
+		y[r] = s
+	}
+}
+
+// q8Batch converts each Q8_0 row's int8s to float32 once, then dots
+// every vector block by block in exactly q8Rows' order of operations, so
+// that a sequence's logits do not depend on the batch it is in.
+func (m *Matrix) q8Batch(ys, xs [][]float32, lo, hi int) {
+	blocks := m.Cols / gguf.Q8Block
+	rowBytes := blocks * (2 + gguf.Q8Block)
+	qs := make([]float32, m.Cols)
+	ds := make([]float32, blocks)
+	for r := lo; r < hi; r++ {
+		row := m.Data[r*rowBytes : (r+1)*rowBytes]
+		for k := range blocks {
+			blk := row[k*(2+gguf.Q8Block) : (k+1)*(2+gguf.Q8Block)]
+			ds[k] = F16(uint16(blk[0]) | uint16(blk[1])<<8)
+			for i, q := range blk[2 : 2+gguf.Q8Block] {
+				qs[k*gguf.Q8Block+i] = float32(int8(q))
+			}
+		}
+		for b, x := range xs {
+			var s float32
+			for k := range blocks {
+				q := qs[k*gguf.Q8Block : (k+1)*gguf.Q8Block]
+				xk := x[k*gguf.Q8Block : (k+1)*gguf.Q8Block]
+				var s0, s1, s2, s3 float32
+				for i := 0; i < gguf.Q8Block; i += 4 {
+					s0 += q[i] * xk[i]
+					s1 += q[i+1] * xk[i+1]
+					s2 += q[i+2] * xk[i+2]
+					s3 += q[i+3] * xk[i+3]
+				}
+				s += ds[k] * ((s0 + s1) + (s2 + s3))
+			}
+			ys[b][r] = s
+		}
+	}
+}
+
+// dot is w·x with four accumulators (independent adds pipeline better).
+func dot(w, x []float32) float32 {
+	x = x[:len(w)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(w); i += 4 {
+		s0 += w[i] * x[i]
+		s1 += w[i+1] * x[i+1]
+		s2 += w[i+2] * x[i+2]
+		s3 += w[i+3] * x[i+3]
+	}
+	for ; i < len(w); i++ {
+		s0 += w[i] * x[i]
+	}
+	return (s0 + s1) + (s2 + s3)
 }
 
 // ForwardBatch feeds one token to each state (each at its own position)
@@ -190,4 +254,28 @@ func (m *Model) attend(s *State, l, hd, kvDim, group int, scale float32) {
 			}
 		}
 	}
+}
+
+// nativeF32 is whether float32 bytes in the file (little-endian) can be
+// used in place on this machine.
+var nativeF32 = func() bool {
+	x := uint32(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()
+
+// floats views little-endian float32 bytes as []float32 without copying
+// (the data is 4-byte aligned: GGUF aligns tensors to at least 32 bytes
+// from an aligned mapping or allocation); unaligned data is copied.
+func floats(b []byte) []float32 {
+	if len(b) == 0 {
+		return nil
+	}
+	if uintptr(unsafe.Pointer(&b[0]))%4 != 0 {
+		out := make([]float32, len(b)/4)
+		for i := range out {
+			out[i] = math.Float32frombits(uint32(b[4*i]) | uint32(b[4*i+1])<<8 | uint32(b[4*i+2])<<16 | uint32(b[4*i+3])<<24)
+		}
+		return out
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
 }
