@@ -12,6 +12,9 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+
+	"github.com/open-autoglm/autoglm/inference/llama/tiny"
+	"github.com/open-autoglm/autoglm/inference/tokenizer"
 )
 
 // TestNativeEngineBinary: the sidecar on the native engine with its
@@ -47,5 +50,40 @@ func TestNativeEngineBinary(t *testing.T) {
 	}
 	if !strings.Contains(p.stderr.String(), "native llama, 4 layers, Q8_0 weights") {
 		t.Errorf("log does not describe the engine:\n%s", p.stderr)
+	}
+}
+
+// TestQuantizeCommand: `autoglm-sidecar quantize` turns an F32 model into
+// a smaller Q8_0 one that the native engine serves.
+func TestQuantizeCommand(t *testing.T) {
+	bin := build(t)
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "f32.gguf"), filepath.Join(dir, "q8.gguf")
+	var b bytes.Buffer
+	vocab := tokenizer.Vocabulary(nil)
+	if err := tiny.WriteWith(&b, tiny.Config{Vocab: 259, Embd: 64, Layers: 2, Heads: 4, FF: 128, Context: 128, Seed: 3}, vocab); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(in, b.Bytes(), 0o644)
+	if o, err := exec.Command(bin, "quantize", in, out).CombinedOutput(); err != nil {
+		t.Fatalf("quantize: %v\n%s", err, o)
+	}
+	st, err := os.Stat(out)
+	if err != nil || float64(st.Size()) > float64(b.Len())/3 {
+		t.Fatalf("Q8_0 file %v bytes from %d (%v)", st.Size(), b.Len(), err)
+	}
+	addr := freePort(t)
+	p := &proc{cmd: exec.Command(bin, "-engine", "native", "-native-model", out, "-model", "q8", "-http-addr", addr, "-grpc-addr", ""), stderr: &bytes.Buffer{}, base: "http://" + addr}
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
+	waitReady(t, p)
+	if !strings.Contains(p.stderr.String(), "Q8_0 weights") {
+		t.Fatalf("not served as Q8_0:\n%s", p.stderr)
+	}
+	if o, err := exec.Command(bin, "quantize", in).CombinedOutput(); err == nil || !strings.Contains(string(o), "usage") {
+		t.Fatalf("bad usage: %v %s", err, o)
 	}
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,7 +19,9 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/gguf"
 	"github.com/open-autoglm/autoglm/inference/gpu"
+	"github.com/open-autoglm/autoglm/inference/llama"
 	"github.com/open-autoglm/autoglm/inference/native"
 	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/inference/testengine"
@@ -29,6 +32,9 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "gpus" {
 		os.Exit(gpus())
+	}
+	if len(os.Args) > 1 && os.Args[1] == "quantize" {
+		os.Exit(quantize(os.Args[2:]))
 	}
 	os.Exit(run(os.Args[1:]))
 }
@@ -46,6 +52,40 @@ func gpus() int {
 		Healthy string        `json:"health"`
 	}{m.Read(), fmt.Sprint(m.Healthy())}, "", "  ")
 	fmt.Println(string(out))
+	return 0
+}
+
+// quantize converts a GGUF model's F32/F16/BF16 matrices to Q8_0:
+// `autoglm-sidecar quantize IN.gguf OUT.gguf`.
+func quantize(args []string) int {
+	if len(args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: autoglm-sidecar quantize IN.gguf OUT.gguf")
+		return 2
+	}
+	in, err := gguf.Open(args[0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "autoglm-sidecar quantize:", err)
+		return 1
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(args[1]), ".quantize-*")
+	if err == nil {
+		defer os.Remove(tmp.Name())
+		w := bufio.NewWriterSize(tmp, 1<<20)
+		if err = llama.Quantize(in, w); err == nil {
+			err = w.Flush()
+		}
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(tmp.Name(), args[1])
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "autoglm-sidecar quantize:", err)
+		return 1
+	}
 	return 0
 }
 
