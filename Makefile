@@ -40,6 +40,7 @@ fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./xds/config/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./inference/gguf/
 	$(GO) test -run '^$$' -fuzz FuzzRoundTrip -fuzztime $${FUZZTIME:-30s} ./inference/tokenizer/
+	$(GO) test -run '^$$' -fuzz FuzzSPMRoundTrip -fuzztime $${FUZZTIME:-30s} ./inference/tokenizer/
 	$(GO) test -run '^$$' -fuzz FuzzReadDataset -fuzztime $${FUZZTIME:-30s} ./test/load/
 	$(GO) test -run '^$$' -fuzz FuzzParseDist -fuzztime $${FUZZTIME:-30s} ./test/load/
 

@@ -28,7 +28,7 @@ type Config struct {
 // Engine implements inference.Engine.
 type Engine struct {
 	m      *llama.Model
-	tok    *tokenizer.BPE
+	tok    tokenizer.Tokenizer
 	info   inference.Info
 	states []*llama.State
 	samp   []*sample.Sampler
@@ -153,7 +153,7 @@ func (e *Engine) Step(ctx context.Context, batch []inference.Input) ([]inference
 			if in.Sample && len(in.Tokens) == i+1 {
 				s := e.states[in.Slot]
 				tok := e.samp[in.Slot].Sample(s.Logits)
-				e.out = append(e.out, inference.Output{Slot: in.Slot, Token: tok, EOS: tok == e.tok.EOS || e.tok.IsControl(tok)})
+				e.out = append(e.out, inference.Output{Slot: in.Slot, Token: tok, EOS: tok == e.tok.EOSToken() || e.tok.IsControl(tok)})
 			}
 		}
 	}

@@ -34,22 +34,33 @@ type BPE struct {
 	template string // "chatml" or "llama3"
 }
 
-// FromGGUF builds the tokenizer of f.
-func FromGGUF(f *gguf.File) (*BPE, error) {
+// Tokenizer is what an engine needs of one.
+type Tokenizer interface {
+	inference.Tokenizer
+	IsControl(tok int) bool
+	EOSToken() int
+}
+
+// FromGGUF builds the tokenizer of f: byte-level BPE ("gpt2") or
+// SentencePiece-style ("llama").
+func FromGGUF(f *gguf.File) (Tokenizer, error) {
 	get := func(key string) any { v, _ := f.Get(key); return v }
 	model, _ := get("tokenizer.ggml.model").(string)
-	if model != "gpt2" {
-		return nil, fmt.Errorf("tokenizer.ggml.model %q is not supported yet (gpt2 byte-level BPE is)", model)
+	if model != "gpt2" && model != "llama" {
+		return nil, fmt.Errorf("tokenizer.ggml.model %q is not supported (gpt2, llama)", model)
 	}
 	tokens, ok := get("tokenizer.ggml.tokens").([]string)
 	if !ok || len(tokens) == 0 {
 		return nil, errors.New("tokenizer.ggml.tokens is missing")
 	}
-	merges, _ := get("tokenizer.ggml.merges").([]string)
 	types, _ := get("tokenizer.ggml.token_type").([]int32)
 	if types != nil && len(types) != len(tokens) {
 		return nil, fmt.Errorf("tokenizer.ggml.token_type has %d entries for %d tokens", len(types), len(tokens))
 	}
+	if model == "llama" {
+		return newSPM(f, tokens, types)
+	}
+	merges, _ := get("tokenizer.ggml.merges").([]string)
 	t := &BPE{tokens: tokens, ids: make(map[string]int, len(tokens)), ranks: make(map[[2]string]int, len(merges)),
 		control: map[int]bool{}, pieces: make([][]byte, len(tokens)), BOS: -1, EOS: -1, template: "chatml"}
 	for i, s := range tokens {
@@ -166,9 +177,14 @@ func (t *BPE) Piece(tok int) []byte {
 // IsControl reports whether tok is a control token (EOS and the like).
 func (t *BPE) IsControl(tok int) bool { return t.control[tok] }
 
+// EOSToken is the end-of-sequence token (-1: none).
+func (t *BPE) EOSToken() int { return t.EOS }
+
 // ChatPrompt renders a conversation in the model's format, ending where
 // the assistant's reply starts.
-func (t *BPE) ChatPrompt(msgs []inference.Message) (string, error) {
+func (t *BPE) ChatPrompt(msgs []inference.Message) (string, error) { return render(t.template, msgs) }
+
+func render(template string, msgs []inference.Message) (string, error) {
 	var b strings.Builder
 	for i, m := range msgs {
 		switch m.Role {
@@ -176,7 +192,7 @@ func (t *BPE) ChatPrompt(msgs []inference.Message) (string, error) {
 		default:
 			return "", fmt.Errorf("messages[%d].role: %q is not supported", i, m.Role)
 		}
-		if t.template == "llama3" {
+		if template == "llama3" {
 			if i == 0 {
 				b.WriteString("<|begin_of_text|>")
 			}
@@ -185,7 +201,7 @@ func (t *BPE) ChatPrompt(msgs []inference.Message) (string, error) {
 			fmt.Fprintf(&b, "<|im_start|>%s\n%s<|im_end|>\n", m.Role, m.Content)
 		}
 	}
-	if t.template == "llama3" {
+	if template == "llama3" {
 		b.WriteString("<|start_header_id|>assistant<|end_header_id|>\n\n")
 	} else {
 		b.WriteString("<|im_start|>assistant\n")

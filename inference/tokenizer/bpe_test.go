@@ -25,7 +25,7 @@ func build(t testing.TB, merges [][2]string, extra ...gguf.KV) *BPE {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tok
+	return tok.(*BPE)
 }
 
 var merges = [][2]string{{"t", "h"}, {"th", "e"}, {" ", "the"}, {"l", "l"}, {"e", "ll"}, {"h", "ell"}}
@@ -105,7 +105,7 @@ func TestFromGGUFErrors(t *testing.T) {
 		meta []gguf.KV
 		want string
 	}{
-		{[]gguf.KV{{Key: "tokenizer.ggml.model", Value: "llama"}}, "not supported yet"},
+		{[]gguf.KV{{Key: "tokenizer.ggml.model", Value: "bert"}}, `"bert" is not supported`},
 		{[]gguf.KV{{Key: "tokenizer.ggml.model", Value: "gpt2"}}, "tokens is missing"},
 		{[]gguf.KV{{Key: "tokenizer.ggml.model", Value: "gpt2"}, {Key: "tokenizer.ggml.tokens", Value: []string{"a"}}, {Key: "tokenizer.ggml.merges", Value: []string{"ab"}}}, "not two symbols"},
 		{[]gguf.KV{{Key: "tokenizer.ggml.model", Value: "gpt2"}, {Key: "tokenizer.ggml.tokens", Value: []string{"a"}}, {Key: "tokenizer.ggml.eos_token_id", Value: uint32(5)}}, "outside the vocabulary"},
