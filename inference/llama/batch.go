@@ -153,6 +153,9 @@ func (m *Model) ForwardBatch(states []*State, tokens []int) error {
 		if s.Pos >= s.Cap {
 			return fmt.Errorf("position %d is past the context length %d", s.Pos, s.Cap)
 		}
+		if err := s.grow(); err != nil {
+			return err
+		}
 	}
 	n := len(states)
 	col := func(f func(*State) []float32) [][]float32 {
@@ -162,7 +165,7 @@ func (m *Model) ForwardBatch(states []*State, tokens []int) error {
 		}
 		return out
 	}
-	hd, kvDim, group := m.HeadDim(), m.KVHeads*m.HeadDim(), m.Heads/m.KVHeads
+	hd, group := m.HeadDim(), m.Heads/m.KVHeads
 	hs, qs, atts, os, gs, us := col(func(s *State) []float32 { return s.h }), col(func(s *State) []float32 { return s.q }),
 		col(func(s *State) []float32 { return s.att }), col(func(s *State) []float32 { return s.o }),
 		col(func(s *State) []float32 { return s.g }), col(func(s *State) []float32 { return s.u })
@@ -175,8 +178,7 @@ func (m *Model) ForwardBatch(states []*State, tokens []int) error {
 		ks, vs := make([][]float32, n), make([][]float32, n)
 		for i, s := range states {
 			rmsnorm(s.h, s.x, L.attnNorm, m.RMSEps)
-			ks[i] = s.k[l][s.Pos*kvDim : (s.Pos+1)*kvDim]
-			vs[i] = s.v[l][s.Pos*kvDim : (s.Pos+1)*kvDim]
+			ks[i], vs[i] = s.at(l, s.Pos)
 		}
 		L.wq.MulMat(qs, hs)
 		L.wk.MulMat(ks, hs)
@@ -188,7 +190,7 @@ func (m *Model) ForwardBatch(states []*State, tokens []int) error {
 			for h := range m.KVHeads {
 				m.rope(ks[i][h*hd:(h+1)*hd], s.Pos)
 			}
-			m.attend(s, l, hd, kvDim, group, scale)
+			m.attend(s, l, hd, group, scale)
 		}
 		L.wo.MulMat(os, atts)
 		for _, s := range states {
@@ -224,14 +226,15 @@ func (m *Model) ForwardBatch(states []*State, tokens []int) error {
 
 // attend computes one sequence's attention output for its current
 // position into s.att.
-func (m *Model) attend(s *State, l, hd, kvDim, group int, scale float32) {
+func (m *Model) attend(s *State, l, hd, group int, scale float32) {
 	for h := range m.Heads {
 		q := s.q[h*hd : (h+1)*hd]
 		kvh := h / group
 		sc := s.score[:s.Pos+1]
 		mx := float32(math.Inf(-1))
 		for p := range sc {
-			k := s.k[l][p*kvDim+kvh*hd : p*kvDim+(kvh+1)*hd]
+			kp, _ := s.at(l, p)
+			k := kp[kvh*hd : (kvh+1)*hd]
 			var d float32
 			for i := range q {
 				d += q[i] * k[i]
@@ -248,7 +251,8 @@ func (m *Model) attend(s *State, l, hd, kvDim, group int, scale float32) {
 		clear(out)
 		for p := range sc {
 			w := sc[p] / sum
-			v := s.v[l][p*kvDim+kvh*hd : p*kvDim+(kvh+1)*hd]
+			_, vp := s.at(l, p)
+			v := vp[kvh*hd : (kvh+1)*hd]
 			for i := range out {
 				out[i] += w * v[i]
 			}

@@ -159,35 +159,36 @@ func Load(f *gguf.File) (*Model, error) {
 	return m, nil
 }
 
-// State is one sequence's KV cache and scratch space.
+// State is one sequence's position, KV blocks and scratch space.
 type State struct {
-	// Pos is the next position; Cap the positions the cache holds.
+	// Pos is the next position; Cap the most positions it may reach.
 	Pos, Cap int
-	k, v     [][]float32 // per layer: ContextLength × kvDim
+	pool     *KVPool
+	blocks   []int
 	x, h     []float32
 	q, att   []float32
-	kv       []float32
 	o        []float32
 	g, u     []float32
 	score    []float32
 	Logits   []float32
 }
 
-// NewState allocates a sequence's cache for the model's whole context.
+// NewState is a sequence with a private cache for the model's whole context.
 func (m *Model) NewState() *State { return m.NewStateCap(m.ContextLength) }
 
-// NewStateCap allocates a sequence's cache for at most n positions.
+// NewStateCap is a sequence with a private cache of n positions.
 func (m *Model) NewStateCap(n int) *State {
 	n = min(n, m.ContextLength)
-	kvDim := m.KVHeads * m.HeadDim()
-	s := &State{Cap: n, x: make([]float32, m.Embd), h: make([]float32, m.Embd), q: make([]float32, m.Embd), att: make([]float32, m.Embd),
-		kv: make([]float32, kvDim), o: make([]float32, m.Embd), g: make([]float32, m.FF), u: make([]float32, m.FF),
+	return m.NewStateIn(m.NewPool(n, 16), n)
+}
+
+// NewStateIn is a sequence of at most n positions whose KV blocks come
+// from pool as it grows.
+func (m *Model) NewStateIn(pool *KVPool, n int) *State {
+	n = min(n, m.ContextLength)
+	return &State{Cap: n, pool: pool, x: make([]float32, m.Embd), h: make([]float32, m.Embd), q: make([]float32, m.Embd),
+		att: make([]float32, m.Embd), o: make([]float32, m.Embd), g: make([]float32, m.FF), u: make([]float32, m.FF),
 		score: make([]float32, n), Logits: make([]float32, m.Vocab)}
-	for range m.Layers {
-		s.k = append(s.k, make([]float32, n*kvDim))
-		s.v = append(s.v, make([]float32, n*kvDim))
-	}
-	return s
 }
 
 // Forward feeds one token at s.Pos and leaves the next token's logits in

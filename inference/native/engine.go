@@ -15,6 +15,9 @@ import (
 	"github.com/open-autoglm/autoglm/inference/tokenizer"
 )
 
+// kvBlock is the KV cache's block size in positions.
+const kvBlock = 16
+
 // Config shapes the engine.
 type Config struct {
 	// Model is the served name (default: general.name, else the architecture).
@@ -23,6 +26,9 @@ type Config struct {
 	Slots int
 	// ContextLength caps the model's context (0: the model's).
 	ContextLength int
+	// KVTokens is the KV-cache budget shared by all slots, in positions
+	// (0: every slot's whole context). Blocks are taken as sequences grow.
+	KVTokens int
 }
 
 // Engine implements inference.Engine.
@@ -31,6 +37,7 @@ type Engine struct {
 	tok    tokenizer.Tokenizer
 	info   inference.Info
 	states []*llama.State
+	pool   *llama.KVPool
 	samp   []*sample.Sampler
 	out    []inference.Output
 	f      *gguf.File
@@ -81,10 +88,18 @@ func New(f *gguf.File, c Config) (*Engine, error) {
 	if t, ok := f.Tensor("blk.0.attn_q.weight"); ok {
 		weights = t.Type.String()
 	}
-	e := &Engine{m: m, tok: tok, states: make([]*llama.State, c.Slots), samp: make([]*sample.Sampler, c.Slots)}
+	kv := c.KVTokens
+	if kv <= 0 {
+		kv = c.Slots * ctx
+	}
+	e := &Engine{m: m, tok: tok, states: make([]*llama.State, c.Slots), samp: make([]*sample.Sampler, c.Slots),
+		pool: m.NewPool(kv, kvBlock)}
 	e.info = inference.Info{
 		Model: name, Description: fmt.Sprintf("native %s, %d layers, %s weights", m.Arch, m.Layers, weights),
-		ContextLength: ctx, Vocab: m.Vocab, Slots: c.Slots, KVTokens: c.Slots * ctx,
+		ContextLength: ctx, Vocab: m.Vocab, Slots: c.Slots,
+		// The scheduler reserves prompt + max tokens per sequence; blocks
+		// round each sequence up, so one block per slot is kept aside.
+		KVTokens: max(e.pool.Tokens()-c.Slots*kvBlock, kvBlock),
 	}
 	return e, nil
 }
@@ -101,24 +116,27 @@ func (e *Engine) Info() inference.Info { return e.info }
 
 func (e *Engine) Tokenizer() inference.Tokenizer { return e.tok }
 
-// Start begins a sequence in slot; its KV cache is allocated once and
-// reused.
+// Start begins a sequence in slot; KV blocks are taken from the shared
+// pool as it grows.
 func (e *Engine) Start(slot int, s inference.Sampling) error {
 	if slot < 0 || slot >= len(e.states) {
 		return inference.ErrSlot
 	}
 	if e.states[slot] == nil {
-		e.states[slot] = e.m.NewStateCap(e.info.ContextLength)
+		e.states[slot] = e.m.NewStateIn(e.pool, e.info.ContextLength)
 	}
-	e.states[slot].Pos = 0
+	e.states[slot].Reset()
 	e.samp[slot] = sample.New(s)
 	return nil
 }
 
-// Release ends a slot's sequence (its cache stays allocated for reuse).
+// Release ends a slot's sequence and frees its KV blocks.
 func (e *Engine) Release(slot int) {
 	if slot >= 0 && slot < len(e.samp) {
 		e.samp[slot] = nil
+		if e.states[slot] != nil {
+			e.states[slot].Reset() // its blocks go back to the pool
+		}
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 	"github.com/open-autoglm/autoglm/inference/tokenizer"
 )
 
-func engine(t *testing.T, slots int) *Engine {
+func engine(t *testing.T, slots int, kv ...int) *Engine {
 	t.Helper()
 	var b bytes.Buffer
 	vocab := tokenizer.Vocabulary([][2]string{{"h", "e"}, {"l", "l"}})
@@ -22,7 +22,11 @@ func engine(t *testing.T, slots int) *Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(f, Config{Slots: slots, ContextLength: 64})
+	c := Config{Slots: slots, ContextLength: 64}
+	if len(kv) > 0 {
+		c.KVTokens = kv[0]
+	}
+	e, err := New(f, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +56,8 @@ func generate(t *testing.T, e *Engine, slot int, prompt []int, n int, s inferenc
 // prefill in the batch).
 func TestBatchMatchesAlone(t *testing.T) {
 	e := engine(t, 8)
-	if e.Info().Vocab != 261 || e.Info().ContextLength != 64 || e.Info().KVTokens != 8*64 {
+	// 8 slots × 64 positions, less a block per slot kept for rounding.
+	if e.Info().Vocab != 261 || e.Info().ContextLength != 64 || e.Info().KVTokens != 8*64-8*16 {
 		t.Fatalf("info %+v", e.Info())
 	}
 	prompts := make([][]int, 8)
@@ -124,5 +129,33 @@ func TestSlotErrors(t *testing.T) {
 	}
 	if _, err := e.Step(context.Background(), []inference.Input{{Slot: 1, Tokens: []int{1}}}); err != inference.ErrSlot {
 		t.Fatalf("unstarted slot: %v", err)
+	}
+}
+
+// TestKVBudget: sequences take KV blocks as they grow from a shared budget;
+// an exhausted budget is an error, and released sequences give theirs back.
+func TestKVBudget(t *testing.T) {
+	e := engine(t, 4, 48) // three blocks of 16 for four slots
+	ctx := context.Background()
+	for s := range 2 {
+		e.Start(s, inference.Sampling{})
+	}
+	// Slot 0 fills two blocks (20 positions), slot 1 one.
+	if _, err := e.Step(ctx, []inference.Input{{Slot: 0, Tokens: make([]int, 20)}, {Slot: 1, Tokens: make([]int, 5)}}); err != nil {
+		t.Fatal(err)
+	}
+	if f := e.pool.Free(); f != 0 {
+		t.Fatalf("%d blocks free, want 0", f)
+	}
+	if _, err := e.Step(ctx, []inference.Input{{Slot: 1, Tokens: make([]int, 12)}}); err == nil {
+		t.Fatal("a full budget must refuse a new block")
+	}
+	e.Release(0)
+	if f := e.pool.Free(); f != 2 {
+		t.Fatalf("%d blocks free after release, want 2", f)
+	}
+	e.Start(1, inference.Sampling{})
+	if _, err := e.Step(ctx, []inference.Input{{Slot: 1, Tokens: make([]int, 30), Sample: true}}); err != nil {
+		t.Fatal(err)
 	}
 }

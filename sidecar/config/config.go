@@ -72,6 +72,9 @@ type NativeEngine struct {
 	Slots int `yaml:"slots"`
 	// ContextLength caps the model's context (0: the model's own).
 	ContextLength int `yaml:"context_length"`
+	// KVTokens is the KV-cache budget in positions shared by all slots
+	// (0: every slot's whole context).
+	KVTokens int `yaml:"kv_tokens"`
 }
 
 // RemoteEngine points at an OpenAI-compatible server; see inference/remote.
@@ -190,6 +193,9 @@ func (c *Config) Validate() error {
 		}
 		if n.ContextLength < 0 {
 			bad("engine.native.context_length", "must not be negative, got %d", n.ContextLength)
+		}
+		if n.KVTokens < 0 {
+			bad("engine.native.kv_tokens", "must not be negative, got %d", n.KVTokens)
 		}
 		if n.ModelPath != "" {
 			if st, err := os.Stat(n.ModelPath); err != nil || st.IsDir() {

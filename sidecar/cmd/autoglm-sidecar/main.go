@@ -219,7 +219,7 @@ func newEngine(c config.Engine) (inference.Engine, error) {
 				return nil, fmt.Errorf("built-in model: %w", err)
 			}
 		}
-		return native.Open(path, native.Config{Model: c.Model, Slots: n.Slots, ContextLength: n.ContextLength})
+		return native.Open(path, native.Config{Model: c.Model, Slots: n.Slots, ContextLength: n.ContextLength, KVTokens: n.KVTokens})
 	}
 	t := c.Test
 	return testengine.New(testengine.Config{
