@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 	"time"
 
 	"google.golang.org/grpc"
@@ -95,7 +96,7 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 			res := seq.Result()
 			u := usage(res)
 			s.m.Request("grpc", http.StatusOK)
-			return stream.Send(&autoglmv1.GenerateResponse{Text: text, FinishReason: res.Finish, Usage: &autoglmv1.Usage{
+			return stream.Send(&autoglmv1.GenerateResponse{Text: validUTF8(text), FinishReason: res.Finish, Usage: &autoglmv1.Usage{
 				PromptTokens: int32(u.PromptTokens), CompletionTokens: int32(u.CompletionTokens), TotalTokens: int32(u.TotalTokens)}})
 		}
 		if err != nil {
@@ -106,7 +107,7 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 			s.m.Request("grpc", e.Status)
 			return grpcError(e)
 		}
-		if err := stream.Send(&autoglmv1.GenerateResponse{Text: text}); err != nil {
+		if err := stream.Send(&autoglmv1.GenerateResponse{Text: validUTF8(text)}); err != nil {
 			return err
 		}
 	}
@@ -175,4 +176,17 @@ func grpcError(e *api.Error) error {
 		c = codes.DeadlineExceeded
 	}
 	return status.Error(c, e.Message)
+}
+
+// validUTF8 replaces invalid bytes as the JSON encoder does for the HTTP
+// API: proto3 strings must be valid UTF-8, or the whole stream fails.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s { // each invalid byte decodes as one RuneError
+		b.WriteRune(r)
+	}
+	return b.String()
 }

@@ -53,7 +53,20 @@ func TestLocalStack(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopped := false
+	t.Cleanup(func() { // Ctrl-C lets the script stop what it started; then force it
+		if stopped {
+			return
+		}
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+		}
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	})
 	ready := make(chan bool)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -74,7 +87,7 @@ func TestLocalStack(t *testing.T) {
 	}
 	report := filepath.Join(dir, "r.json")
 	lo, err := exec.Command(filepath.Join(dir, "autoglm-load"), "run", "-grpc", "xds:///autoglm-inference", "-xds-server", "127.0.0.1:18000",
-		"-vus", "8", "-duration", "4s", "-output", "4", "-quiet", "-out", report).CombinedOutput()
+		"-model", "autoglm-tiny", "-vus", "8", "-duration", "6s", "-prompt", "4", "-output", "4", "-quiet", "-out", report).CombinedOutput()
 	if err != nil {
 		t.Fatalf("autoglm-load: %v\n%s", err, lo)
 	}
@@ -82,17 +95,16 @@ func TestLocalStack(t *testing.T) {
 	raw, _ := os.ReadFile(report)
 	json.Unmarshal(raw, &rep)
 	v1, v2 := grpcServed(t, "http://127.0.0.1:8080"), grpcServed(t, "http://127.0.0.1:8082")
-	if rep.OK < 100 || rep.OK != rep.Requests || v1+v2 < rep.OK {
+	if rep.OK < 60 || rep.OK != rep.Requests || v1+v2 < rep.OK {
 		t.Fatalf("load %+v, served v1 %d v2 %d", rep, v1, v2)
 	}
-	if share := float64(v2) / float64(v1+v2); share < 0.04 || share > 0.2 {
+	if share := float64(v2) / float64(v1+v2); share < 0.02 || share > 0.25 {
 		t.Fatalf("v2 served %.1f %% (v1 %d, v2 %d), want about 10 %%", share*100, v1, v2)
 	}
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
-	done := make(chan error)
-	go func() { done <- cmd.Wait() }()
 	select {
-	case <-done:
+	case <-exited:
+		stopped = true
 	case <-time.After(30 * time.Second):
 		t.Fatal("the stack did not stop on Ctrl-C")
 	}

@@ -23,8 +23,8 @@ if command -v envoy >/dev/null; then
   envoy -c "${TMPDIR:-/tmp}/autoglm-envoy.yaml" --log-level warn 2> >(sed 's/^/[envoy] /' >&2) &
   pids+=($!)
   envoy_line="Envoy: http://127.0.0.1:10000 routes on x-autoglm-model (90 % v1, 10 % v2; x-autoglm-version pins one), e.g.
-  curl -N http://127.0.0.1:10000/v1/chat/completions -H 'x-autoglm-model: autoglm-test' -H 'content-type: application/json' \\
-    -d '{\"model\":\"autoglm-test\",\"stream\":true,\"max_tokens\":32,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'"
+  curl -N http://127.0.0.1:10000/v1/chat/completions -H 'x-autoglm-model: autoglm-tiny' -H 'content-type: application/json' \\
+    -d '{\"model\":\"autoglm-tiny\",\"stream\":true,\"max_tokens\":32,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'"
 fi
 
 for _ in $(seq 100); do
@@ -34,15 +34,16 @@ for _ in $(seq 100); do
 done
 cat <<MSG
 
-autoglm local stack (the sidecars serve the TEST ENGINE: deterministic pseudo-text, not a language model)
+autoglm local stack (the sidecars run the native engine on the built-in tiny model: random weights, so the text is
+  gibberish; point engine.native.model_path in sidecar/cmd/autoglm-sidecar/dev.yaml at a GGUF model for language)
   sidecar v1: http://127.0.0.1:8080 (OpenAI API, /metrics, /readyz), grpc 127.0.0.1:9090
   sidecar v2: http://127.0.0.1:8082, grpc 127.0.0.1:9092
   autoglm-xds: ADS 127.0.0.1:18000, status http://127.0.0.1:18001/status (edit xds/cmd/autoglm-xds/local.yaml to shift weights)
   $envoy_line
 Try, in another shell:
   curl -N http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' \\
-    -d '{"model":"autoglm-test","stream":true,"max_tokens":32,"messages":[{"role":"user","content":"hello"}]}'
-  bin/autoglm-load run -grpc xds:///autoglm-inference -xds-server 127.0.0.1:18000 -vus 8 -duration 10s -output 16
+    -d '{"model":"autoglm-tiny","stream":true,"max_tokens":32,"messages":[{"role":"user","content":"hello"}]}'
+  bin/autoglm-load run -grpc xds:///autoglm-inference -xds-server 127.0.0.1:18000 -model autoglm-tiny -vus 8 -duration 10s -output 16
     (proxyless gRPC through the control plane: compare the v1 and v2 sidecars' autoglm_requests_total)
 Ctrl-C stops everything.
 MSG
