@@ -140,97 +140,139 @@ func dot(w, x []float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
+// Feed is tokens to append to one sequence.
+type Feed struct {
+	S      *State
+	Tokens []int
+}
+
 // ForwardBatch feeds one token to each state (each at its own position)
 // in one pass over the weights, leaving each state's next-token logits.
 func (m *Model) ForwardBatch(states []*State, tokens []int) error {
 	if len(states) != len(tokens) {
 		return fmt.Errorf("%d states for %d tokens", len(states), len(tokens))
 	}
+	feeds := make([]Feed, len(states))
 	for i, s := range states {
-		if tokens[i] < 0 || tokens[i] >= m.Vocab {
-			return fmt.Errorf("token %d is outside the vocabulary (0..%d)", tokens[i], m.Vocab-1)
+		feeds[i] = Feed{S: s, Tokens: tokens[i : i+1]}
+	}
+	return m.Run(feeds)
+}
+
+// row is one position being computed.
+type row struct {
+	s   *State
+	pos int
+	sc  *scratch
+}
+
+// Run feeds every feed's tokens in one pass over the weights: all the
+// positions of all the sequences are rows of one batch (a prompt chunk is
+// prefilled at once), attention stays causal, and each state is left with
+// the logits after its last token.
+func (m *Model) Run(feeds []Feed) error {
+	var rows []row
+	var last []row
+	for _, f := range feeds {
+		s := f.S
+		for j, tok := range f.Tokens {
+			if tok < 0 || tok >= m.Vocab {
+				return fmt.Errorf("token %d is outside the vocabulary (0..%d)", tok, m.Vocab-1)
+			}
+			pos := s.Pos + j
+			if pos >= s.Cap {
+				return fmt.Errorf("position %d is past the context length %d", pos, s.Cap)
+			}
+			if err := s.growTo(pos); err != nil {
+				return err
+			}
+			r := row{s: s, pos: pos, sc: s.scratchFor(m, j)}
+			m.embd.Row(tok, r.sc.x)
+			rows = append(rows, r)
 		}
-		if s.Pos >= s.Cap {
-			return fmt.Errorf("position %d is past the context length %d", s.Pos, s.Cap)
-		}
-		if err := s.grow(); err != nil {
-			return err
+		if len(f.Tokens) > 0 {
+			last = append(last, rows[len(rows)-1])
 		}
 	}
-	n := len(states)
-	col := func(f func(*State) []float32) [][]float32 {
+	n := len(rows)
+	col := func(f func(*scratch) []float32) [][]float32 {
 		out := make([][]float32, n)
-		for i, s := range states {
-			out[i] = f(s)
+		for i, r := range rows {
+			out[i] = f(r.sc)
 		}
 		return out
 	}
 	hd, group := m.HeadDim(), m.Heads/m.KVHeads
-	hs, qs, atts, os, gs, us := col(func(s *State) []float32 { return s.h }), col(func(s *State) []float32 { return s.q }),
-		col(func(s *State) []float32 { return s.att }), col(func(s *State) []float32 { return s.o }),
-		col(func(s *State) []float32 { return s.g }), col(func(s *State) []float32 { return s.u })
-	for i, s := range states {
-		m.embd.Row(tokens[i], s.x)
-	}
+	hs, qs, atts, os, gs, us := col(func(c *scratch) []float32 { return c.h }), col(func(c *scratch) []float32 { return c.q }),
+		col(func(c *scratch) []float32 { return c.att }), col(func(c *scratch) []float32 { return c.o }),
+		col(func(c *scratch) []float32 { return c.g }), col(func(c *scratch) []float32 { return c.u })
 	scale := float32(1 / math.Sqrt(float64(hd)))
+	ks, vs := make([][]float32, n), make([][]float32, n)
 	for l := range m.layers {
 		L := &m.layers[l]
-		ks, vs := make([][]float32, n), make([][]float32, n)
-		for i, s := range states {
-			rmsnorm(s.h, s.x, L.attnNorm, m.RMSEps)
-			ks[i], vs[i] = s.at(l, s.Pos)
+		for i, r := range rows {
+			rmsnorm(r.sc.h, r.sc.x, L.attnNorm, m.RMSEps)
+			ks[i], vs[i] = r.s.at(l, r.pos)
 		}
 		L.wq.MulMat(qs, hs)
 		L.wk.MulMat(ks, hs)
 		L.wv.MulMat(vs, hs)
-		for i, s := range states {
+		for i, r := range rows {
 			for h := range m.Heads {
-				m.rope(s.q[h*hd:(h+1)*hd], s.Pos)
+				m.rope(r.sc.q[h*hd:(h+1)*hd], r.pos)
 			}
 			for h := range m.KVHeads {
-				m.rope(ks[i][h*hd:(h+1)*hd], s.Pos)
+				m.rope(ks[i][h*hd:(h+1)*hd], r.pos)
 			}
-			m.attend(s, l, hd, group, scale)
+		}
+		// Every row's K and V of this layer is written: attention is
+		// causal over positions up to each row's own.
+		for _, r := range rows {
+			m.attend(r, l, hd, group, scale)
 		}
 		L.wo.MulMat(os, atts)
-		for _, s := range states {
-			for i := range s.x {
-				s.x[i] += s.o[i]
+		for _, r := range rows {
+			for i := range r.sc.x {
+				r.sc.x[i] += r.sc.o[i]
 			}
-			rmsnorm(s.h, s.x, L.ffnNorm, m.RMSEps)
+			rmsnorm(r.sc.h, r.sc.x, L.ffnNorm, m.RMSEps)
 		}
 		L.gate.MulMat(gs, hs)
 		L.up.MulMat(us, hs)
-		for _, s := range states {
-			for i := range s.g {
-				g := s.g[i]
-				s.g[i] = g / (1 + float32(math.Exp(float64(-g)))) * s.u[i]
+		for _, r := range rows {
+			for i := range r.sc.g {
+				g := r.sc.g[i]
+				r.sc.g[i] = g / (1 + float32(math.Exp(float64(-g)))) * r.sc.u[i]
 			}
 		}
 		L.down.MulMat(os, gs)
-		for _, s := range states {
-			for i := range s.x {
-				s.x[i] += s.o[i]
+		for _, r := range rows {
+			for i := range r.sc.x {
+				r.sc.x[i] += r.sc.o[i]
 			}
 		}
 	}
-	for _, s := range states {
-		rmsnorm(s.h, s.x, m.norm, m.RMSEps)
+	// Logits only where a sequence's last token was fed.
+	lh, logits := make([][]float32, len(last)), make([][]float32, len(last))
+	for i, r := range last {
+		rmsnorm(r.sc.h, r.sc.x, m.norm, m.RMSEps)
+		lh[i], logits[i] = r.sc.h, r.s.Logits
 	}
-	m.output.MulMat(col(func(s *State) []float32 { return s.Logits }), hs)
-	for _, s := range states {
-		s.Pos++
+	m.output.MulMat(logits, lh)
+	for _, f := range feeds {
+		f.S.Pos += len(f.Tokens)
 	}
 	return nil
 }
 
-// attend computes one sequence's attention output for its current
-// position into s.att.
-func (m *Model) attend(s *State, l, hd, group int, scale float32) {
+// attend computes a row's attention output over its sequence's positions
+// up to its own.
+func (m *Model) attend(r row, l, hd, group int, scale float32) {
+	s := r.s
 	for h := range m.Heads {
-		q := s.q[h*hd : (h+1)*hd]
+		q := r.sc.q[h*hd : (h+1)*hd]
 		kvh := h / group
-		sc := s.score[:s.Pos+1]
+		sc := s.score[:r.pos+1]
 		mx := float32(math.Inf(-1))
 		for p := range sc {
 			kp, _ := s.at(l, p)
@@ -247,7 +289,7 @@ func (m *Model) attend(s *State, l, hd, group int, scale float32) {
 			sc[p] = float32(math.Exp(float64(sc[p] - mx)))
 			sum += sc[p]
 		}
-		out := s.att[h*hd : (h+1)*hd]
+		out := r.sc.att[h*hd : (h+1)*hd]
 		clear(out)
 		for p := range sc {
 			w := sc[p] / sum

@@ -67,16 +67,15 @@ func (s *State) at(l, pos int) (k, v []float32) {
 	return p.k[l][i : i+p.kvDim], p.v[l][i : i+p.kvDim]
 }
 
-// grow makes sure position s.Pos has a block.
-func (s *State) grow() error {
-	if s.Pos/s.pool.block < len(s.blocks) {
-		return nil
+// growTo makes sure position pos has a block.
+func (s *State) growTo(pos int) error {
+	for pos/s.pool.block >= len(s.blocks) {
+		b, ok := s.pool.take()
+		if !ok {
+			return ErrKVFull
+		}
+		s.blocks = append(s.blocks, b)
 	}
-	b, ok := s.pool.take()
-	if !ok {
-		return ErrKVFull
-	}
-	s.blocks = append(s.blocks, b)
 	return nil
 }
 

@@ -333,3 +333,30 @@ func TestQuantize(t *testing.T) {
 		t.Fatalf("Q8_0 logits differ by %.3f of their scale", e)
 	}
 }
+
+// TestChunkEqualsSteps: a prompt fed as one chunk (all positions in one
+// pass) leaves the same cache and logits as feeding it token by token.
+func TestChunkEqualsSteps(t *testing.T) {
+	m := build(t, tiny.Config{Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 96, Context: 64, Type: gguf.Q8_0, Seed: 7})
+	prompt := []int{5, 9, 13, 2, 60, 33, 17, 1, 8, 44, 21, 3, 7, 19, 30, 11, 12, 50}
+	a, b := m.NewState(), m.NewState()
+	for _, tok := range prompt {
+		m.Forward(a, tok)
+	}
+	other := m.NewState() // a second sequence in the same pass
+	if err := m.Run([]llama.Feed{{S: b, Tokens: prompt}, {S: other, Tokens: prompt[:3]}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range a.Logits {
+		if a.Logits[i] != b.Logits[i] {
+			t.Fatalf("logit %d: %v token by token, %v as a chunk", i, a.Logits[i], b.Logits[i])
+		}
+	}
+	m.Forward(a, 4)
+	m.Forward(b, 4)
+	for i := range a.Logits {
+		if a.Logits[i] != b.Logits[i] {
+			t.Fatalf("after the chunk, logit %d: %v vs %v", i, a.Logits[i], b.Logits[i])
+		}
+	}
+}

@@ -165,12 +165,32 @@ type State struct {
 	Pos, Cap int
 	pool     *KVPool
 	blocks   []int
-	x, h     []float32
-	q, att   []float32
-	o        []float32
-	g, u     []float32
-	score    []float32
-	Logits   []float32
+	scratch
+	extra  []*scratch // for the rows of a multi-token feed
+	score  []float32
+	Logits []float32
+}
+
+// scratch holds one row's activations.
+type scratch struct {
+	x, h, q, att, o, g, u []float32
+}
+
+func (m *Model) newScratch() scratch {
+	return scratch{x: make([]float32, m.Embd), h: make([]float32, m.Embd), q: make([]float32, m.Embd),
+		att: make([]float32, m.Embd), o: make([]float32, m.Embd), g: make([]float32, m.FF), u: make([]float32, m.FF)}
+}
+
+// scratchFor is the scratch of a feed's j-th row.
+func (s *State) scratchFor(m *Model, j int) *scratch {
+	if j == 0 {
+		return &s.scratch
+	}
+	for len(s.extra) < j {
+		sc := m.newScratch()
+		s.extra = append(s.extra, &sc)
+	}
+	return s.extra[j-1]
 }
 
 // NewState is a sequence with a private cache for the model's whole context.
@@ -186,9 +206,7 @@ func (m *Model) NewStateCap(n int) *State {
 // from pool as it grows.
 func (m *Model) NewStateIn(pool *KVPool, n int) *State {
 	n = min(n, m.ContextLength)
-	return &State{Cap: n, pool: pool, x: make([]float32, m.Embd), h: make([]float32, m.Embd), q: make([]float32, m.Embd),
-		att: make([]float32, m.Embd), o: make([]float32, m.Embd), g: make([]float32, m.FF), u: make([]float32, m.FF),
-		score: make([]float32, n), Logits: make([]float32, m.Vocab)}
+	return &State{Cap: n, pool: pool, scratch: m.newScratch(), score: make([]float32, n), Logits: make([]float32, m.Vocab)}
 }
 
 // Forward feeds one token at s.Pos and leaves the next token's logits in

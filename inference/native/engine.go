@@ -140,39 +140,33 @@ func (e *Engine) Release(slot int) {
 	}
 }
 
-// Step feeds every input: position by position, one batched forward pass
-// for all the sequences that still have a token to feed there.
+// Step feeds every input in one batched forward pass and samples where
+// asked.
 func (e *Engine) Step(ctx context.Context, batch []inference.Input) ([]inference.Output, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	longest := 0
+	feeds := make([]llama.Feed, 0, len(batch))
 	for _, in := range batch {
 		if in.Slot < 0 || in.Slot >= len(e.states) || e.samp[in.Slot] == nil {
 			return nil, inference.ErrSlot
 		}
-		longest = max(longest, len(in.Tokens))
+		if len(in.Tokens) > 0 {
+			feeds = append(feeds, llama.Feed{S: e.states[in.Slot], Tokens: in.Tokens})
+		}
+		for _, tok := range in.Tokens {
+			e.samp[in.Slot].Observe(tok)
+		}
 	}
-	var states []*llama.State
-	var tokens []int
-	for i := range longest {
-		states, tokens = states[:0], tokens[:0]
-		for _, in := range batch {
-			if i < len(in.Tokens) {
-				states, tokens = append(states, e.states[in.Slot]), append(tokens, in.Tokens[i])
-				e.samp[in.Slot].Observe(in.Tokens[i])
-			}
-		}
-		if err := e.m.ForwardBatch(states, tokens); err != nil {
-			return nil, err
-		}
-		// Sample for inputs whose last token was just fed.
-		for _, in := range batch {
-			if in.Sample && len(in.Tokens) == i+1 {
-				s := e.states[in.Slot]
-				tok := e.samp[in.Slot].Sample(s.Logits)
-				e.out = append(e.out, inference.Output{Slot: in.Slot, Token: tok, EOS: tok == e.tok.EOSToken() || e.tok.IsControl(tok)})
-			}
+	// One pass for every position of every input: prompt chunks are
+	// prefilled at once, decoding sequences batched with them.
+	if err := e.m.Run(feeds); err != nil {
+		return nil, err
+	}
+	for _, in := range batch {
+		if in.Sample && len(in.Tokens) > 0 {
+			tok := e.samp[in.Slot].Sample(e.states[in.Slot].Logits)
+			e.out = append(e.out, inference.Output{Slot: in.Slot, Token: tok, EOS: tok == e.tok.EOSToken() || e.tok.IsControl(tok)})
 		}
 	}
 	// Outputs in input order, as the contract says.
