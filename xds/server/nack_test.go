@@ -15,24 +15,37 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// TestNackNoStorm: a node that rejects every answer is not sent the same
-// snapshot in a loop; the NACK is recorded for the status endpoint.
-func TestNackNoStorm(t *testing.T) {
+// serveADS runs a server with a published configuration for the test and
+// returns it with an ADS client and the test's context.
+func serveADS(t *testing.T, nackBackoff time.Duration) (*Server, discovery.AggregatedDiscoveryServiceClient, context.Context) {
+	t.Helper()
 	s := New(slog.New(slog.DiscardHandler))
-	s.NackBackoff = 100 * time.Millisecond
+	if nackBackoff > 0 {
+		s.NackBackoff = nackBackoff
+	}
 	if err := s.Publish(parse(t, configYAML2(9001, 9002, 50, 50))); err != nil {
 		t.Fatal(err)
 	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
+	t.Cleanup(stop)
 	go s.Run(ctx, l)
 	cc, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cc.Close()
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	t.Cleanup(func() { cc.Close() })
+	return s, discovery.NewAggregatedDiscoveryServiceClient(cc), ctx
+}
+
+// TestNackNoStorm: a node that rejects every answer is not sent the same
+// snapshot in a loop; the NACK is recorded for the status endpoint.
+func TestNackNoStorm(t *testing.T) {
+	s, ads, ctx := serveADS(t, 100*time.Millisecond)
+	stream, err := ads.StreamAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,20 +93,8 @@ loop:
 
 // TestDelta: the incremental (delta) protocol serves the same resources.
 func TestDelta(t *testing.T) {
-	s := New(slog.New(slog.DiscardHandler))
-	if err := s.Publish(parse(t, configYAML2(9001, 9002, 50, 50))); err != nil {
-		t.Fatal(err)
-	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	go s.Run(ctx, l)
-	cc, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	_, ads, ctx := serveADS(t, 0)
+	stream, err := ads.DeltaAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
