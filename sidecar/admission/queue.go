@@ -257,3 +257,30 @@ func (q *Queue[T]) Close() {
 	q.closed = true
 	q.mu.Unlock()
 }
+
+// Reason names why err refused or dropped an item, as metrics label it:
+// "queue_full", "deadline" or "draining"; "" for any other error.
+func Reason(err error) string {
+	switch {
+	case errors.Is(err, ErrQueueFull):
+		return "queue_full"
+	case errors.Is(err, ErrDeadline):
+		return "deadline"
+	case errors.Is(err, ErrClosed):
+		return "draining"
+	}
+	return ""
+}
+
+// Leave takes an item whose caller has gone out of the queue, if it is
+// still there, and says what to end it with: ErrDeadline when its
+// deadline passed while it waited, else ctxErr.
+func (q *Queue[T]) Leave(it *Item[T], ctxErr error) (error, bool) {
+	if !q.Remove(it) {
+		return nil, false
+	}
+	if errors.Is(ctxErr, context.DeadlineExceeded) {
+		return ErrDeadline, true
+	}
+	return ctxErr, true
+}

@@ -68,7 +68,7 @@ func New(cfg Config, eng inference.Engine, log *slog.Logger) *Scheduler {
 	}
 	s := &Scheduler{cfg: cfg, eng: eng, info: info, tok: eng.Tokenizer(), log: log, slotSeq: make([]*Sequence, info.Slots)}
 	s.q = admission.New(cfg.Queue, func(it *admission.Item[*Sequence], err error) {
-		s.m.Reject(telemetry.ReasonQueueFull)
+		s.m.Reject(admission.Reason(err))
 		it.Value.Finish(Result{}, err)
 	})
 	for i := info.Slots - 1; i >= 0; i-- {
@@ -99,20 +99,10 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (*Sequence, error) {
 	seq.stats.Arrived = time.Now()
 	seq.item = admission.Item[*Sequence]{Priority: r.Priority, Tenant: r.Tenant, Ctx: ctx, Value: seq}
 	if err := s.q.TryEnqueue(&seq.item); err != nil {
-		s.m.Reject(rejectReason(err))
+		s.m.Reject(admission.Reason(err))
 		return nil, err
 	}
 	return seq, nil
-}
-
-func rejectReason(err error) string {
-	switch {
-	case errors.Is(err, admission.ErrDeadline):
-		return telemetry.ReasonDeadline
-	case errors.Is(err, admission.ErrClosed):
-		return telemetry.ReasonDraining
-	}
-	return telemetry.ReasonQueueFull
 }
 
 // Close stops admission; queued and running sequences still finish.

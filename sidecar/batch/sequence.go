@@ -1,7 +1,6 @@
 package batch
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"unicode/utf8"
@@ -60,14 +59,11 @@ type Sequence struct {
 // leave takes a sequence whose caller has gone out of the queue, if it is
 // still there.
 func (s *Sequence) leave(err error) (error, bool) {
-	if !s.sched.q.Remove(&s.item) {
-		return nil, false
+	err, queued := s.sched.q.Leave(&s.item, err)
+	if queued && errors.Is(err, admission.ErrDeadline) {
+		s.sched.m.Reject(admission.Reason(err))
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		err = admission.ErrDeadline
-		s.sched.m.Reject(rejectReason(err))
-	}
-	return err, true
+	return err, queued
 }
 
 // appendPiece adds a token's bytes and returns the text that can be

@@ -68,7 +68,7 @@ type Dispatcher struct {
 func New(cfg Config, c *remote.Client, log *slog.Logger) *Dispatcher {
 	d := &Dispatcher{cfg: cfg, c: c, log: log}
 	d.q = admission.New(cfg.Queue, func(it *admission.Item[*Job], err error) {
-		d.m.Reject(telemetry.ReasonQueueFull)
+		d.m.Reject(admission.Reason(err))
 		it.Value.Finish(stream.Result{}, err)
 	})
 	d.limit.Store(int64(cfg.Concurrency))
@@ -86,7 +86,7 @@ func (d *Dispatcher) Submit(ctx context.Context, r Request) (*Job, error) {
 	j.Init(ctx, j.leave)
 	j.item = admission.Item[*Job]{Priority: r.Priority, Tenant: r.Tenant, Ctx: ctx, Value: j}
 	if err := d.q.TryEnqueue(&j.item); err != nil {
-		d.m.Reject(rejectReason(err))
+		d.m.Reject(admission.Reason(err))
 		return nil, err
 	}
 	return j, nil
@@ -95,24 +95,11 @@ func (d *Dispatcher) Submit(ctx context.Context, r Request) (*Job, error) {
 // leave takes a job whose caller has gone out of the queue, if it is still
 // there.
 func (j *Job) leave(err error) (error, bool) {
-	if !j.d.q.Remove(&j.item) {
-		return nil, false
+	err, queued := j.d.q.Leave(&j.item, err)
+	if queued && errors.Is(err, admission.ErrDeadline) {
+		j.d.m.Reject(admission.Reason(err))
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		err = admission.ErrDeadline
-		j.d.m.Reject(telemetry.ReasonDeadline)
-	}
-	return err, true
-}
-
-func rejectReason(err error) string {
-	switch {
-	case errors.Is(err, admission.ErrDeadline):
-		return telemetry.ReasonDeadline
-	case errors.Is(err, admission.ErrClosed):
-		return telemetry.ReasonDraining
-	}
-	return telemetry.ReasonQueueFull
+	return err, queued
 }
 
 // Close stops admission; queued and running jobs still finish.

@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/open-autoglm/autoglm/sidecar/admission"
 )
 
 // parseTEXT reads a report the way Envoy's TEXT parser does: a "TEXT "
@@ -50,5 +52,17 @@ func TestORCAExtraNamedMetrics(t *testing.T) {
 	m := parseTEXT(t, ORCA(1, 0, 4, 0, 10, Named{"gpu_utilization", 0.75}, Named{"gpu_memory_utilization", 0.5}))
 	if m["named_metrics.gpu_utilization"] != 0.75 || m["named_metrics.gpu_memory_utilization"] != 0.5 || m["application_utilization"] != 0.25 {
 		t.Fatalf("%v", m)
+	}
+}
+
+// TestReasonsMatchAdmission: the rejection reasons the admission queue
+// gives are the label values this package declares.
+func TestReasonsMatchAdmission(t *testing.T) {
+	for err, want := range map[error]string{
+		admission.ErrQueueFull: ReasonQueueFull, admission.ErrDeadline: ReasonDeadline, admission.ErrClosed: ReasonDraining,
+	} {
+		if got := admission.Reason(err); got != want {
+			t.Errorf("%v: %q, want %q", err, got, want)
+		}
 	}
 }
