@@ -86,10 +86,7 @@ func validate(args []string) int {
 		fmt.Fprintln(os.Stderr, "autoglm-xds validate:", err)
 		return 1
 	}
-	res, err := envoygen.Generate(compile.Compile(c, nil))
-	if err == nil {
-		err = res.Validate()
-	}
+	res, err := generate(c)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "autoglm-xds validate:", err)
 		return 1
@@ -98,17 +95,25 @@ func validate(args []string) int {
 	return 0
 }
 
+// generate translates c (no endpoints discovered: Services stay empty)
+// and validates the resources.
+func generate(c *config.Config) (*envoygen.Resources, error) {
+	res, err := envoygen.Generate(compile.Compile(c, nil))
+	if err == nil {
+		err = res.Validate()
+	}
+	return res, err
+}
+
 func render(args []string) int {
 	c, rc := load(flag.NewFlagSet("autoglm-xds render", flag.ContinueOnError), args)
 	if c == nil {
 		return rc
 	}
-	res, err := envoygen.Generate(compile.Compile(c, nil))
+	res, err := generate(c)
 	var out []byte
 	if err == nil {
-		if err = res.Validate(); err == nil {
-			out, err = res.YAML()
-		}
+		out, err = res.YAML()
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "autoglm-xds render:", err)
