@@ -163,22 +163,14 @@ func (e *Engine) Step(ctx context.Context, batch []inference.Input) ([]inference
 	if err := e.m.Run(feeds); err != nil {
 		return nil, err
 	}
+	// Outputs in input order, as the contract says; the slice is reused
+	// by the next step.
+	e.out = e.out[:0]
 	for _, in := range batch {
 		if in.Sample && len(in.Tokens) > 0 {
 			tok := e.samp[in.Slot].Sample(e.states[in.Slot].Logits)
 			e.out = append(e.out, inference.Output{Slot: in.Slot, Token: tok, EOS: tok == e.tok.EOSToken() || e.tok.IsControl(tok)})
 		}
 	}
-	// Outputs in input order, as the contract says.
-	res := make([]inference.Output, 0, len(e.out))
-	for _, in := range batch {
-		for _, o := range e.out {
-			if o.Slot == in.Slot && in.Sample {
-				res = append(res, o)
-				break
-			}
-		}
-	}
-	e.out = e.out[:0]
-	return res, nil
+	return e.out, nil
 }

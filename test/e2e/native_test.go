@@ -26,7 +26,7 @@ func TestNativeEngineBinary(t *testing.T) {
 	addr := freePort(t)
 	cfg := filepath.Join(t.TempDir(), "native.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("server: {http_addr: %s, grpc_addr: \"\"}\nengine: {kind: native, model: autoglm-tiny, native: {slots: 4, context_length: 256}}\n", addr)), 0o600)
-	p := &proc{cmd: exec.Command(bin, "-config", cfg), stderr: &bytes.Buffer{}, base: "http://" + addr}
+	p := &proc{cmd: exec.Command(bin, "-config", cfg), stderr: &logBuffer{}, base: "http://" + addr}
 	p.cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CACHE_HOME="+filepath.Join(home, ".cache"))
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -73,7 +73,7 @@ func TestQuantizeCommand(t *testing.T) {
 		t.Fatalf("Q8_0 file %v bytes from %d (%v)", st.Size(), b.Len(), err)
 	}
 	addr := freePort(t)
-	p := &proc{cmd: exec.Command(bin, "-engine", "native", "-native-model", out, "-model", "q8", "-http-addr", addr, "-grpc-addr", ""), stderr: &bytes.Buffer{}, base: "http://" + addr}
+	p := &proc{cmd: exec.Command(bin, "-engine", "native", "-native-model", out, "-model", "q8", "-http-addr", addr, "-grpc-addr", ""), stderr: &logBuffer{}, base: "http://" + addr}
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
