@@ -121,13 +121,23 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	defer s.stopAll()
 	for {
 		s.reap()
+		if len(s.running) == 0 {
+			if s.held == nil && s.q.Len() == 0 {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-s.q.Ready():
+				}
+				continue
+			}
+			// Idle with work queued: wait for a fuller first batch before
+			// admitting any of it.
+			s.waitForBatch(ctx)
+		}
 		s.admit()
 		if len(s.running) == 0 {
-			select {
-			case <-ctx.Done():
+			if ctx.Err() != nil {
 				return nil
-			case <-s.q.Ready():
-				s.waitForBatch(ctx)
 			}
 			continue
 		}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -88,7 +89,7 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 	if err != nil {
 		e := s.failure(err)
 		s.m.Request("grpc", e.Status)
-		return grpcError(e)
+		return grpcFailure(ctx, e)
 	}
 	for {
 		text, err := seq.Next()
@@ -105,7 +106,7 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 				return status.FromContextError(ctx.Err()).Err()
 			}
 			s.m.Request("grpc", e.Status)
-			return grpcError(e)
+			return grpcFailure(ctx, e)
 		}
 		if err := stream.Send(&autoglmv1.GenerateResponse{Text: validUTF8(text)}); err != nil {
 			return err
@@ -159,6 +160,17 @@ func fromProto(r *autoglmv1.GenerateRequest) (*generation, *api.Error) {
 		return nil, api.Invalid("prompt", "exactly one of prompt, prompt_tokens or messages is required")
 	}
 	return g, nil
+}
+
+// grpcFailure is grpcError for a request under way: once the call's own
+// deadline has passed (expired in the queue or during generation) the code
+// is DEADLINE_EXCEEDED, as gRPC reports any deadline, whichever of the
+// server's answer and the client's own timer comes first.
+func grpcFailure(ctx context.Context, e *api.Error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return status.Error(codes.DeadlineExceeded, "The request's deadline passed before it finished.")
+	}
+	return grpcError(e)
 }
 
 func grpcError(e *api.Error) error {
