@@ -14,10 +14,18 @@ import (
 // each weight row once for the whole batch (where batching pays on a CPU:
 // decoding is memory-bound). Rows are split across cores.
 func (m *Matrix) MulMat(ys, xs [][]float32) {
+	var qs []qvec
+	if m.Type == gguf.Q8_0 {
+		// The vectors are quantised once, before the rows are shared out.
+		qs = make([]qvec, len(xs))
+		for b, x := range xs {
+			quantizeVec(&qs[b], x[:m.Cols])
+		}
+	}
 	work := m.Rows * m.Cols * len(xs)
 	parts := runtime.GOMAXPROCS(0)
 	if work < 1<<16 || parts == 1 {
-		m.mulRows(ys, xs, 0, m.Rows)
+		m.mulRows(ys, xs, qs, 0, m.Rows)
 		return
 	}
 	var wg sync.WaitGroup
@@ -27,24 +35,26 @@ func (m *Matrix) MulMat(ys, xs [][]float32) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m.mulRows(ys, xs, lo, hi)
+			m.mulRows(ys, xs, qs, lo, hi)
 		}()
 	}
 	wg.Wait()
 }
 
-func (m *Matrix) mulRows(ys, xs [][]float32, lo, hi int) {
-	// Each row is made float32 once (in place for F32 on a little-endian
-	// machine, dequantised into a buffer otherwise) and then dotted with
-	// every vector of the batch: the row's cost is paid once per step.
-	if m.Type == gguf.Q8_0 && len(xs) == 1 {
-		m.q8Rows(ys[0], xs[0], lo, hi) // alone, dequantising would cost a pass
-		return
-	}
+func (m *Matrix) mulRows(ys, xs [][]float32, qs []qvec, lo, hi int) {
 	if m.Type == gguf.Q8_0 {
-		m.q8Batch(ys, xs, lo, hi)
+		rowBytes := m.Cols / gguf.Q8Block * q8BlockBytes
+		for r := lo; r < hi; r++ {
+			row := m.Data[r*rowBytes : (r+1)*rowBytes]
+			for b := range qs {
+				ys[b][r] = dotQ8(row, &qs[b])
+			}
+		}
 		return
 	}
+	// Each row is made float32 once (in place for F32 on a little-endian
+	// machine, converted into a buffer otherwise) and then dotted with
+	// every vector of the batch: the row's cost is paid once per step.
 	var buf []float32
 	f32 := m.Type == gguf.F32 && nativeF32
 	if !f32 {
@@ -61,83 +71,6 @@ func (m *Matrix) mulRows(ys, xs [][]float32, lo, hi int) {
 			ys[b][r] = dot(w, x)
 		}
 	}
-}
-
-// q8Rows dots Q8_0 rows with one vector block by block, in int8.
-func (m *Matrix) q8Rows(y, x []float32, lo, hi int) {
-	blocks := m.Cols / gguf.Q8Block
-	rowBytes := blocks * (2 + gguf.Q8Block)
-	for r := lo; r < hi; r++ {
-		row := m.Data[r*rowBytes : (r+1)*rowBytes]
-		var s float32
-		for k := range blocks {
-			blk := row[k*(2+gguf.Q8Block) : (k+1)*(2+gguf.Q8Block)]
-			q := blk[2 : 2+gguf.Q8Block]
-			xk := x[k*gguf.Q8Block : (k+1)*gguf.Q8Block]
-			var s0, s1, s2, s3 float32
-			for i := 0; i < gguf.Q8Block; i += 4 {
-				s0 += float32(int8(q[i])) * xk[i]
-				s1 += float32(int8(q[i+1])) * xk[i+1]
-				s2 += float32(int8(q[i+2])) * xk[i+2]
-				s3 += float32(int8(q[i+3])) * xk[i+3]
-			}
-			s += F16(uint16(blk[0])|uint16(blk[1])<<8) * ((s0 + s1) + (s2 + s3))
-		}
-		y[r] = s
-	}
-}
-
-// q8Batch converts each Q8_0 row's int8s to float32 once, then dots
-// every vector block by block in exactly q8Rows' order of operations, so
-// that a sequence's logits do not depend on the batch it is in.
-func (m *Matrix) q8Batch(ys, xs [][]float32, lo, hi int) {
-	blocks := m.Cols / gguf.Q8Block
-	rowBytes := blocks * (2 + gguf.Q8Block)
-	qs := make([]float32, m.Cols)
-	ds := make([]float32, blocks)
-	for r := lo; r < hi; r++ {
-		row := m.Data[r*rowBytes : (r+1)*rowBytes]
-		for k := range blocks {
-			blk := row[k*(2+gguf.Q8Block) : (k+1)*(2+gguf.Q8Block)]
-			ds[k] = F16(uint16(blk[0]) | uint16(blk[1])<<8)
-			for i, q := range blk[2 : 2+gguf.Q8Block] {
-				qs[k*gguf.Q8Block+i] = float32(int8(q))
-			}
-		}
-		for b, x := range xs {
-			var s float32
-			for k := range blocks {
-				q := qs[k*gguf.Q8Block : (k+1)*gguf.Q8Block]
-				xk := x[k*gguf.Q8Block : (k+1)*gguf.Q8Block]
-				var s0, s1, s2, s3 float32
-				for i := 0; i < gguf.Q8Block; i += 4 {
-					s0 += q[i] * xk[i]
-					s1 += q[i+1] * xk[i+1]
-					s2 += q[i+2] * xk[i+2]
-					s3 += q[i+3] * xk[i+3]
-				}
-				s += ds[k] * ((s0 + s1) + (s2 + s3))
-			}
-			ys[b][r] = s
-		}
-	}
-}
-
-// dot is w·x with four accumulators (independent adds pipeline better).
-func dot(w, x []float32) float32 {
-	x = x[:len(w)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(w); i += 4 {
-		s0 += w[i] * x[i]
-		s1 += w[i+1] * x[i+1]
-		s2 += w[i+2] * x[i+2]
-		s3 += w[i+3] * x[i+3]
-	}
-	for ; i < len(w); i++ {
-		s0 += w[i] * x[i]
-	}
-	return (s0 + s1) + (s2 + s3)
 }
 
 // Feed is tokens to append to one sequence.
@@ -277,11 +210,7 @@ func (m *Model) attend(r row, l, hd, group int, scale float32) {
 		for p := range sc {
 			kp, _ := s.at(l, p)
 			k := kp[kvh*hd : (kvh+1)*hd]
-			var d float32
-			for i := range q {
-				d += q[i] * k[i]
-			}
-			sc[p] = d * scale
+			sc[p] = dot(q, k) * scale
 			mx = max(mx, sc[p])
 		}
 		var sum float32

@@ -43,6 +43,9 @@ func reference(m *llama.Model, tokens []int) []float64 {
 		return out
 	}
 	mul := func(mm llama.Matrix, x []float64) []float64 {
+		if mm.Type == gguf.Q8_0 {
+			x = q8RoundTrip(x) // the engine's int8 products quantise x too
+		}
 		y := make([]float64, mm.Rows)
 		for r := range y {
 			w := row(mm, r)
@@ -136,6 +139,23 @@ func reference(m *llama.Model, tokens []int) []float64 {
 	return mul(m.Output(), norm(xs[n-1], m.OutputNorm()))
 }
 
+// q8RoundTrip is x quantised to Q8_0 blocks (scale max|x|/127, round half
+// away from zero) and back.
+func q8RoundTrip(x []float64) []float64 {
+	out := make([]float64, len(x))
+	for k := 0; k < len(x); k += gguf.Q8Block {
+		var amax float64
+		for _, v := range x[k : k+gguf.Q8Block] {
+			amax = math.Max(amax, math.Abs(v))
+		}
+		d := amax / 127
+		for i := k; i < k+gguf.Q8Block && d != 0; i++ {
+			out[i] = math.Round(x[i]/d) * d
+		}
+	}
+	return out
+}
+
 func maxRelErr(got []float32, want []float64) float64 {
 	var scale, worst float64
 	for _, w := range want {
@@ -160,20 +180,24 @@ func TestAgainstReference(t *testing.T) {
 		{"llama q8_0", tiny.Config{Vocab: 64, Embd: 64, Layers: 2, Heads: 4, FF: 96, Context: 32, Type: gguf.Q8_0, Seed: 2}},
 		{"llama f16", tiny.Config{Vocab: 64, Embd: 64, Layers: 2, Heads: 4, FF: 96, Context: 32, Type: gguf.F16, Seed: 3}},
 		{"qwen2 gqa tied", tiny.Config{Arch: "qwen2", Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 64, Context: 32, Tied: true, Seed: 4}},
+		{"qwen2 q8_0", tiny.Config{Arch: "qwen2", Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 64, Context: 32, Tied: true, Type: gguf.Q8_0, Seed: 6}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			m := build(t, tc.cfg)
-			s := m.NewState()
-			for i, tok := range tokens {
-				if err := m.Forward(s, tok); err != nil {
-					t.Fatal(err)
+		for _, kernels := range llama.Kernels() {
+			t.Run(tc.name+" "+kernels, func(t *testing.T) {
+				defer llama.UseKernels(kernels)()
+				m := build(t, tc.cfg)
+				s := m.NewState()
+				for i, tok := range tokens {
+					if err := m.Forward(s, tok); err != nil {
+						t.Fatal(err)
+					}
+					want := reference(m, tokens[:i+1])
+					if e := maxRelErr(s.Logits, want); e > 1e-4 {
+						t.Fatalf("position %d: logits differ from the reference by %.2g of their scale", i, e)
+					}
 				}
-				want := reference(m, tokens[:i+1])
-				if e := maxRelErr(s.Logits, want); e > 1e-4 {
-					t.Fatalf("position %d: logits differ from the reference by %.2g of their scale", i, e)
-				}
-			}
-		})
+			})
+		}
 	}
 }
 

@@ -1,0 +1,17 @@
+package llama
+
+import "golang.org/x/sys/cpu"
+
+// avx2Available: every CPU with AVX2 and FMA (Haswell and later, AMD
+// Piledriver and later) also has F16C, which the Q8_0 kernel uses for the
+// block scales.
+var avx2Available = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+// useAVX2 selects the assembly kernels.
+var useAVX2 = avx2Available
+
+//go:noescape
+func dotQ8AVX2(w *byte, xq *int8, xd *float32, n int) float32
+
+//go:noescape
+func dotF32AVX2(w, x *float32, n int) float32

@@ -1,0 +1,117 @@
+#include "textflag.h"
+
+// func dotQ8AVX2(w *byte, xq *int8, xd *float32, n int) float32
+//
+// Σ_k f16(w[k].d) · xd[k] · Σ_i w[k].q[i] · xq[32k+i] over n Q8_0 blocks of
+// 34 bytes (a half-precision scale, then 32 int8). The int8 products are
+// summed exactly in integers (|q| ≤ 127 keeps VPMADDUBSW from saturating);
+// each block's eight partial sums are scaled into eight float lanes.
+TEXT ·dotQ8AVX2(SB), NOSPLIT, $0-36
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), DX
+	MOVQ n+24(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y9, Y9, Y9
+	VPCMPEQW Y7, Y7, Y7
+	VPSRLW $15, Y7, Y7 // sixteen int16 ones
+
+loop2:
+	CMPQ CX, $2
+	JLT  tail
+	// block 0
+	VMOVDQU 2(SI), Y1
+	VMOVDQU (DI), Y2
+	VPSIGNB Y1, Y1, Y3
+	VPSIGNB Y1, Y2, Y4
+	VPMADDUBSW Y4, Y3, Y5
+	VPMADDWD Y7, Y5, Y5
+	VCVTDQ2PS Y5, Y5
+	VPBROADCASTW (SI), X6
+	VCVTPH2PS X6, Y6
+	VBROADCASTSS (DX), Y8
+	VMULPS Y8, Y6, Y6
+	VFMADD231PS Y6, Y5, Y0
+	// block 1
+	VMOVDQU 36(SI), Y11
+	VMOVDQU 32(DI), Y12
+	VPSIGNB Y11, Y11, Y13
+	VPSIGNB Y11, Y12, Y14
+	VPMADDUBSW Y14, Y13, Y15
+	VPMADDWD Y7, Y15, Y15
+	VCVTDQ2PS Y15, Y15
+	VPBROADCASTW 34(SI), X10
+	VCVTPH2PS X10, Y10
+	VBROADCASTSS 4(DX), Y8
+	VMULPS Y8, Y10, Y10
+	VFMADD231PS Y10, Y15, Y9
+	ADDQ $68, SI
+	ADDQ $64, DI
+	ADDQ $8, DX
+	SUBQ $2, CX
+	JMP  loop2
+
+tail:
+	TESTQ CX, CX
+	JZ    done
+	VMOVDQU 2(SI), Y1
+	VMOVDQU (DI), Y2
+	VPSIGNB Y1, Y1, Y3
+	VPSIGNB Y1, Y2, Y4
+	VPMADDUBSW Y4, Y3, Y5
+	VPMADDWD Y7, Y5, Y5
+	VCVTDQ2PS Y5, Y5
+	VPBROADCASTW (SI), X6
+	VCVTPH2PS X6, Y6
+	VBROADCASTSS (DX), Y8
+	VMULPS Y8, Y6, Y6
+	VFMADD231PS Y6, Y5, Y0
+
+done:
+	VADDPS Y9, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+32(FP)
+	RET
+
+// func dotF32AVX2(w, x *float32, n int) float32
+// Σ w[i]·x[i] with four eight-lane FMA accumulators; n is a multiple of 32.
+TEXT ·dotF32AVX2(SB), NOSPLIT, $0-28
+	MOVQ w+0(FP), SI
+	MOVQ x+8(FP), DI
+	MOVQ n+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+floop:
+	TESTQ CX, CX
+	JZ    fdone
+	VMOVUPS (SI), Y4
+	VMOVUPS 32(SI), Y5
+	VMOVUPS 64(SI), Y6
+	VMOVUPS 96(SI), Y7
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	VFMADD231PS 64(DI), Y6, Y2
+	VFMADD231PS 96(DI), Y7, Y3
+	ADDQ $128, SI
+	ADDQ $128, DI
+	SUBQ $32, CX
+	JMP  floop
+
+fdone:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET

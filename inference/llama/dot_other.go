@@ -1,0 +1,11 @@
+//go:build !amd64
+
+package llama
+
+const avx2Available = false
+
+var useAVX2 = false
+
+func dotQ8AVX2(w *byte, xq *int8, xd *float32, n int) float32 { panic("no AVX2") }
+
+func dotF32AVX2(w, x *float32, n int) float32 { panic("no AVX2") }
