@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"sync"
 	"unsafe"
 
 	"github.com/open-autoglm/autoglm/inference/gguf"
@@ -12,39 +11,78 @@ import (
 
 // MulMat computes ys[b] = M xs[b] for every vector of the batch, reading
 // each weight row once for the whole batch (where batching pays on a CPU:
-// decoding is memory-bound). Rows are split across cores.
-func (m *Matrix) MulMat(ys, xs [][]float32) {
+// decoding is memory-bound). Rows are shared out across cores.
+func (m *Matrix) MulMat(ys, xs [][]float32) { mulAll(xs, nil, product{m, ys}) }
+
+// product is one matrix of mulAll and where its results go.
+type product struct {
+	m  *Matrix
+	ys [][]float32
+}
+
+// mulAll computes several products of the same inputs (Q, K and V; gate
+// and up) as one parallel pass over all their rows: the inputs are
+// quantised once and the cores are woken once. With then, the matrices
+// have the same number of rows and are shared out by row: then(lo, hi)
+// runs once rows lo..hi of every product are done (the SwiGLU of gate and
+// up, on the core that has them in cache).
+func mulAll(xs [][]float32, then func(lo, hi int), ps ...product) {
 	var qs []qvec
-	if m.Type == gguf.Q8_0 {
-		// The vectors are quantised once, before the rows are shared out.
-		qs = make([]qvec, len(xs))
-		for b, x := range xs {
-			quantizeVec(&qs[b], x[:m.Cols])
+	rows := 0
+	for _, p := range ps {
+		rows += p.m.Rows
+		if p.m.Type == gguf.Q8_0 && qs == nil {
+			// The vectors are quantised once, before the rows are shared out.
+			qs = make([]qvec, len(xs))
+			for b, x := range xs {
+				quantizeVec(&qs[b], x[:p.m.Cols])
+			}
 		}
 	}
-	work := m.Rows * m.Cols * len(xs)
-	parts := runtime.GOMAXPROCS(0)
-	if work < 1<<16 || parts == 1 {
-		m.mulRows(ys, xs, qs, 0, m.Rows)
+	cols := ps[0].m.Cols
+	if then != nil {
+		n := ps[0].m.Rows
+		parallelFor(n, max(8, n/(8*runtime.GOMAXPROCS(0))), func(lo, hi int) {
+			for _, p := range ps {
+				p.m.mulRows(p.ys, xs, qs, lo, hi)
+			}
+			then(lo, hi)
+		})
 		return
 	}
-	var wg sync.WaitGroup
-	step := (m.Rows + parts - 1) / parts
-	for lo := 0; lo < m.Rows; lo += step {
-		hi := min(lo+step, m.Rows)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m.mulRows(ys, xs, qs, lo, hi)
-		}()
+	if rows*cols*len(xs) < 1<<16 {
+		for _, p := range ps {
+			p.m.mulRows(p.ys, xs, qs, 0, p.m.Rows)
+		}
+		return
 	}
-	wg.Wait()
+	// Chunks of rows in the concatenation of the matrices, several per
+	// core, taken in turn by whichever core is free.
+	chunk := max(8, rows/(8*runtime.GOMAXPROCS(0)))
+	parallelFor(rows, chunk, func(lo, hi int) {
+		base := 0
+		for _, p := range ps {
+			if a, b := max(lo, base), min(hi, base+p.m.Rows); a < b {
+				p.m.mulRows(p.ys, xs, qs, a-base, b-base)
+			}
+			base += p.m.Rows
+		}
+	})
 }
 
 func (m *Matrix) mulRows(ys, xs [][]float32, qs []qvec, lo, hi int) {
 	if m.Type == gguf.Q8_0 {
 		rowBytes := m.Cols / gguf.Q8Block * q8BlockBytes
-		for r := lo; r < hi; r++ {
+		r := lo
+		var out [4]float32
+		for ; r+4 <= hi; r += 4 {
+			rows := m.Data[r*rowBytes : (r+4)*rowBytes]
+			for b := range qs {
+				dotQ8x4(rows, rowBytes, &qs[b], &out)
+				ys[b][r], ys[b][r+1], ys[b][r+2], ys[b][r+3] = out[0], out[1], out[2], out[3]
+			}
+		}
+		for ; r < hi; r++ {
 			row := m.Data[r*rowBytes : (r+1)*rowBytes]
 			for b := range qs {
 				ys[b][r] = dotQ8(row, &qs[b])
@@ -128,6 +166,11 @@ func (m *Model) Run(feeds []Feed) error {
 		}
 	}
 	n := len(rows)
+	maxPos, attWork := 0, 0
+	for _, r := range rows {
+		maxPos = max(maxPos, r.pos)
+		attWork += (r.pos + 1) * m.Heads * m.HeadDim()
+	}
 	col := func(f func(*scratch) []float32) [][]float32 {
 		out := make([][]float32, n)
 		for i, r := range rows {
@@ -147,9 +190,7 @@ func (m *Model) Run(feeds []Feed) error {
 			rmsnorm(r.sc.h, r.sc.x, L.attnNorm, m.RMSEps)
 			ks[i], vs[i] = r.s.at(l, r.pos)
 		}
-		L.wq.MulMat(qs, hs)
-		L.wk.MulMat(ks, hs)
-		L.wv.MulMat(vs, hs)
+		mulAll(hs, nil, product{&L.wq, qs}, product{&L.wk, ks}, product{&L.wv, vs})
 		for i, r := range rows {
 			for h := range m.Heads {
 				m.rope(r.sc.q[h*hd:(h+1)*hd], r.pos)
@@ -159,10 +200,19 @@ func (m *Model) Run(feeds []Feed) error {
 			}
 		}
 		// Every row's K and V of this layer is written: attention is
-		// causal over positions up to each row's own.
-		for _, r := range rows {
-			m.attend(r, l, hd, group, scale)
+		// causal over positions up to each row's own, one task per row
+		// and head.
+		tasks := n * m.Heads
+		chunk := tasks // short contexts: not worth waking another core
+		if attWork > 1<<12 {
+			chunk = max(1, tasks/(8*runtime.GOMAXPROCS(0)))
 		}
+		parallelFor(tasks, chunk, func(lo, hi int) {
+			score := make([]float32, maxPos+1)
+			for t := lo; t < hi; t++ {
+				m.attend(rows[t/m.Heads], t%m.Heads, l, hd, group, scale, score)
+			}
+		})
 		L.wo.MulMat(os, atts)
 		for _, r := range rows {
 			for i := range r.sc.x {
@@ -170,14 +220,14 @@ func (m *Model) Run(feeds []Feed) error {
 			}
 			rmsnorm(r.sc.h, r.sc.x, L.ffnNorm, m.RMSEps)
 		}
-		L.gate.MulMat(gs, hs)
-		L.up.MulMat(us, hs)
-		for _, r := range rows {
-			for i := range r.sc.g {
-				g := r.sc.g[i]
-				r.sc.g[i] = g / (1 + float32(math.Exp(float64(-g)))) * r.sc.u[i]
+		mulAll(hs, func(lo, hi int) {
+			for _, r := range rows {
+				g, u := r.sc.g[lo:hi], r.sc.u[lo:hi]
+				for i, x := range g {
+					g[i] = x / (1 + float32(math.Exp(float64(-x)))) * u[i]
+				}
 			}
-		}
+		}, product{&L.gate, gs}, product{&L.up, us})
 		L.down.MulMat(os, gs)
 		for _, r := range rows {
 			for i := range r.sc.x {
@@ -198,14 +248,14 @@ func (m *Model) Run(feeds []Feed) error {
 	return nil
 }
 
-// attend computes a row's attention output over its sequence's positions
-// up to its own.
-func (m *Model) attend(r row, l, hd, group int, scale float32) {
+// attend computes a row's attention output for head h over its sequence's
+// positions up to its own; score is scratch of at least pos+1.
+func (m *Model) attend(r row, h, l, hd, group int, scale float32, score []float32) {
 	s := r.s
-	for h := range m.Heads {
+	{
 		q := r.sc.q[h*hd : (h+1)*hd]
 		kvh := h / group
-		sc := s.score[:r.pos+1]
+		sc := score[:r.pos+1]
 		mx := float32(math.Inf(-1))
 		for p := range sc {
 			kp, _ := s.at(l, p)

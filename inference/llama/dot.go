@@ -75,6 +75,21 @@ func dotQ8(row []byte, x *qvec) float32 {
 	return dotQ8Go(row, x)
 }
 
+// dotQ8x4 is dotQ8 for the four rows starting at rows (each rowBytes
+// long), into out; each result is bit-identical to dotQ8's for its row.
+func dotQ8x4(rows []byte, rowBytes int, x *qvec, out *[4]float32) {
+	n := len(x.d)
+	if useAVX2 && n > 0 {
+		_ = rows[3*rowBytes+n*q8BlockBytes-1]
+		_ = x.q[n*gguf.Q8Block-1]
+		dotQ8x4AVX2(&rows[0], rowBytes, &x.q[0], &x.d[0], n, out)
+		return
+	}
+	for i := range out {
+		out[i] = dotQ8Go(rows[i*rowBytes:], x)
+	}
+}
+
 func dotQ8Go(row []byte, x *qvec) float32 {
 	var s float32
 	for k, xd := range x.d {

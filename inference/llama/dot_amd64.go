@@ -15,3 +15,6 @@ func dotQ8AVX2(w *byte, xq *int8, xd *float32, n int) float32
 
 //go:noescape
 func dotF32AVX2(w, x *float32, n int) float32
+
+//go:noescape
+func dotQ8x4AVX2(w *byte, stride int, xq *int8, xd *float32, n int, out *[4]float32)

@@ -9,3 +9,7 @@ var useAVX2 = false
 func dotQ8AVX2(w *byte, xq *int8, xd *float32, n int) float32 { panic("no AVX2") }
 
 func dotF32AVX2(w, x *float32, n int) float32 { panic("no AVX2") }
+
+func dotQ8x4AVX2(w *byte, stride int, xq *int8, xd *float32, n int, out *[4]float32) {
+	panic("no AVX2")
+}

@@ -29,6 +29,15 @@ func TestKernelsAgree(t *testing.T) {
 		if d := math.Abs(float64(got - want)); d > 1e-4*math.Max(1, math.Abs(float64(want))) {
 			t.Errorf("q8_0, %d blocks: avx2 %v, go %v", blocks, got, want)
 		}
+		// Four rows at once: each bit-identical to the one-row kernel.
+		rows := QuantizeQ8(append(append(append(append([]float32(nil), w...), x...), w...), x...))
+		var out [4]float32
+		dotQ8x4AVX2(&rows[0], len(row), &v.q[0], &v.d[0], blocks, &out)
+		for i, got := range out {
+			if want := dotQ8AVX2(&rows[i*len(row)], &v.q[0], &v.d[0], blocks); got != want {
+				t.Errorf("q8_0 x4, %d blocks, row %d: %v, one row alone %v", blocks, i, got, want)
+			}
+		}
 		got, want = dotF32AVX2(&w[0], &x[0], n), dotGo(w, x)
 		if d := math.Abs(float64(got - want)); d > 1e-4*math.Max(1, math.Abs(float64(want))) {
 			t.Errorf("f32, %d values: avx2 %v, go %v", n, got, want)

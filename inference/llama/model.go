@@ -167,7 +167,6 @@ type State struct {
 	blocks   []int
 	scratch
 	extra  []*scratch // for the rows of a multi-token feed
-	score  []float32
 	Logits []float32
 }
 
@@ -206,7 +205,7 @@ func (m *Model) NewStateCap(n int) *State {
 // from pool as it grows.
 func (m *Model) NewStateIn(pool *KVPool, n int) *State {
 	n = min(n, m.ContextLength)
-	return &State{Cap: n, pool: pool, scratch: m.newScratch(), score: make([]float32, n), Logits: make([]float32, m.Vocab)}
+	return &State{Cap: n, pool: pool, scratch: m.newScratch(), Logits: make([]float32, m.Vocab)}
 }
 
 // Forward feeds one token at s.Pos and leaves the next token's logits in

@@ -53,10 +53,13 @@ type Server struct {
 
 // Engine chooses and shapes the inference engine.
 type Engine struct {
-	// Kind is the engine: "test" is the deterministic test engine,
-	// "remote" an OpenAI-compatible server (vLLM, SGLang, llama.cpp).
+	// Kind is the engine: "native" (the default) the embedded CPU engine
+	// over a GGUF model, "remote" an OpenAI-compatible server (vLLM,
+	// SGLang, llama.cpp), "test" the deterministic test engine.
 	Kind string `yaml:"kind"`
-	// Model is the name served in the API's "model" field.
+	// Model is the name served in the API's "model" field; empty: the
+	// GGUF's general.name (native), engine.remote.model (remote),
+	// autoglm-test (test).
 	Model  string       `yaml:"model"`
 	Test   TestEngine   `yaml:"test"`
 	Native NativeEngine `yaml:"native"`
@@ -141,7 +144,7 @@ type Log struct {
 func Default() Config {
 	return Config{
 		Server: Server{HTTPAddr: ":8080", GRPCAddr: ":9090", MaxBodyBytes: 4 << 20, DrainTimeout: 30 * time.Second},
-		Engine: Engine{Kind: "test", Model: "autoglm-test", Test: TestEngine{
+		Engine: Engine{Kind: "native", Test: TestEngine{
 			Slots: 64, ContextLength: 4096, StepCost: 2 * time.Millisecond, SeqCost: 50 * time.Microsecond,
 		}, Native: NativeEngine{Slots: 16, ContextLength: 2048}, Remote: RemoteEngine{ConcurrencyMetric: "autoglm_max_running_sequences"}},
 		Admission: Admission{PriorityLevels: 4, MaxQueue: 256, DefaultTimeout: 5 * time.Minute, MaxTimeout: 30 * time.Minute, RetryAfter: time.Second},
@@ -224,8 +227,8 @@ func (c *Config) Validate() error {
 	default:
 		bad("engine.kind", "must be \"test\", \"native\" or \"remote\", got %q", c.Engine.Kind)
 	}
-	if c.Engine.Model == "" {
-		bad("engine.model", "is required")
+	if c.Engine.Kind == "remote" && c.Engine.Model == "" && c.Engine.Remote.Model == "" {
+		bad("engine.model", "is required with engine.kind remote (or engine.remote.model)")
 	}
 	a := c.Admission
 	if a.PriorityLevels < 1 || a.PriorityLevels > 16 {

@@ -26,7 +26,15 @@ func TestMain(m *testing.M) {
 		trivialServer()
 		return
 	}
-	os.Exit(m.Run())
+	if path := os.Getenv(rssEnv); path != "" {
+		nativeRSSChild(path)
+		return
+	}
+	code := m.Run()
+	if modelDir != "" {
+		os.RemoveAll(modelDir)
+	}
+	os.Exit(code)
 }
 
 var trivialBody = []byte(`{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":8,"completion_tokens":1,"total_tokens":9}}`)

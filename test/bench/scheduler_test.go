@@ -12,6 +12,7 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/testengine"
 	"github.com/open-autoglm/autoglm/sidecar/admission"
 	"github.com/open-autoglm/autoglm/sidecar/batch"
@@ -44,15 +45,24 @@ type streamResult struct {
 
 func runStreams(b *testing.B, streams, maxBatch int, d time.Duration) streamResult {
 	eng := testengine.New(testengine.Config{Slots: 64, StepCost: 2 * time.Millisecond, SeqCost: 100 * time.Microsecond})
-	s := batch.New(batch.Config{MaxBatchSize: maxBatch, MaxBatchTokens: 4096, Queue: admission.Config{Levels: 1, MaxQueue: 1024}}, eng, slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-
 	prompt := make([]int, 32)
 	for i := range prompt {
 		prompt[i] = 'a' + i%26
 	}
+	r, el := driveStreams(b, eng, batch.Config{MaxBatchSize: maxBatch, MaxBatchTokens: 4096}, streams, prompt, 32, d)
+	r.msPerStep = el.Seconds() * 1e3 / float64(eng.Steps)
+	return r
+}
+
+// driveStreams runs streams closed-loop clients, each sending the prompt
+// for maxTokens again and again for d, through a batch scheduler over eng.
+func driveStreams(b *testing.B, eng inference.Engine, cfg batch.Config, streams int, prompt []int, maxTokens int, d time.Duration) (streamResult, time.Duration) {
+	cfg.Queue = admission.Config{Levels: 1, MaxQueue: 1024}
+	s := batch.New(cfg, eng, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+
 	var tokens atomic.Int64
 	var mu sync.Mutex
 	ttft := hdrhistogram.New(1, 60_000_000, 3)
@@ -64,7 +74,7 @@ func runStreams(b *testing.B, streams, maxBatch int, d time.Duration) streamResu
 			defer wg.Done()
 			for time.Now().Before(stop) {
 				t0 := time.Now()
-				seq, err := s.Submit(context.Background(), batch.Request{Prompt: prompt, MaxTokens: 32})
+				seq, err := s.Submit(context.Background(), batch.Request{Prompt: prompt, MaxTokens: maxTokens})
 				if err != nil {
 					b.Error(err)
 					return
@@ -95,5 +105,5 @@ func runStreams(b *testing.B, streams, maxBatch int, d time.Duration) streamResu
 	el := time.Since(start)
 	cancel()
 	<-done
-	return streamResult{tokensPerSec: float64(tokens.Load()) / el.Seconds(), msPerStep: el.Seconds() * 1e3 / float64(eng.Steps), ttft: ttft}
+	return streamResult{tokensPerSec: float64(tokens.Load()) / el.Seconds(), ttft: ttft}, el
 }

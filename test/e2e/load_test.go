@@ -15,7 +15,7 @@ import (
 func TestLoadBinary(t *testing.T) {
 	sidecar, loadBin := build(t), buildCmd(t, "test/cmd/autoglm-load")
 	httpAddr, grpcAddr := freePort(t), freePort(t)
-	sc := startSidecar(t, sidecar, fmt.Sprintf("server:\n  http_addr: %s\n  grpc_addr: %s\nengine:\n  test:\n    step_cost: 1ms\n", httpAddr, grpcAddr))
+	sc := startSidecar(t, sidecar, fmt.Sprintf("server:\n  http_addr: %s\n  grpc_addr: %s\nengine:\n  kind: test\n  test:\n    step_cost: 1ms\n", httpAddr, grpcAddr))
 	sc.base = "http://" + httpAddr
 	waitReady(t, sc)
 	dir := t.TempDir()

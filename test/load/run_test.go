@@ -226,7 +226,9 @@ func TestReportContents(t *testing.T) {
 		t.Fatal(err)
 	}
 	if back.Requests != 100 || back.OK != 100 || back.Goodput != 0 || len(back.Timeline) < 2 || back.Latency["ttft"].Count != 100 ||
-		back.Latency["itl"].Count < 600 || back.Latency["itl"].Count > 700 || back.Latency["tpot"].P50 <= 0 || back.Workload.Output.A != 8 || !back.KeptUp {
+		back.Latency["itl"].Count < 600 || back.Latency["itl"].Count > 700 || back.Latency["tpot"].P50 <= 0 || back.Workload.Output.A != 8 ||
+		// a busy machine may delay sends: kept_up must say whether it did
+		back.KeptUp != (back.Dropped == 0 && back.Latency["lag"].P99 <= 10) {
 		t.Fatalf("report %+v", back)
 	}
 	tl := 0

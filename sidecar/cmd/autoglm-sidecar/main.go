@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -150,7 +151,7 @@ func run(args []string) int {
 	var srv *server.Server
 	if client != nil {
 		r := cfg.Engine.Remote
-		srv = server.NewRemote(cfg, client, inference.Info{Model: cfg.Engine.Model, Description: "remote " + r.URL, ContextLength: r.ContextLength}, log)
+		srv = server.NewRemote(cfg, client, inference.Info{Model: cmp.Or(cfg.Engine.Model, client.Model()), Description: "remote " + r.URL, ContextLength: r.ContextLength}, log)
 	} else {
 		srv = server.New(cfg, eng, kvTokens, log)
 	}
