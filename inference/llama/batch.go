@@ -274,9 +274,7 @@ func (m *Model) attend(r row, h, l, hd, group int, scale float32, score []float3
 			w := sc[p] / sum
 			_, vp := s.at(l, p)
 			v := vp[kvh*hd : (kvh+1)*hd]
-			for i := range out {
-				out[i] += w * v[i]
-			}
+			axpy(out, w, v)
 		}
 	}
 }

@@ -133,3 +133,15 @@ func dotGo(w, x []float32) float32 {
 	}
 	return (s0 + s1) + (s2 + s3)
 }
+
+// axpy is y += a·x.
+func axpy(y []float32, a float32, x []float32) {
+	x = x[:len(y)]
+	if useAVX2 && len(y)%8 == 0 && len(y) > 0 {
+		axpyAVX2(&y[0], a, &x[0], len(y))
+		return
+	}
+	for i := range y {
+		y[i] += a * x[i]
+	}
+}

@@ -18,3 +18,6 @@ func dotF32AVX2(w, x *float32, n int) float32
 
 //go:noescape
 func dotQ8x4AVX2(w *byte, stride int, xq *int8, xd *float32, n int, out *[4]float32)
+
+//go:noescape
+func axpyAVX2(y *float32, a float32, x *float32, n int)

@@ -13,3 +13,5 @@ func dotF32AVX2(w, x *float32, n int) float32 { panic("no AVX2") }
 func dotQ8x4AVX2(w *byte, stride int, xq *int8, xd *float32, n int, out *[4]float32) {
 	panic("no AVX2")
 }
+
+func axpyAVX2(y *float32, a float32, x *float32, n int) { panic("no AVX2") }

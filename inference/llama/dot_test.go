@@ -38,6 +38,16 @@ func TestKernelsAgree(t *testing.T) {
 				t.Errorf("q8_0 x4, %d blocks, row %d: %v, one row alone %v", blocks, i, got, want)
 			}
 		}
+		ya, yg := append([]float32(nil), x...), append([]float32(nil), x...)
+		axpyAVX2(&ya[0], 0.75, &w[0], n)
+		for i := range yg {
+			yg[i] += 0.75 * w[i]
+		}
+		for i := range ya {
+			if d := math.Abs(float64(ya[i] - yg[i])); d > 1e-5*math.Max(1, math.Abs(float64(yg[i]))) {
+				t.Fatalf("axpy, %d values: [%d] avx2 %v, go %v", n, i, ya[i], yg[i])
+			}
+		}
 		got, want = dotF32AVX2(&w[0], &x[0], n), dotGo(w, x)
 		if d := math.Abs(float64(got - want)); d > 1e-4*math.Max(1, math.Abs(float64(want))) {
 			t.Errorf("f32, %d values: avx2 %v, go %v", n, got, want)

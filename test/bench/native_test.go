@@ -190,6 +190,39 @@ func BenchmarkNativeDecode(b *testing.B) {
 	}
 }
 
+// BenchmarkNativeDecodeBatch: decode tokens/s when one step feeds 1, 4 or
+// 16 sequences (Q8_0): the weights are read once per step for all of them.
+func BenchmarkNativeDecodeBatch(b *testing.B) {
+	_, m := loadBench(b, gguf.Q8_0)
+	var single float64
+	for _, n := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
+			states := make([]*llama.State, n)
+			toks := make([]int, n)
+			for i := range states {
+				states[i] = m.NewStateCap(256)
+				toks[i] = 100 + i
+			}
+			if err := m.ForwardBatch(states, toks); err != nil { // warm
+				b.Fatal(err)
+			}
+			const steps = 32
+			t0 := time.Now()
+			for range steps {
+				if err := m.ForwardBatch(states, toks); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tps := float64(steps*n) / time.Since(t0).Seconds()
+			if n == 1 {
+				single = tps
+			}
+			b.ReportMetric(tps, "tok/s")
+			b.ReportMetric(tps/single, "vs-batch-1")
+		})
+	}
+}
+
 // BenchmarkNativePrefill: prompt tokens/s for a 512-token prompt fed in
 // one pass (as the scheduler's chunked prefill does, up to its token
 // budget).
@@ -246,10 +279,24 @@ func BenchmarkNativeBatched(b *testing.B) {
 }
 
 // rssEnv makes the test binary load a model with the native engine,
-// decode 16 sequences, and print its peak RSS (VmHWM, bytes).
+// decode 16 sequences, and print its peak RSS (VmHWM) and its RSS before
+// loading, in bytes.
 const rssEnv = "AUTOGLM_BENCH_NATIVE_RSS"
 
+// procStatus reads a /proc/self/status field in bytes.
+func procStatus(field string) int {
+	status, _ := os.ReadFile("/proc/self/status")
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return kb * 1024
+		}
+	}
+	return -1
+}
+
 func nativeRSSChild(path string) {
+	base := procStatus("VmRSS")
 	e, err := native.Open(path, native.Config{Slots: 16, ContextLength: 256})
 	if err != nil {
 		fmt.Println("error", err)
@@ -273,15 +320,7 @@ func nativeRSSChild(path string) {
 			in[i].Tokens = []int{out[i].Token}
 		}
 	}
-	status, _ := os.ReadFile("/proc/self/status")
-	for line := range strings.SplitSeq(string(status), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			fmt.Println(kb * 1024)
-			return
-		}
-	}
-	fmt.Println("error no VmHWM")
+	fmt.Println(procStatus("VmHWM"), base)
 }
 
 // BenchmarkNativeRSS: peak resident memory of a process that loads the
@@ -301,13 +340,15 @@ func BenchmarkNativeRSS(b *testing.B) {
 			if err != nil || strings.HasPrefix(line, "error") {
 				b.Fatalf("child: %v %s", err, line)
 			}
-			peak, err := strconv.ParseFloat(line, 64)
-			if err != nil {
+			var peak, base float64
+			if _, err := fmt.Sscan(line, &peak, &base); err != nil || peak <= 0 || base <= 0 {
 				b.Fatalf("child said %q", line)
 			}
 			b.ReportMetric(peak/1e6, "peak-RSS-MB")
+			b.ReportMetric(base/1e6, "before-load-MB")
 			b.ReportMetric(float64(st.Size())/1e6, "file-MB")
 			b.ReportMetric(peak/float64(st.Size()), "RSS/file")
+			b.ReportMetric((peak-base)/float64(st.Size()), "added/file")
 		})
 	}
 }
