@@ -12,13 +12,16 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 RUN_ADDR  ?= 127.0.0.1:8080
 RUN_GRPC  ?= 127.0.0.1:9090
 
-.PHONY: help build run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz clean
+.PHONY: help build filter run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 build: ## build every binary into bin/
 	$(GO) build -o $(BIN)/ ./sidecar/cmd/... ./xds/cmd/... ./test/cmd/...
+
+filter: ## build the proxy-wasm filter into bin/autoglm-filter.wasm (standard Go, wasip1)
+	./filter/build.sh $(BIN)/autoglm-filter.wasm
 
 run: build ## the local stack: autoglm-xds, two sidecar versions (90/10), Envoy if on PATH; prints what to try
 	BIN=$(BIN) ./test/tools/run-local.sh
@@ -28,6 +31,7 @@ run-sidecar: build ## just one sidecar on the embedded default engine
 
 test: lint check-generate ## vet, format check, generated-code check and all tests (race detector on concurrent packages)
 	$(GO) test -count=1 -timeout 5m ./...
+	cd filter && $(GO) test -count=1 -timeout 5m ./...
 	$(GO) test -count=1 -timeout 5m -race ./sidecar/admission/ ./sidecar/batch/ ./sidecar/stream/ ./sidecar/dispatch/ ./sidecar/server/ ./inference/gpu/ ./inference/remote/ ./test/load/ ./xds/server/ ./xds/rollout/ ./inference/llama/ ./inference/native/
 
 bench: ## benchmarks recorded in BENCHMARKS.md
@@ -46,6 +50,7 @@ fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 
 lint: ## go vet and a gofmt check
 	$(GO) vet ./...
+	cd filter && $(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
