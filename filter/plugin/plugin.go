@@ -1,11 +1,33 @@
 // Package plugin is the filter's logic over the proxy-wasm API: the VM,
-// plugin (configuration, metrics) and HTTP contexts.
+// plugin (configuration, metrics) and HTTP contexts. It runs in Envoy (the
+// compiled module) and natively under the SDK's proxytest host.
 package plugin
 
 import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+
+	"github.com/open-autoglm/autoglm/filter/config"
 )
+
+// Header names (ARCHITECTURE.md's header contract).
+const (
+	HeaderModel    = "x-autoglm-model"
+	HeaderTenant   = "x-autoglm-tenant"
+	HeaderPriority = "x-autoglm-priority"
+	HeaderCache    = "x-autoglm-cache"
+	// HeaderCacheControl opts a request in ("cache") or out ("bypass").
+	HeaderCacheControl = "x-autoglm-cache-control"
+)
+
+// Now is the clock (tests replace it).
+var Now = time.Now
 
 // VM is the VM context.
 type VM struct {
@@ -18,13 +40,124 @@ func (*VM) NewPluginContext(contextID uint32) types.PluginContext { return &Plug
 // Plugin is one plugin configuration on one worker.
 type Plugin struct {
 	types.DefaultPluginContext
+	cfg config.Config
+	m   metrics
 }
 
-// OnPluginStart implements types.PluginContext.
+type metrics struct {
+	throttled, cacheHit, cacheMiss, cacheBypass, badRequest, stateErrors proxywasm.MetricCounter
+}
+
+// OnPluginStart parses the configuration; a bad one fails the start, and
+// Envoy applies the plugin's fail strategy.
 func (p *Plugin) OnPluginStart(size int) types.OnPluginStartStatus {
-	proxywasm.LogInfo("autoglm filter started")
+	var data []byte
+	if size > 0 {
+		var err error
+		if data, err = proxywasm.GetPluginConfiguration(); err != nil {
+			proxywasm.LogCriticalf("autoglm filter: reading the plugin configuration: %v", err)
+			return types.OnPluginStartStatusFailed
+		}
+	}
+	cfg, err := config.Parse(data)
+	if err != nil {
+		proxywasm.LogCriticalf("autoglm filter: invalid plugin configuration: %v", err)
+		return types.OnPluginStartStatusFailed
+	}
+	p.cfg = cfg
+	p.m = metrics{
+		throttled:   proxywasm.DefineCounterMetric("autoglm_filter_throttled_total"),
+		cacheHit:    proxywasm.DefineCounterMetric("autoglm_filter_cache_hits_total"),
+		cacheMiss:   proxywasm.DefineCounterMetric("autoglm_filter_cache_misses_total"),
+		cacheBypass: proxywasm.DefineCounterMetric("autoglm_filter_cache_bypass_total"),
+		badRequest:  proxywasm.DefineCounterMetric("autoglm_filter_bad_requests_total"),
+		stateErrors: proxywasm.DefineCounterMetric("autoglm_filter_shared_state_errors_total"),
+	}
+	proxywasm.LogInfof("autoglm filter started: cache %v, throttle %v", cfg.Cache.Enabled, cfg.Throttle.Enabled)
 	return types.OnPluginStartStatusOK
 }
 
 // NewHttpContext implements types.PluginContext.
-func (p *Plugin) NewHttpContext(contextID uint32) types.HttpContext { return &types.DefaultHttpContext{} }
+func (p *Plugin) NewHttpContext(contextID uint32) types.HttpContext {
+	return &stream{p: p, id: contextID}
+}
+
+// sendError answers with an OpenAI-shaped error body.
+func sendError(status uint32, typ, code, msg string, extra [][2]string) {
+	body, _ := json.Marshal(map[string]any{"error": map[string]any{"message": msg, "type": typ, "code": code, "param": nil}})
+	headers := append([][2]string{{"content-type", "application/json"}}, extra...)
+	if err := proxywasm.SendHttpResponse(status, headers, body, -1); err != nil {
+		proxywasm.LogErrorf("autoglm filter: sending a %d: %v", status, err)
+	}
+}
+
+// tenantOf is the caller's identity from the configured sources, or "".
+func tenantOf(c config.Tenant) string {
+	for _, s := range c.Sources {
+		switch s {
+		case "peer_certificate":
+			if v, err := proxywasm.GetProperty([]string{"connection", "uri_san_peer_certificate"}); err == nil && len(v) > 0 {
+				return string(v)
+			}
+		case "xfcc":
+			if v, err := proxywasm.GetHttpRequestHeader("x-forwarded-client-cert"); err == nil {
+				if uri := XFCCURI(v); uri != "" {
+					return uri
+				}
+			}
+		case "api_key":
+			if v, err := proxywasm.GetHttpRequestHeader(c.APIKeyHeader); err == nil && v != "" {
+				return "apikey:" + keyHash(v)
+			}
+		}
+	}
+	return ""
+}
+
+// XFCCURI is the URI of the last element of an x-forwarded-client-cert
+// value: the client of the proxy that set it (Envoy appends its own
+// client's element).
+func XFCCURI(v string) string {
+	elems := splitQuoted(v, ',')
+	if len(elems) == 0 {
+		return ""
+	}
+	for _, kv := range splitQuoted(elems[len(elems)-1], ';') {
+		k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if ok && strings.EqualFold(k, "URI") {
+			return strings.Trim(val, `"`)
+		}
+	}
+	return ""
+}
+
+// splitQuoted splits on sep outside double quotes.
+func splitQuoted(s string, sep byte) []string {
+	var out []string
+	quoted, start := false, 0
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && quoted:
+			i++
+		case s[i] == '"':
+			quoted = !quoted
+		case s[i] == sep && !quoted:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+func priorityOf(v string) int {
+	p, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || p < 0 {
+		return 0
+	}
+	return min(p, 15)
+}
+
+func retryAfterSeconds(d time.Duration) string {
+	s := int((d + time.Second - 1) / time.Second)
+	return fmt.Sprint(max(s, 1))
+}

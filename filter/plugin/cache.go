@@ -1,0 +1,187 @@
+package plugin
+
+import (
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
+	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+)
+
+// The local tier lives in the proxy's shared data, common to all workers:
+// an entry per key, and an index (key, size, expiry per line, oldest
+// first) that bounds the total size; shared data cannot delete, so an
+// evicted entry is overwritten with an empty value.
+const (
+	cachePrefix = "autoglm:cache:"
+	cacheIndex  = "autoglm:cache:index"
+)
+
+// entry is a stored response.
+type entry struct {
+	expires int64 // unix nanoseconds
+	ctype   string
+	body    []byte
+}
+
+func (e entry) encode() []byte {
+	b := make([]byte, 10, 10+len(e.ctype)+len(e.body))
+	binary.LittleEndian.PutUint64(b, uint64(e.expires))
+	binary.LittleEndian.PutUint16(b[8:], uint16(len(e.ctype)))
+	return append(append(b, e.ctype...), e.body...)
+}
+
+func decodeEntry(b []byte) (entry, bool) {
+	if len(b) < 10 {
+		return entry{}, false
+	}
+	n := int(binary.LittleEndian.Uint16(b[8:]))
+	if len(b) < 10+n {
+		return entry{}, false
+	}
+	return entry{expires: int64(binary.LittleEndian.Uint64(b)), ctype: string(b[10 : 10+n]), body: b[10+n:]}, true
+}
+
+// cacheable: deterministic requests, or those that opt in; never those
+// that opt out.
+func (s *stream) cacheable() (ok bool, state string) {
+	v, _ := proxywasm.GetHttpRequestHeader(HeaderCacheControl)
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "bypass", "no-cache", "no-store":
+		return false, "BYPASS"
+	case "cache":
+		return true, ""
+	}
+	if !s.req.Deterministic() {
+		return false, "BYPASS"
+	}
+	return true, ""
+}
+
+// lookup answers from the local tier; false lets the request go on.
+func (s *stream) lookup() bool {
+	ok, state := s.cacheable()
+	if !ok {
+		s.cacheState = state
+		s.p.m.cacheBypass.Increment(1)
+		return false
+	}
+	scope := s.tenant
+	if s.p.cfg.Cache.Shared {
+		scope = ""
+	}
+	s.cacheKey = cachePrefix + s.req.Key + ":" + keyHash(scope)
+	data, _, err := proxywasm.GetSharedData(s.cacheKey)
+	if err == nil {
+		if e, ok := decodeEntry(data); ok && e.expires > Now().UnixNano() {
+			s.hit(e)
+			return true
+		}
+	} else if !errors.Is(err, types.ErrorStatusNotFound) {
+		s.p.m.stateErrors.Increment(1)
+	}
+	s.cacheState = "MISS"
+	s.p.m.cacheMiss.Increment(1)
+	return false
+}
+
+func (s *stream) hit(e entry) {
+	s.done = true
+	s.cacheState = "HIT"
+	s.p.m.cacheHit.Increment(1)
+	if s.reserved > 0 {
+		s.adjust(s.tokKey, s.tokLimit, s.reserved) // a hit generates nothing
+		s.reserved = 0
+	}
+	headers := [][2]string{{"content-type", e.ctype}, {HeaderCache, "HIT"}}
+	if err := proxywasm.SendHttpResponse(200, headers, e.body, -1); err != nil {
+		proxywasm.LogErrorf("autoglm filter: answering from the cache: %v", err)
+	}
+}
+
+// store puts the recorded response in the local tier, evicting the
+// oldest entries past the size bound.
+func (s *stream) store() {
+	c := s.p.cfg.Cache
+	now := Now()
+	e := entry{expires: now.Add(c.TTL).UnixNano(), ctype: s.ctype, body: s.buf}
+	val := e.encode()
+	var evicted []string
+	err := s.casUpdate(cacheIndex, func(old []byte) ([]byte, bool) {
+		evicted = evicted[:0]
+		lines := parseIndex(old)
+		kept := lines[:0]
+		total := len(val)
+		for _, l := range lines {
+			if l.expires <= now.UnixNano() || l.key == s.cacheKey {
+				evicted = append(evicted, l.key)
+				continue
+			}
+			kept = append(kept, l)
+			total += l.size
+		}
+		for len(kept) > 0 && total > c.MaxBytes {
+			evicted = append(evicted, kept[0].key)
+			total -= kept[0].size
+			kept = kept[1:]
+		}
+		kept = append(kept, indexLine{key: s.cacheKey, size: len(val), expires: e.expires})
+		return formatIndex(kept), true
+	})
+	if err != nil {
+		s.p.m.stateErrors.Increment(1)
+		proxywasm.LogWarnf("autoglm filter: cache index: %v", err)
+		return
+	}
+	// Writes go through compare-and-swap too: cas 0 is "unconditional" in
+	// Envoy but not in every host.
+	put := func(k string, v []byte) error {
+		return s.casUpdate(k, func([]byte) ([]byte, bool) { return v, true })
+	}
+	for _, k := range evicted {
+		if k != s.cacheKey {
+			_ = put(k, nil)
+		}
+	}
+	if err := put(s.cacheKey, val); err != nil {
+		s.p.m.stateErrors.Increment(1)
+	}
+}
+
+type indexLine struct {
+	key     string
+	size    int
+	expires int64
+}
+
+func parseIndex(b []byte) []indexLine {
+	var out []indexLine
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		size, err1 := strconv.Atoi(f[1])
+		exp, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err1 == nil && err2 == nil {
+			out = append(out, indexLine{key: f[0], size: size, expires: exp})
+		}
+	}
+	return out
+}
+
+func formatIndex(lines []indexLine) []byte {
+	var b []byte
+	for _, l := range lines {
+		b = append(b, l.key...)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, int64(l.size), 10)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, l.expires, 10)
+		b = append(b, '\n')
+	}
+	return b
+}
+
