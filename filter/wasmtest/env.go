@@ -1,0 +1,289 @@
+package wasmtest
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tetratelabs/wazero/api"
+)
+
+type u = uint32
+
+// instantiateEnv provides the proxy-wasm "env" host functions.
+func (h *Host) instantiateEnv() error {
+	bld := h.rt.NewHostModuleBuilder("env")
+	fn := func(name string, f any) { bld.NewFunctionBuilder().WithFunc(f).Export(name) }
+	w := h.worker
+
+	fn("proxy_log", func(_ context.Context, m api.Module, level, msg, size u) u {
+		wk := w(m)
+		wk.Logs = append(wk.Logs, fmt.Sprintf("[%d] %s", level, wk.read(msg, size)))
+		return statusOK
+	})
+	fn("proxy_set_tick_period_milliseconds", func(_ context.Context, m api.Module, p u) u { return statusOK })
+	fn("proxy_set_effective_context", func(_ context.Context, m api.Module, id u) u {
+		w(m).active = id
+		return statusOK
+	})
+	fn("proxy_done", func(_ context.Context, m api.Module) u { return statusOK })
+
+	// Shared data, with Envoy's compare-and-swap: cas 0 writes
+	// unconditionally, any other must match the value's current cas.
+	fn("proxy_get_shared_data", func(_ context.Context, m api.Module, key, ksize, retData, retSize, retCas u) u {
+		wk := w(m)
+		k := string(wk.read(key, ksize))
+		h.mu.Lock()
+		v, ok := h.shared[k]
+		var data []byte
+		var cas u
+		if ok {
+			data, cas = append([]byte(nil), v.data...), v.cas
+		}
+		h.mu.Unlock()
+		if !ok {
+			return statusNotFound
+		}
+		wk.give(data, retData, retSize)
+		wk.mod.Memory().WriteUint32Le(retCas, cas)
+		if h.OnSharedGet != nil {
+			hook := h.OnSharedGet
+			h.OnSharedGet = nil // one interleaving per arming
+			hook(wk, k)
+		}
+		return statusOK
+	})
+	fn("proxy_set_shared_data", func(_ context.Context, m api.Module, key, ksize, val, vsize, cas u) u {
+		wk := w(m)
+		k := string(wk.read(key, ksize))
+		data := wk.read(val, vsize)
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		v, ok := h.shared[k]
+		if !ok {
+			h.shared[k] = &sharedValue{data: data, cas: 1}
+			return statusOK
+		}
+		if cas != 0 && cas != v.cas {
+			return statusCasMismatch
+		}
+		v.data, v.cas = data, v.cas+1
+		return statusOK
+	})
+	for _, name := range []string{"proxy_register_shared_queue", "proxy_enqueue_shared_queue"} {
+		fn(name, func(_ context.Context, m api.Module, a, b, c u) u { return statusUnimpl })
+	}
+	fn("proxy_resolve_shared_queue", func(_ context.Context, m api.Module, a, b, c, d, e u) u { return statusUnimpl })
+	fn("proxy_dequeue_shared_queue", func(_ context.Context, m api.Module, a, b, c u) u { return statusUnimpl })
+	fn("proxy_call_foreign_function", func(_ context.Context, m api.Module, a, b, c, d, e, f u) u { return statusUnimpl })
+
+	// Headers of the active stream (or of the callout being answered).
+	headers := func(wk *Worker, mt u) *[][2]string {
+		switch mt {
+		case 6:
+			if wk.callout != nil {
+				return &wk.callout.response.headers
+			}
+			return nil
+		case 0, 2:
+			s := wk.streams[wk.active]
+			if s == nil {
+				return nil
+			}
+			if mt == 0 {
+				return &s.RequestHeaders
+			}
+			return &s.ResponseHeaders
+		}
+		return nil
+	}
+	fn("proxy_get_header_map_value", func(_ context.Context, m api.Module, mt, key, ksize, retData, retSize u) u {
+		wk := w(m)
+		hs := headers(wk, mt)
+		if hs == nil {
+			return statusBadArgument
+		}
+		k := strings.ToLower(string(wk.read(key, ksize)))
+		for _, kv := range *hs {
+			if kv[0] == k {
+				return wk.give([]byte(kv[1]), retData, retSize)
+			}
+		}
+		return statusNotFound
+	})
+	set := func(replace bool) any {
+		return func(_ context.Context, m api.Module, mt, key, ksize, val, vsize u) u {
+			wk := w(m)
+			hs := headers(wk, mt)
+			if hs == nil {
+				return statusBadArgument
+			}
+			k, v := strings.ToLower(string(wk.read(key, ksize))), string(wk.read(val, vsize))
+			if replace {
+				out := (*hs)[:0]
+				for _, kv := range *hs {
+					if kv[0] != k {
+						out = append(out, kv)
+					}
+				}
+				*hs = out
+			}
+			*hs = append(*hs, [2]string{k, v})
+			return statusOK
+		}
+	}
+	fn("proxy_add_header_map_value", set(false))
+	fn("proxy_replace_header_map_value", set(true))
+	fn("proxy_remove_header_map_value", func(_ context.Context, m api.Module, mt, key, ksize u) u {
+		wk := w(m)
+		hs := headers(wk, mt)
+		if hs == nil {
+			return statusBadArgument
+		}
+		k := strings.ToLower(string(wk.read(key, ksize)))
+		out := (*hs)[:0]
+		for _, kv := range *hs {
+			if kv[0] != k {
+				out = append(out, kv)
+			}
+		}
+		*hs = out
+		return statusOK
+	})
+	fn("proxy_get_header_map_pairs", func(_ context.Context, m api.Module, mt, retData, retSize u) u {
+		wk := w(m)
+		hs := headers(wk, mt)
+		if hs == nil {
+			return statusBadArgument
+		}
+		return wk.give(encodePairs(*hs), retData, retSize)
+	})
+	fn("proxy_set_header_map_pairs", func(_ context.Context, m api.Module, mt, data, size u) u {
+		wk := w(m)
+		hs := headers(wk, mt)
+		if hs == nil {
+			return statusBadArgument
+		}
+		*hs = decodePairs(wk.read(data, size))
+		return statusOK
+	})
+
+	buffer := func(wk *Worker, bt u) *[]byte {
+		s := wk.streams[wk.active]
+		switch bt {
+		case 0:
+			if s != nil {
+				return &s.requestBody
+			}
+		case 1:
+			if s != nil {
+				return &s.responseBody
+			}
+		case 4:
+			if wk.callout != nil {
+				return &wk.callout.response.body
+			}
+		case 7:
+			return &wk.plugin
+		}
+		return nil
+	}
+	fn("proxy_get_buffer_bytes", func(_ context.Context, m api.Module, bt, start, maxSize, retData, retSize u) u {
+		wk := w(m)
+		buf := buffer(wk, bt)
+		if buf == nil {
+			return statusBadArgument
+		}
+		data := *buf
+		if int(start) > len(data) {
+			return statusBadArgument
+		}
+		end := min(len(data), int(start)+int(maxSize))
+		return wk.give(data[start:end], retData, retSize)
+	})
+	fn("proxy_set_buffer_bytes", func(_ context.Context, m api.Module, bt, start, maxSize, data, size u) u {
+		wk := w(m)
+		buf := buffer(wk, bt)
+		if buf == nil {
+			return statusBadArgument
+		}
+		*buf = wk.read(data, size)
+		return statusOK
+	})
+	fn("proxy_continue_stream", func(_ context.Context, m api.Module, st u) u {
+		wk := w(m)
+		if s := wk.streams[wk.active]; s != nil {
+			s.Resumed++
+		}
+		return statusOK
+	})
+	fn("proxy_close_stream", func(_ context.Context, m api.Module, st u) u { return statusOK })
+	fn("proxy_send_local_response", func(_ context.Context, m api.Module, status, details, dsize, body, bsize, hdrs, hsize u, grpc int32) u {
+		wk := w(m)
+		s := wk.streams[wk.active]
+		if s == nil {
+			return statusBadArgument
+		}
+		s.Local = &LocalResponse{Status: int(status), Body: wk.read(body, bsize), Headers: decodePairs(wk.read(hdrs, hsize))}
+		return statusOK
+	})
+	fn("proxy_http_call", func(_ context.Context, m api.Module, up, upsize, hdrs, hsize, body, bsize, tr, trsize, timeout, retID u) u {
+		wk := w(m)
+		c := &Callout{Token: u(len(wk.Callouts) + 1), Cluster: string(wk.read(up, upsize)), Headers: decodePairs(wk.read(hdrs, hsize)),
+			Body: wk.read(body, bsize), Timeout: time.Duration(timeout) * time.Millisecond}
+		wk.Callouts = append(wk.Callouts, c)
+		wk.mod.Memory().WriteUint32Le(retID, c.Token)
+		return statusOK
+	})
+	fn("proxy_define_metric", func(_ context.Context, m api.Module, typ, name, nsize, retID u) u {
+		wk := w(m)
+		n := string(wk.read(name, nsize))
+		id, ok := wk.metrics[n]
+		if !ok {
+			id = u(len(wk.values))
+			wk.metrics[n] = id
+			wk.values = append(wk.values, 0)
+		}
+		wk.mod.Memory().WriteUint32Le(retID, id)
+		return statusOK
+	})
+	fn("proxy_increment_metric", func(_ context.Context, m api.Module, id u, off int64) u {
+		wk := w(m)
+		if int(id) >= len(wk.values) {
+			return statusNotFound
+		}
+		wk.values[id] += off
+		return statusOK
+	})
+	fn("proxy_record_metric", func(_ context.Context, m api.Module, id u, v uint64) u {
+		wk := w(m)
+		if int(id) >= len(wk.values) {
+			return statusNotFound
+		}
+		wk.values[id] = int64(v)
+		return statusOK
+	})
+	fn("proxy_get_metric", func(_ context.Context, m api.Module, id, ret u) u {
+		wk := w(m)
+		if int(id) >= len(wk.values) {
+			return statusNotFound
+		}
+		b := binary.LittleEndian.AppendUint64(nil, uint64(wk.values[id]))
+		wk.mod.Memory().Write(ret, b)
+		return statusOK
+	})
+	fn("proxy_get_property", func(_ context.Context, m api.Module, path, psize, retData, retSize u) u {
+		wk := w(m)
+		p := strings.Trim(strings.ReplaceAll(string(wk.read(path, psize)), "\x00", "/"), "/")
+		v, ok := wk.props[p]
+		if !ok {
+			return statusNotFound
+		}
+		return wk.give([]byte(v), retData, retSize)
+	})
+	fn("proxy_set_property", func(_ context.Context, m api.Module, path, psize, val, vsize u) u { return statusOK })
+	_, err := bld.Instantiate(h.ctx)
+	return err
+}

@@ -1,0 +1,352 @@
+package wasmtest
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+)
+
+// Host runs the compiled filter the way Envoy does: one module instance
+// (VM) per worker, all sharing the proxy's shared data, with the proxy-wasm
+// ABI 0.2.1 host functions, a controlled clock and HTTP callouts the test
+// answers.
+type Host struct {
+	ctx     context.Context
+	rt      wazero.Runtime
+	Workers []*Worker
+
+	mu     sync.Mutex
+	shared map[string]*sharedValue
+	// OnSharedGet, when set, runs after a worker has read a shared-data
+	// key and before it can write it back: a test makes another worker
+	// write in between (a real compare-and-swap conflict).
+	OnSharedGet func(w *Worker, key string)
+
+	now   time.Time
+	props map[string]string
+}
+
+// SetProperty sets (or, with "", removes) a property every VM sees.
+func (h *Host) SetProperty(path, value string) {
+	if value == "" {
+		delete(h.props, path)
+		return
+	}
+	h.props[path] = value
+}
+
+// compiled caches machine code across the tests' runtimes.
+var compiled = wazero.NewCompilationCache()
+
+type sharedValue struct {
+	data []byte
+	cas  uint32
+}
+
+// Config shapes a host.
+type Config struct {
+	Workers int
+	Plugin  []byte // the plugin configuration
+	// Properties answers proxy_get_property, by path segments joined with
+	// "/", e.g. "connection/uri_san_peer_certificate".
+	Properties map[string]string
+}
+
+// Worker is one VM: a module instance with its root (plugin) context.
+type Worker struct {
+	h       *Host
+	Name    string
+	mod     api.Module
+	root    uint32
+	next    uint32
+	streams map[uint32]*Stream
+	active  uint32
+	props   map[string]string
+	plugin  []byte
+
+	Logs     []string
+	metrics  map[string]uint32
+	values   []int64
+	Callouts []*Callout
+	callout  *Callout // whose response is being delivered
+}
+
+// Callout is a proxy_http_call the filter made.
+type Callout struct {
+	Token    uint32
+	Cluster  string
+	Headers  [][2]string
+	Body     []byte
+	Timeout  time.Duration
+	response struct {
+		headers [][2]string
+		body    []byte
+	}
+}
+
+// Stream is one HTTP request through a worker's filter.
+type Stream struct {
+	w  *Worker
+	ID uint32
+
+	RequestHeaders, ResponseHeaders [][2]string
+	requestBody, responseBody       []byte
+	// Local is the response the filter sent itself, if any.
+	Local *LocalResponse
+	// Resumed counts proxy_continue_stream calls.
+	Resumed int
+}
+
+// LocalResponse is a proxy_send_local_response.
+type LocalResponse struct {
+	Status  int
+	Headers [][2]string
+	Body    []byte
+}
+
+// New compiles bin and starts cfg.Workers VMs with the plugin started.
+func New(ctx context.Context, bin []byte, cfg Config) (*Host, error) {
+	h := &Host{ctx: ctx, shared: map[string]*sharedValue{}, now: time.Unix(1_700_000_000, 0), props: map[string]string{}}
+	for k, v := range cfg.Properties {
+		h.props[k] = v
+	}
+	h.rt = wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCompilationCache(compiled))
+	wasi_snapshot_preview1.MustInstantiate(ctx, h.rt)
+	if err := h.instantiateEnv(); err != nil {
+		return nil, err
+	}
+	mod, err := h.rt.CompileModule(ctx, bin)
+	if err != nil {
+		return nil, err
+	}
+	for i := range max(cfg.Workers, 1) {
+		w := &Worker{h: h, Name: fmt.Sprintf("worker-%d", i), root: 1, next: 2, streams: map[uint32]*Stream{},
+			props: h.props, plugin: cfg.Plugin, metrics: map[string]uint32{}}
+		h.Workers = append(h.Workers, w)
+		mc := wazero.NewModuleConfig().WithName(w.Name).WithStartFunctions("_initialize").
+			WithWalltime(func() (int64, int32) { return h.now.Unix(), int32(h.now.Nanosecond()) }, 1).
+			WithNanotime(func() int64 { return h.now.UnixNano() }, 1)
+		if w.mod, err = h.rt.InstantiateModule(ctx, mod, mc); err != nil {
+			return nil, fmt.Errorf("%s: %w", w.Name, err)
+		}
+		w.call("proxy_on_context_create", uint64(w.root), 0)
+		if w.call("proxy_on_vm_start", uint64(w.root), 0)[0] != 1 {
+			return nil, fmt.Errorf("%s: VM start failed: %v", w.Name, w.Logs)
+		}
+		if w.call("proxy_on_configure", uint64(w.root), uint64(len(cfg.Plugin)))[0] != 1 {
+			return nil, fmt.Errorf("%s: plugin start failed: %s", w.Name, strings.Join(w.Logs, "\n"))
+		}
+	}
+	return h, nil
+}
+
+// Close releases the runtime.
+func (h *Host) Close() error { return h.rt.Close(h.ctx) }
+
+// Advance moves the clock every VM sees.
+func (h *Host) Advance(d time.Duration) { h.now = h.now.Add(d) }
+
+func (h *Host) worker(m api.Module) *Worker {
+	for _, w := range h.Workers {
+		if w.mod == m || w.Name == m.Name() {
+			return w
+		}
+	}
+	panic("unknown module " + m.Name())
+}
+
+// call runs an exported function; a trap (a Go panic in the VM) fails the
+// test through the returned error's panic.
+func (w *Worker) call(name string, args ...uint64) []uint64 {
+	f := w.mod.ExportedFunction(name)
+	if f == nil {
+		panic(w.Name + ": no export " + name)
+	}
+	prev := w.active
+	defer func() { w.active = prev }()
+	if len(args) > 0 {
+		w.active = uint32(args[0])
+	}
+	res, err := f.Call(w.h.ctx, args...)
+	if err != nil {
+		panic(fmt.Sprintf("%s: %s trapped: %v\n%s", w.Name, name, err, strings.Join(w.Logs, "\n")))
+	}
+	return res
+}
+
+// NewStream creates an HTTP context.
+func (w *Worker) NewStream() *Stream {
+	s := &Stream{w: w, ID: w.next}
+	w.next++
+	w.streams[s.ID] = s
+	w.call("proxy_on_context_create", uint64(s.ID), uint64(w.root))
+	return s
+}
+
+// Action values.
+const (
+	Continue = 0
+	Pause    = 1
+)
+
+// SendRequestHeaders calls proxy_on_request_headers.
+func (s *Stream) SendRequestHeaders(hs [][2]string, endOfStream bool) int {
+	s.RequestHeaders = lower(hs)
+	return int(s.w.call("proxy_on_request_headers", uint64(s.ID), uint64(len(hs)), b(endOfStream))[0])
+}
+
+// SendRequestBody calls proxy_on_request_body with the body so far
+// (buffered while the filter pauses).
+func (s *Stream) SendRequestBody(chunk []byte, endOfStream bool) int {
+	s.requestBody = append(s.requestBody, chunk...)
+	a := int(s.w.call("proxy_on_request_body", uint64(s.ID), uint64(len(s.requestBody)), b(endOfStream))[0])
+	if a == Continue {
+		s.requestBody = nil
+	}
+	return a
+}
+
+// SendResponseHeaders calls proxy_on_response_headers.
+func (s *Stream) SendResponseHeaders(hs [][2]string, endOfStream bool) int {
+	s.ResponseHeaders = lower(hs)
+	return int(s.w.call("proxy_on_response_headers", uint64(s.ID), uint64(len(hs)), b(endOfStream))[0])
+}
+
+// SendResponseBody calls proxy_on_response_body with one chunk.
+func (s *Stream) SendResponseBody(chunk []byte, endOfStream bool) int {
+	s.responseBody = append(s.responseBody, chunk...)
+	a := int(s.w.call("proxy_on_response_body", uint64(s.ID), uint64(len(s.responseBody)), b(endOfStream))[0])
+	if a == Continue {
+		s.responseBody = nil
+	}
+	return a
+}
+
+// Done ends the stream as Envoy does: log, done, delete.
+func (s *Stream) Done() {
+	s.w.call("proxy_on_log", uint64(s.ID))
+	s.w.call("proxy_on_done", uint64(s.ID))
+	s.w.call("proxy_on_delete", uint64(s.ID))
+	delete(s.w.streams, s.ID)
+}
+
+// Header returns a header of hs.
+func Header(hs [][2]string, k string) string {
+	for _, h := range hs {
+		if strings.EqualFold(h[0], k) {
+			return h[1]
+		}
+	}
+	return ""
+}
+
+// Respond delivers the response to a callout.
+func (w *Worker) Respond(c *Callout, headers [][2]string, body []byte) {
+	c.response.headers, c.response.body = lower(headers), body
+	w.callout = c
+	defer func() { w.callout = nil }()
+	w.call("proxy_on_http_call_response", uint64(w.root), uint64(c.Token), uint64(len(headers)), uint64(len(body)), 0)
+}
+
+func lower(hs [][2]string) [][2]string {
+	out := make([][2]string, len(hs))
+	for i, h := range hs {
+		out[i] = [2]string{strings.ToLower(h[0]), h[1]}
+	}
+	return out
+}
+
+func b(v bool) uint64 {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// Metric is a metric's value on this worker.
+func (w *Worker) Metric(name string) int64 {
+	if id, ok := w.metrics[name]; ok {
+		return w.values[id]
+	}
+	return -1
+}
+
+// ---- memory helpers
+
+func (w *Worker) read(ptr, size uint32) []byte {
+	if size == 0 {
+		return nil
+	}
+	data, ok := w.mod.Memory().Read(ptr, size)
+	if !ok {
+		panic(fmt.Sprintf("%s: read out of range %d+%d", w.Name, ptr, size))
+	}
+	return append([]byte(nil), data...)
+}
+
+// give copies data into memory the module allocates and writes its
+// address and size at retPtr and retSize.
+func (w *Worker) give(data []byte, retPtr, retSize uint32) uint32 {
+	ptr := uint32(0)
+	if len(data) > 0 {
+		ptr = uint32(w.call("proxy_on_memory_allocate", uint64(len(data)))[0])
+		w.mod.Memory().Write(ptr, data)
+	}
+	w.mod.Memory().WriteUint32Le(retPtr, ptr)
+	w.mod.Memory().WriteUint32Le(retSize, uint32(len(data)))
+	return statusOK
+}
+
+func encodePairs(hs [][2]string) []byte {
+	n := 4 + 8*len(hs)
+	for _, h := range hs {
+		n += len(h[0]) + len(h[1]) + 2
+	}
+	out := make([]byte, 4+8*len(hs), n)
+	binary.LittleEndian.PutUint32(out, uint32(len(hs)))
+	for i, h := range hs {
+		binary.LittleEndian.PutUint32(out[4+8*i:], uint32(len(h[0])))
+		binary.LittleEndian.PutUint32(out[8+8*i:], uint32(len(h[1])))
+	}
+	for _, h := range hs {
+		out = append(append(append(append(out, h[0]...), 0), h[1]...), 0)
+	}
+	return out
+}
+
+func decodePairs(b []byte) [][2]string {
+	if len(b) < 4 {
+		return nil
+	}
+	n := int(binary.LittleEndian.Uint32(b))
+	if 4+8*n > len(b) {
+		return nil
+	}
+	out := make([][2]string, n)
+	p := 4 + 8*n
+	for i := range n {
+		kl := int(binary.LittleEndian.Uint32(b[4+8*i:]))
+		vl := int(binary.LittleEndian.Uint32(b[8+8*i:]))
+		if p+kl+vl+2 > len(b) {
+			return nil
+		}
+		out[i] = [2]string{string(b[p : p+kl]), string(b[p+kl+1 : p+kl+1+vl])}
+		p += kl + vl + 2
+	}
+	return out
+}
+
+const (
+	statusOK          = 0
+	statusNotFound    = 1
+	statusBadArgument = 2
+	statusCasMismatch = 8
+	statusUnimpl      = 12
+)

@@ -1,0 +1,206 @@
+package wasmtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+const peer = "connection/uri_san_peer_certificate"
+
+func start(t *testing.T, workers int, plugin string) *Host {
+	t.Helper()
+	bin, err := Module()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(context.Background(), bin, Config{Workers: workers, Plugin: []byte(plugin), Properties: map[string]string{peer: "spiffe://mesh.local/ns/a/sa/app"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+const chat = `{"model":"qwen","messages":[{"role":"user","content":"Say hi"}],"max_tokens":16,"temperature":0}`
+
+// request sends a POST through a worker's filter.
+func request(w *Worker, path, body string, extra ...[2]string) *Stream {
+	s := w.NewStream()
+	hs := append([][2]string{{":method", "POST"}, {":path", path}, {":authority", "gw"}}, extra...)
+	if s.SendRequestHeaders(hs, body == "") == Pause && s.Local == nil && body != "" {
+		s.SendRequestBody([]byte(body), true)
+	}
+	return s
+}
+
+func respond(s *Stream, status int, ctype string, chunks ...string) {
+	s.SendResponseHeaders([][2]string{{":status", fmt.Sprint(status)}, {"content-type", ctype}}, len(chunks) == 0)
+	for i, c := range chunks {
+		s.SendResponseBody([]byte(c), i == len(chunks)-1)
+	}
+	s.Done()
+}
+
+func usage(total int) string {
+	return fmt.Sprintf(`{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`, total-5, total)
+}
+
+// TestWasmHeaders: the compiled module sets the model and the verified
+// tenant, and never lets a client's tenant through.
+func TestWasmHeaders(t *testing.T) {
+	h := start(t, 1, `{}`)
+	s := request(h.Workers[0], "/v1/chat/completions", chat, [2]string{"x-autoglm-tenant", "forged"})
+	if s.Local != nil {
+		t.Fatalf("local response %d %s", s.Local.Status, s.Local.Body)
+	}
+	if m := Header(s.RequestHeaders, "x-autoglm-model"); m != "qwen" {
+		t.Fatalf("model %q", m)
+	}
+	var tenants []string
+	for _, kv := range s.RequestHeaders {
+		if kv[0] == "x-autoglm-tenant" {
+			tenants = append(tenants, kv[1])
+		}
+	}
+	if len(tenants) != 1 || tenants[0] != "spiffe://mesh.local/ns/a/sa/app" {
+		t.Fatalf("tenant headers %v", tenants)
+	}
+	respond(s, 200, "application/json", usage(9))
+}
+
+// TestWasmBadInputNeverTraps: bodies the filter cannot read get a 4xx
+// from the VM, which keeps serving (a Go panic would trap and kill it).
+func TestWasmBadInputNeverTraps(t *testing.T) {
+	h := start(t, 1, `{"max_body_bytes": 4096}`)
+	w := h.Workers[0]
+	huge := strings.Repeat("v", 64<<10)
+	for _, tc := range []struct {
+		body   string
+		extra  [][2]string
+		status int
+	}{
+		{"\x00\xff not json", nil, 400},
+		{`{"model": 12}`, nil, 400},
+		{`{"model":"m","prompt":"` + strings.Repeat("x", 5000) + `"}`, nil, 413},
+		{chat, [][2]string{{"x-huge", huge}, {"x-forwarded-client-cert", huge}}, 0},
+		{`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":null}]}],"max_tokens":null}`, nil, 0},
+	} {
+		s := request(w, "/v1/completions", tc.body, tc.extra...)
+		got := 0
+		if s.Local != nil {
+			got = s.Local.Status
+			var e struct{ Error struct{ Message string } }
+			if json.Unmarshal(s.Local.Body, &e) != nil || e.Error.Message == "" {
+				t.Fatalf("error body %s", s.Local.Body)
+			}
+		}
+		if got != tc.status {
+			t.Fatalf("%.40q: status %d, want %d", tc.body, got, tc.status)
+		}
+		s.Done()
+	}
+	if s := request(w, "/v1/chat/completions", chat); s.Local != nil {
+		t.Fatal("the VM stopped serving after bad input")
+	}
+}
+
+// TestWasmThrottleSharedAcrossWorkers: two VMs draw on the same tenant
+// buckets through shared data; the controlled clock refills them.
+func TestWasmThrottleSharedAcrossWorkers(t *testing.T) {
+	h := start(t, 2, `{"throttle": {"enabled": true, "requests_per_second": 1, "request_burst": 4}}`)
+	ok := 0
+	for i := range 6 {
+		s := request(h.Workers[i%2], "/v1/chat/completions", chat)
+		if s.Local == nil {
+			ok++
+		} else if s.Local.Status != 429 || Header(s.Local.Headers, "retry-after") != "1" {
+			t.Fatalf("refusal %d %v", s.Local.Status, s.Local.Headers)
+		}
+		s.Done()
+	}
+	if ok != 4 {
+		t.Fatalf("%d of 6 admitted across two workers, want the shared burst of 4", ok)
+	}
+	h.Advance(2 * time.Second)
+	for i := range 2 {
+		if s := request(h.Workers[i], "/v1/chat/completions", chat); s.Local != nil {
+			t.Fatalf("after 2 s: %d", s.Local.Status)
+		}
+	}
+	if n := h.Workers[0].Metric("autoglm_filter_throttled_total") + h.Workers[1].Metric("autoglm_filter_throttled_total"); n != 2 {
+		t.Fatalf("throttled counter %d", n)
+	}
+}
+
+// TestWasmCASConflict: another worker writes the bucket between a
+// worker's read and its write; the compare-and-swap fails, the worker
+// retries on the new value, and no take is lost.
+func TestWasmCASConflict(t *testing.T) {
+	h := start(t, 2, `{"throttle": {"enabled": true, "requests_per_second": 0.001, "request_burst": 3}}`)
+	request(h.Workers[0], "/v1/chat/completions", chat).Done() // the bucket exists: 2 left
+	fired := false
+	h.OnSharedGet = func(w *Worker, key string) {
+		if strings.HasPrefix(key, "autoglm:rl:req:") {
+			fired = true
+			if s := request(h.Workers[1], "/v1/chat/completions", chat); s.Local != nil {
+				t.Errorf("the interleaved request was refused: %d", s.Local.Status)
+			}
+		}
+	}
+	if s := request(h.Workers[0], "/v1/chat/completions", chat); s.Local != nil {
+		t.Fatalf("the conflicting request was refused: %d", s.Local.Status)
+	}
+	if !fired {
+		t.Fatal("no conflicting write happened")
+	}
+	// 3 taken: the next is refused on either worker.
+	for _, w := range h.Workers {
+		if s := request(w, "/v1/chat/completions", chat); s.Local == nil || s.Local.Status != 429 {
+			t.Fatal("a 4th request passed a burst of 3: a take was lost in the conflict")
+		}
+	}
+}
+
+// TestWasmCacheAcrossWorkers: a response stored by one worker answers the
+// same request on another, until it expires.
+func TestWasmCacheAcrossWorkers(t *testing.T) {
+	h := start(t, 2, `{"cache": {"enabled": true, "ttl": "30s"}}`)
+	s := request(h.Workers[0], "/v1/chat/completions", chat)
+	if s.Local != nil {
+		t.Fatal("first request answered locally")
+	}
+	respond(s, 200, "application/json", usage(9))
+	if Header(s.ResponseHeaders, "x-autoglm-cache") != "MISS" {
+		t.Fatalf("first: %v", s.ResponseHeaders)
+	}
+	s = request(h.Workers[1], "/v1/chat/completions", chat)
+	if s.Local == nil || s.Local.Status != 200 || string(s.Local.Body) != usage(9) || Header(s.Local.Headers, "x-autoglm-cache") != "HIT" {
+		t.Fatalf("second worker: %+v", s.Local)
+	}
+	h.Advance(31 * time.Second)
+	if s := request(h.Workers[1], "/v1/chat/completions", chat); s.Local != nil {
+		t.Fatal("expired entry served")
+	}
+	// Another identity does not share the entry.
+	h.Advance(-31 * time.Second)
+	h.SetProperty(peer, "spiffe://mesh.local/ns/b/sa/other")
+	if s := request(h.Workers[0], "/v1/chat/completions", chat); s.Local != nil {
+		t.Fatal("another tenant got this tenant's entry")
+	}
+}
+
+// TestWasmBadConfig: the plugin refuses to start, naming the field.
+func TestWasmBadConfig(t *testing.T) {
+	bin, err := Module()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(context.Background(), bin, Config{Plugin: []byte(`{"throttle": {"enabled": true, "max_cas_retries": 0}}`)})
+	if err == nil || !strings.Contains(err.Error(), "throttle.max_cas_retries") {
+		t.Fatalf("err %v", err)
+	}
+}
