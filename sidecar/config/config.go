@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -20,6 +21,18 @@ type Config struct {
 	Batch     Batch     `yaml:"batch"`
 	GPU       GPU       `yaml:"gpu"`
 	Log       Log       `yaml:"log"`
+	Cache     Cache     `yaml:"cache"`
+}
+
+// Cache is the response-cache endpoint (/v1/cache/{key}) that the
+// proxy-wasm filter's remote tier calls; off unless redis_url is set.
+type Cache struct {
+	// RedisURL is redis://[user:password@]host:port[/db].
+	RedisURL      string        `yaml:"redis_url"`
+	Prefix        string        `yaml:"prefix"`
+	MaxEntryBytes int           `yaml:"max_entry_bytes"`
+	MaxTTL        time.Duration `yaml:"max_ttl"`
+	Timeout       time.Duration `yaml:"timeout"`
 }
 
 // GPU configures NVML telemetry and GPU-aware admission.
@@ -151,6 +164,7 @@ func Default() Config {
 		Batch:     Batch{MaxBatchSize: 32, MaxBatchTokens: 2048},
 		GPU:       GPU{Mode: "auto", PollInterval: 2 * time.Second},
 		Log:       Log{Level: "info", Format: "json"},
+		Cache:     Cache{Prefix: "autoglm:", MaxEntryBytes: 1 << 20, MaxTTL: time.Hour, Timeout: 100 * time.Millisecond},
 	}
 }
 
@@ -229,6 +243,20 @@ func (c *Config) Validate() error {
 	}
 	if c.Engine.Kind == "remote" && c.Engine.Model == "" && c.Engine.Remote.Model == "" {
 		bad("engine.model", "is required with engine.kind remote (or engine.remote.model)")
+	}
+	if k := c.Cache; k.RedisURL != "" {
+		if !strings.HasPrefix(k.RedisURL, "redis://") && !strings.HasPrefix(k.RedisURL, "rediss://") && !strings.HasPrefix(k.RedisURL, "unix://") {
+			bad("cache.redis_url", "must be a redis://, rediss:// or unix:// URL, got %q", k.RedisURL)
+		}
+		if k.MaxEntryBytes < 1024 {
+			bad("cache.max_entry_bytes", "must be at least 1024, got %d", k.MaxEntryBytes)
+		}
+		if k.MaxTTL < time.Second {
+			bad("cache.max_ttl", "must be at least 1s, got %s", k.MaxTTL)
+		}
+		if k.Timeout <= 0 {
+			bad("cache.timeout", "must be positive, got %s", k.Timeout)
+		}
 	}
 	a := c.Admission
 	if a.PriorityLevels < 1 || a.PriorityLevels > 16 {

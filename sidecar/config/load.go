@@ -67,6 +67,7 @@ func Flags(fs *flag.FlagSet) func(*Config) {
 	num("max-batch-size", "sequences per step (batch.max_batch_size)", func(c *Config) *int { return &c.Batch.MaxBatchSize })
 	num("max-queue", "waiting requests before 429 (admission.max_queue)", func(c *Config) *int { return &c.Admission.MaxQueue })
 	str("log-level", "debug, info, warn or error (log.level)", func(c *Config) *string { return &c.Log.Level })
+	str("cache-redis", "Redis URL behind the /v1/cache endpoint of the filter's remote tier; empty: off (cache.redis_url)", func(c *Config) *string { return &c.Cache.RedisURL })
 	str("log-format", "json or text (log.format)", func(c *Config) *string { return &c.Log.Format })
 	return func(c *Config) {
 		for _, set := range given {

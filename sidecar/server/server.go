@@ -57,7 +57,16 @@ type Server struct {
 	draining atomic.Bool
 	ids      atomic.Uint64
 	idPrefix string
+	cache    http.Handler
 }
+
+// AttachCache serves the filter's cache endpoint (/v1/cache/) on the HTTP
+// API. Call before Run.
+func (s *Server) AttachCache(h http.Handler) { s.cache = h }
+
+// Registry is where the server's metrics are; other parts of the sidecar
+// register theirs here too.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
 
 // New builds a server and its scheduler over eng from cfg; Run starts them.
 //
@@ -158,6 +167,9 @@ func (s *Server) Handler() http.Handler {
 		io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	if s.cache != nil {
+		mux.Handle("/v1/cache/", s.cache)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/v1/chat/completions", "/v1/completions", "/v1/models":

@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/gguf"
@@ -26,6 +27,7 @@ import (
 	"github.com/open-autoglm/autoglm/inference/native"
 	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/inference/testengine"
+	"github.com/open-autoglm/autoglm/sidecar/cache"
 	"github.com/open-autoglm/autoglm/sidecar/config"
 	"github.com/open-autoglm/autoglm/sidecar/server"
 )
@@ -157,6 +159,18 @@ func run(args []string) int {
 	}
 	if mon != nil {
 		srv.AttachGPU(mon, cfg.GPU.PollInterval)
+	}
+	if k := cfg.Cache; k.RedisURL != "" {
+		opts, err := redis.ParseURL(k.RedisURL)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "autoglm-sidecar: cache.redis_url:", err)
+			return 2
+		}
+		rc := redis.NewClient(opts)
+		defer rc.Close()
+		srv.AttachCache(cache.Handler(cache.Redis{C: rc, Prefix: k.Prefix},
+			cache.Config{MaxEntryBytes: k.MaxEntryBytes, MaxTTL: k.MaxTTL, Timeout: k.Timeout}, srv.Registry()))
+		log.Info("cache endpoint", "redis", opts.Addr, "prefix", k.Prefix)
 	}
 	if err := srv.Run(ctx, ls); err != nil {
 		log.Error("stopped", "err", err)
