@@ -328,10 +328,12 @@ func short(raw json.RawMessage) string {
 	return s
 }
 
-func (d *decoder) string(p string, r json.RawMessage, v *string)    { d.into(p, r, v, "a string") }
-func (d *decoder) bool(p string, r json.RawMessage, v *bool)        { d.into(p, r, v, "true or false") }
-func (d *decoder) float(p string, r json.RawMessage, v *float64)    { d.into(p, r, v, "a number") }
-func (d *decoder) strings(p string, r json.RawMessage, v *[]string) { d.into(p, r, v, "a list of strings") }
+func (d *decoder) string(p string, r json.RawMessage, v *string) { d.into(p, r, v, "a string") }
+func (d *decoder) bool(p string, r json.RawMessage, v *bool)     { d.into(p, r, v, "true or false") }
+func (d *decoder) float(p string, r json.RawMessage, v *float64) { d.into(p, r, v, "a number") }
+func (d *decoder) strings(p string, r json.RawMessage, v *[]string) {
+	d.into(p, r, v, "a list of strings")
+}
 
 func (d *decoder) int(p string, r json.RawMessage, v *int) {
 	var f float64

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
@@ -82,9 +83,51 @@ func (s *stream) lookup() bool {
 	} else if !errors.Is(err, types.ErrorStatusNotFound) {
 		s.p.m.stateErrors.Increment(1)
 	}
+	if s.p.cfg.Cache.Remote.Cluster != "" && s.remoteLookup() {
+		return true
+	}
+	s.miss()
+	return false
+}
+
+func (s *stream) miss() {
 	s.cacheState = "MISS"
 	s.p.m.cacheMiss.Increment(1)
-	return false
+}
+
+// remoteKey is the key in the remote tier (the sidecar's /v1/cache).
+func (s *stream) remoteKey() string { return strings.TrimPrefix(s.cacheKey, cachePrefix) }
+
+// remoteLookup asks the cache cluster, holding the request until it
+// answers; any failure (error, timeout, not 200) is a miss: fail-open.
+func (s *stream) remoteLookup() bool {
+	r := s.p.cfg.Cache.Remote
+	hs := [][2]string{{":method", "GET"}, {":path", "/v1/cache/" + s.remoteKey()}, {":authority", r.Authority}}
+	_, err := proxywasm.DispatchHttpCall(r.Cluster, hs, nil, nil, uint32(r.Timeout.Milliseconds()), func(_, bodySize, _ int) {
+		status := calloutStatus()
+		if status == "200" {
+			if body, err := proxywasm.GetHttpCallResponseBody(0, bodySize); err == nil {
+				if e, ok := decodeEntry(body); ok && e.expires > Now().UnixNano() {
+					s.buf, s.ctype = e.body, e.ctype
+					s.storeLocal(e.expires) // the next request on this proxy stays local
+					s.hit(e)
+					return
+				}
+			}
+		} else if status == "" || status[0] == '5' {
+			s.p.m.stateErrors.Increment(1)
+		}
+		s.miss()
+		if err := proxywasm.ResumeHttpRequest(); err != nil {
+			proxywasm.LogErrorf("autoglm filter: resuming after the cache lookup: %v", err)
+		}
+	})
+	if err != nil {
+		s.p.m.stateErrors.Increment(1)
+		proxywasm.LogWarnf("autoglm filter: cache cluster %s: %v", r.Cluster, err)
+		return false
+	}
+	return true
 }
 
 func (s *stream) hit(e entry) {
@@ -101,12 +144,30 @@ func (s *stream) hit(e entry) {
 	}
 }
 
-// store puts the recorded response in the local tier, evicting the
-// oldest entries past the size bound.
+// store puts the recorded response in both tiers.
 func (s *stream) store() {
+	expires := Now().Add(s.p.cfg.Cache.TTL).UnixNano()
+	val := s.storeLocal(expires)
+	if r := s.p.cfg.Cache.Remote; r.Cluster != "" && val != nil {
+		ttl := s.p.cfg.Cache.TTL / time.Second
+		hs := [][2]string{{":method", "PUT"}, {":path", "/v1/cache/" + s.remoteKey()}, {":authority", r.Authority},
+			{"content-type", "application/octet-stream"}, {"x-autoglm-cache-ttl", strconv.Itoa(int(max(ttl, 1)))}}
+		if _, err := proxywasm.DispatchHttpCall(r.Cluster, hs, val, nil, uint32(r.Timeout.Milliseconds()), func(int, int, int) {
+			if st := calloutStatus(); len(st) == 0 || st[0] != '2' {
+				proxywasm.LogWarnf("autoglm filter: storing in the cache cluster: status %q", st)
+			}
+		}); err != nil {
+			proxywasm.LogWarnf("autoglm filter: cache cluster %s: %v", r.Cluster, err)
+		}
+	}
+}
+
+// storeLocal puts the response in the local tier, evicting the oldest
+// entries past the size bound; it returns the stored value.
+func (s *stream) storeLocal(expires int64) []byte {
 	c := s.p.cfg.Cache
 	now := Now()
-	e := entry{expires: now.Add(c.TTL).UnixNano(), ctype: s.ctype, body: s.buf}
+	e := entry{expires: expires, ctype: s.ctype, body: s.buf}
 	val := e.encode()
 	var evicted []string
 	err := s.casUpdate(cacheIndex, func(old []byte) ([]byte, bool) {
@@ -133,7 +194,7 @@ func (s *stream) store() {
 	if err != nil {
 		s.p.m.stateErrors.Increment(1)
 		proxywasm.LogWarnf("autoglm filter: cache index: %v", err)
-		return
+		return nil
 	}
 	// Writes go through compare-and-swap too: cas 0 is "unconditional" in
 	// Envoy but not in every host.
@@ -148,6 +209,7 @@ func (s *stream) store() {
 	if err := put(s.cacheKey, val); err != nil {
 		s.p.m.stateErrors.Increment(1)
 	}
+	return val
 }
 
 type indexLine struct {
@@ -185,3 +247,14 @@ func formatIndex(lines []indexLine) []byte {
 	return b
 }
 
+// calloutStatus is the :status of the callout being answered ("" when it
+// failed or timed out: Envoy then calls back with no headers).
+func calloutStatus() string {
+	hs, _ := proxywasm.GetHttpCallResponseHeaders()
+	for _, h := range hs {
+		if h[0] == ":status" {
+			return h[1]
+		}
+	}
+	return ""
+}

@@ -1,9 +1,12 @@
 package wasmtest
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -29,8 +32,9 @@ type Host struct {
 	// write in between (a real compare-and-swap conflict).
 	OnSharedGet func(w *Worker, key string)
 
-	now   time.Time
-	props map[string]string
+	now      time.Time
+	props    map[string]string
+	clusters map[string]string
 }
 
 // SetProperty sets (or, with "", removes) a property every VM sees.
@@ -50,10 +54,65 @@ type sharedValue struct {
 	cas  uint32
 }
 
+// Dispatch performs the callouts not yet answered as real HTTP requests
+// to the clusters' base URLs (Config.Clusters), within each callout's
+// timeout, and delivers the answers; a failed or timed-out call is
+// delivered with no headers, as Envoy does. Unknown clusters fail.
+func (h *Host) Dispatch() {
+	for _, w := range h.Workers {
+		for _, c := range w.Callouts {
+			if c.answered {
+				continue
+			}
+			c.answered = true
+			hs, body := h.do(c)
+			w.Respond(c, hs, body)
+		}
+	}
+}
+
+func (h *Host) do(c *Callout) ([][2]string, []byte) {
+	base, ok := h.clusters[c.Cluster]
+	if !ok {
+		return nil, nil
+	}
+	method, path := Header(c.Headers, ":method"), Header(c.Headers, ":path")
+	ctx, cancel := context.WithTimeout(h.ctx, c.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(c.Body))
+	if err != nil {
+		return nil, nil
+	}
+	for _, kv := range c.Headers {
+		if !strings.HasPrefix(kv[0], ":") {
+			req.Header.Add(kv[0], kv[1])
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, nil
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, nil
+	}
+	out := [][2]string{{":status", fmt.Sprint(resp.StatusCode)}}
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			out = append(out, [2]string{strings.ToLower(k), v})
+		}
+	}
+	return out, body
+}
+
 // Config shapes a host.
 type Config struct {
-	Workers int
-	Plugin  []byte // the plugin configuration
+	// Clusters maps the cluster names the filter calls to base URLs that
+	// Dispatch reaches over real HTTP.
+	Clusters map[string]string
+	Workers  int
+	Plugin   []byte // the plugin configuration
 	// Properties answers proxy_get_property, by path segments joined with
 	// "/", e.g. "connection/uri_san_peer_certificate".
 	Properties map[string]string
@@ -85,6 +144,7 @@ type Callout struct {
 	Headers  [][2]string
 	Body     []byte
 	Timeout  time.Duration
+	answered bool
 	response struct {
 		headers [][2]string
 		body    []byte
@@ -113,7 +173,8 @@ type LocalResponse struct {
 
 // New compiles bin and starts cfg.Workers VMs with the plugin started.
 func New(ctx context.Context, bin []byte, cfg Config) (*Host, error) {
-	h := &Host{ctx: ctx, shared: map[string]*sharedValue{}, now: time.Unix(1_700_000_000, 0), props: map[string]string{}}
+	h := &Host{ctx: ctx, shared: map[string]*sharedValue{}, now: time.Unix(1_700_000_000, 0), props: map[string]string{},
+		clusters: cfg.Clusters}
 	for k, v := range cfg.Properties {
 		h.props[k] = v
 	}

@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/open-autoglm/autoglm/filter/wasmtest"
+	"github.com/open-autoglm/autoglm/internal/redistest"
+)
+
+// TestFilterRemoteCache: the compiled filter in two separate proxies (two
+// wazero hosts: no shared data between them) and one autoglm-sidecar whose
+// /v1/cache endpoint keeps entries in a real Redis. A response stored by
+// the first proxy answers the same request on the second through the
+// remote tier; with the cache cluster down, requests go on (fail-open).
+func TestFilterRemoteCache(t *testing.T) {
+	bin, err := wasmtest.Module()
+	if err != nil {
+		t.Fatal(err)
+	}
+	redisAddr := redistest.Start(t)
+	sidecar := build(t)
+	httpAddr, grpcAddr := freePort(t), freePort(t)
+	sc := startSidecar(t, sidecar, fmt.Sprintf("server:\n  http_addr: %s\n  grpc_addr: %s\nengine:\n  kind: test\ncache:\n  redis_url: redis://%s/0\n", httpAddr, grpcAddr, redisAddr))
+	sc.base = "http://" + httpAddr
+	waitReady(t, sc)
+
+	plugin := `{"cache": {"enabled": true, "ttl": "60s", "remote": {"cluster": "autoglm-cache", "authority": "cache", "timeout": "2s"}}}`
+	proxy := func(clusters map[string]string) *wasmtest.Host {
+		h, err := wasmtest.New(context.Background(), bin, wasmtest.Config{Plugin: []byte(plugin), Clusters: clusters,
+			Properties: map[string]string{"connection/uri_san_peer_certificate": "spiffe://mesh.local/ns/a/sa/app"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		return h
+	}
+	clusters := map[string]string{"autoglm-cache": sc.base}
+	a, b := proxy(clusters), proxy(clusters)
+	body := `{"model":"m","messages":[{"role":"user","content":"cache me"}],"temperature":0}`
+	reply := `{"choices":[{"message":{"content":"cached"}}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}`
+	send := func(h *wasmtest.Host) *wasmtest.Stream {
+		s := h.Workers[0].NewStream()
+		s.SendRequestHeaders([][2]string{{":method", "POST"}, {":path", "/v1/chat/completions"}, {":authority", "gw"}}, false)
+		if a := s.SendRequestBody([]byte(body), true); a != wasmtest.Pause {
+			t.Fatalf("the request was not held for the remote lookup: action %d", a)
+		}
+		h.Dispatch() // the GET to the sidecar
+		return s
+	}
+
+	// Proxy A: a miss in both tiers; the request resumes; the response is
+	// stored (PUT to the sidecar).
+	s := send(a)
+	if s.Local != nil || s.Resumed != 1 {
+		t.Fatalf("first request: local %+v, resumed %d", s.Local, s.Resumed)
+	}
+	s.SendResponseHeaders([][2]string{{":status", "200"}, {"content-type", "application/json"}}, false)
+	s.SendResponseBody([]byte(reply), true)
+	s.Done()
+	if wasmtest.Header(s.ResponseHeaders, "x-autoglm-cache") != "MISS" {
+		t.Fatalf("first response: %v", s.ResponseHeaders)
+	}
+	a.Dispatch() // the PUT
+	// Proxy B never saw it: the remote tier answers.
+	s = send(b)
+	if s.Local == nil || s.Local.Status != 200 || string(s.Local.Body) != reply || wasmtest.Header(s.Local.Headers, "x-autoglm-cache") != "HIT" {
+		t.Fatalf("second proxy: %+v", s.Local)
+	}
+	// The sidecar counted it.
+	metrics := get(t, sc.base+"/metrics")
+	for _, want := range []string{`autoglm_cache_requests_total{op="get",result="hit"} 1`, `autoglm_cache_requests_total{op="put",result="stored"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Fatalf("metrics lack %s", want)
+		}
+	}
+	// Cache cluster down: a miss, and the request goes on.
+	c := proxy(map[string]string{"autoglm-cache": "http://" + freePort(t)})
+	s = send(c)
+	if s.Local != nil || s.Resumed != 1 {
+		t.Fatalf("cluster down: local %+v, resumed %d", s.Local, s.Resumed)
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
