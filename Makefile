@@ -36,6 +36,7 @@ test: lint check-generate deps ## vet, format check, generated-code check and al
 
 bench: ## benchmarks recorded in BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./test/bench/
+	cd filter && $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./wasmtest/
 
 fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./sidecar/api/
@@ -47,6 +48,8 @@ fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test -run '^$$' -fuzz FuzzSPMRoundTrip -fuzztime $${FUZZTIME:-30s} ./inference/tokenizer/
 	$(GO) test -run '^$$' -fuzz FuzzReadDataset -fuzztime $${FUZZTIME:-30s} ./test/load/
 	$(GO) test -run '^$$' -fuzz FuzzParseDist -fuzztime $${FUZZTIME:-30s} ./test/load/
+	cd filter && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./config/
+	cd filter && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./openai/
 
 lint: ## go vet and a gofmt check
 	$(GO) vet ./...

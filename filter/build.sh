@@ -1,5 +1,6 @@
 #!/bin/sh
-# build.sh OUT.wasm — builds the filter with standard Go for wasip1.
+# build.sh OUT.wasm [PACKAGE] — builds the filter (or PACKAGE, e.g.
+# ./internal/emptyfilter) with standard Go for wasip1.
 #
 # The proxy-wasm Go SDK v0.24.0 targets TinyGo; with standard Go it would
 # compile its mock host. The ABI shim in abishim/ is laid over the SDK's
@@ -8,7 +9,8 @@
 # there (a vendor/ directory in the source tree would switch every go
 # command in it to -mod=vendor).
 set -eu
-out=${1:?usage: build.sh OUT.wasm}
+out=${1:?usage: build.sh OUT.wasm [PACKAGE]}
+pkg=${2:-.}
 case $out in /*) ;; *) out=$PWD/$out ;; esac
 src=$(cd "$(dirname "$0")" && pwd)
 dir=$(mktemp -d "${TMPDIR:-/tmp}/autoglm-filter-build.XXXXXX")
@@ -24,4 +26,4 @@ cat > overlay.json <<JSON
   "$internal/zz_abishim_exports.go": "$dir/abishim/exports.go"
 }}
 JSON
-GOOS=wasip1 GOARCH=wasm go build -mod=vendor -overlay overlay.json -buildmode=c-shared -trimpath -o "$out" .
+GOOS=wasip1 GOARCH=wasm go build -mod=vendor -overlay overlay.json -buildmode=c-shared -trimpath -o "$out" "$pkg"

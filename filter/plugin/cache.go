@@ -12,12 +12,15 @@ import (
 )
 
 // The local tier lives in the proxy's shared data, common to all workers:
-// an entry per key, and an index (key, size, expiry per line, oldest
-// first) that bounds the total size; shared data cannot delete, so an
+// an entry per key, and 16 indexes (by the key's first hex digit; key,
+// size, expiry per line, oldest first) that each bound their share of the
+// total size, so that a store rewrites a sixteenth of the index; shared
+// data cannot delete, so an
 // evicted entry is overwritten with an empty value.
 const (
 	cachePrefix = "autoglm:cache:"
-	cacheIndex  = "autoglm:cache:index"
+	cacheIndex  = "autoglm:cache:index:"
+	indexShards = 16
 )
 
 // entry is a stored response.
@@ -170,7 +173,8 @@ func (s *stream) storeLocal(expires int64) []byte {
 	e := entry{expires: expires, ctype: s.ctype, body: s.buf}
 	val := e.encode()
 	var evicted []string
-	err := s.casUpdate(cacheIndex, func(old []byte) ([]byte, bool) {
+	bound := max(c.MaxBytes/indexShards, c.MaxEntryBytes)
+	err := s.casUpdate(cacheIndex+s.req.Key[:1], func(old []byte) ([]byte, bool) {
 		evicted = evicted[:0]
 		lines := parseIndex(old)
 		kept := lines[:0]
@@ -183,7 +187,7 @@ func (s *stream) storeLocal(expires int64) []byte {
 			kept = append(kept, l)
 			total += l.size
 		}
-		for len(kept) > 0 && total > c.MaxBytes {
+		for len(kept) > 0 && total > bound {
 			evicted = append(evicted, kept[0].key)
 			total -= kept[0].size
 			kept = kept[1:]

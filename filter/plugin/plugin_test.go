@@ -352,20 +352,27 @@ func TestCacheStoresOnly200AndReplaysSSE(t *testing.T) {
 }
 
 func TestCacheSizeBound(t *testing.T) {
-	// Entries of ~1.1 KB, a 3 KB bound: the oldest is evicted.
-	host, _ := newHost(t, `{"cache": {"enabled": true, "max_bytes": 3000, "max_entry_bytes": 2000}}`, "spiffe://m/a")
+	// Entries of ~1 KB; the bound, 16 × 1500 bytes, is kept per index
+	// shard (1500 each): one entry per shard survives, the latest.
+	host, _ := newHost(t, `{"cache": {"enabled": true, "max_bytes": 24000, "max_entry_bytes": 1500}}`, "spiffe://m/a")
 	big := `{"pad":"` + strings.Repeat("x", 1000) + `"}`
-	for i := range 3 {
-		r := send(host, "/v1/completions", nil, fmt.Sprintf(`{"model":"m","prompt":"p%d","temperature":0}`, i))
+	prompt := func(i int) string { return fmt.Sprintf(`{"model":"m","prompt":"p%d","temperature":0}`, i) }
+	const n = 60
+	for i := range n {
+		r := send(host, "/v1/completions", nil, prompt(i))
 		respond(host, r.id, 200, "application/json", big)
 	}
-	if r := send(host, "/v1/completions", nil, `{"model":"m","prompt":"p0","temperature":0}`); r.local != nil {
-		t.Fatal("the oldest entry survived past the size bound")
-	}
-	for _, p := range []string{"p1", "p2"} {
-		if r := send(host, "/v1/completions", nil, `{"model":"m","prompt":"`+p+`","temperature":0}`); r.local == nil {
-			t.Fatalf("%s evicted", p)
+	hits := 0
+	for i := range n {
+		if r := send(host, "/v1/completions", nil, prompt(i)); r.local != nil {
+			hits++
 		}
+	}
+	if hits == 0 || hits > 16 {
+		t.Fatalf("%d of %d entries kept; the bound allows at most 16", hits, n)
+	}
+	if r := send(host, "/v1/completions", nil, prompt(n-1)); r.local == nil {
+		t.Fatal("the newest entry was evicted")
 	}
 	// Larger than max_entry_bytes: not stored.
 	r := send(host, "/v1/completions", nil, `{"model":"m","prompt":"huge","temperature":0}`)
@@ -387,5 +394,21 @@ func TestXFCCURI(t *testing.T) {
 		if got := XFCCURI(in); got != want {
 			t.Errorf("%q: %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestCacheOptIn(t *testing.T) {
+	host, _ := newHost(t, `{"cache": {"enabled": true}}`, "spiffe://m/a")
+	sampled := strings.Replace(chat, `"temperature":0`, `"temperature":0.9`, 1)
+	optIn := [][2]string{{HeaderCacheControl, "cache"}}
+	r := send(host, "/v1/chat/completions", optIn, sampled)
+	if hs := respond(host, r.id, 200, "application/json", usageJSON(7)); !hasValue(hs, HeaderCache, "MISS") {
+		t.Fatalf("opt-in: %v", hs)
+	}
+	if r := send(host, "/v1/chat/completions", optIn, sampled); r.local == nil {
+		t.Fatal("an opted-in sampled request was not answered from the cache")
+	}
+	if r := send(host, "/v1/chat/completions", nil, sampled); r.local != nil {
+		t.Fatal("a sampled request without opt-in was answered from the cache")
 	}
 }

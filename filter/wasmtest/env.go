@@ -34,6 +34,9 @@ func (h *Host) instantiateEnv() error {
 	// unconditionally, any other must match the value's current cas.
 	fn("proxy_get_shared_data", func(_ context.Context, m api.Module, key, ksize, retData, retSize, retCas u) u {
 		wk := w(m)
+		if h.SharedDown {
+			return statusInternal
+		}
 		k := string(wk.read(key, ksize))
 		h.mu.Lock()
 		v, ok := h.shared[k]
@@ -57,6 +60,9 @@ func (h *Host) instantiateEnv() error {
 	})
 	fn("proxy_set_shared_data", func(_ context.Context, m api.Module, key, ksize, val, vsize, cas u) u {
 		wk := w(m)
+		if h.SharedDown {
+			return statusInternal
+		}
 		k := string(wk.read(key, ksize))
 		data := wk.read(val, vsize)
 		h.mu.Lock()

@@ -31,6 +31,8 @@ type Host struct {
 	// key and before it can write it back: a test makes another worker
 	// write in between (a real compare-and-swap conflict).
 	OnSharedGet func(w *Worker, key string)
+	// SharedDown makes every shared-data call fail (InternalFailure).
+	SharedDown bool
 
 	now      time.Time
 	props    map[string]string
@@ -409,5 +411,6 @@ const (
 	statusNotFound    = 1
 	statusBadArgument = 2
 	statusCasMismatch = 8
+	statusInternal    = 10
 	statusUnimpl      = 12
 )

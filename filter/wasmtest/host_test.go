@@ -204,3 +204,22 @@ func TestWasmBadConfig(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// TestWasmFailOpenClosed: with the shared state failing, fail_open admits
+// and counts the failure; fail_open false answers 503 with Retry-After.
+func TestWasmFailOpenClosed(t *testing.T) {
+	for _, open := range []bool{true, false} {
+		h := start(t, 1, fmt.Sprintf(`{"throttle": {"enabled": true, "requests_per_second": 5, "fail_open": %v}}`, open))
+		h.SharedDown = true
+		s := request(h.Workers[0], "/v1/chat/completions", chat)
+		if open && s.Local != nil {
+			t.Fatalf("fail-open refused: %d", s.Local.Status)
+		}
+		if !open && (s.Local == nil || s.Local.Status != 503 || Header(s.Local.Headers, "retry-after") == "") {
+			t.Fatalf("fail-closed: %+v", s.Local)
+		}
+		if n := h.Workers[0].Metric("autoglm_filter_shared_state_errors_total"); n != 1 {
+			t.Fatalf("state errors %d", n)
+		}
+	}
+}
