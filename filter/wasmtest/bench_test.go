@@ -65,7 +65,9 @@ func BenchmarkFilter(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	q := func(d []time.Duration, p float64) float64 { return float64(d[int(p*float64(len(d)-1))].Nanoseconds()) / 1e3 }
+	q := func(d []time.Duration, p float64) float64 {
+		return float64(d[int(p*float64(len(d)-1))].Nanoseconds()) / 1e3
+	}
 	for range b.N {
 		base := run(b, emptyBin, `{}`, false, false)
 		pass := run(b, filter, `{}`, false, false)
