@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Config is the whole sidecar configuration.
@@ -22,6 +24,25 @@ type Config struct {
 	GPU       GPU       `yaml:"gpu"`
 	Log       Log       `yaml:"log"`
 	Cache     Cache     `yaml:"cache"`
+	Identity  Identity  `yaml:"identity"`
+}
+
+// Identity is how callers are verified and authorized.
+type Identity struct {
+	// Mode: "" (callers are not verified; the x-autoglm-tenant header set
+	// by the mesh's filter is the tenant), "spiffe" (the HTTP and gRPC
+	// APIs serve mTLS with X.509 SVIDs from the SPIFFE Workload API), or
+	// "xfcc" (plain text behind the co-located Envoy, which terminates
+	// mTLS: the caller is the URI of x-forwarded-client-cert, trusted
+	// from loopback peers only).
+	Mode string `yaml:"mode"`
+	// WorkloadSocket is the Workload API address (unix:///path); empty:
+	// $SPIFFE_ENDPOINT_SOCKET.
+	WorkloadSocket string `yaml:"workload_socket"`
+	// TrustDomain admits its members when Allow is empty.
+	TrustDomain string `yaml:"trust_domain"`
+	// Allow lists the SPIFFE IDs that may call this model.
+	Allow []string `yaml:"allow"`
 }
 
 // Cache is the response-cache endpoint (/v1/cache/{key}) that the
@@ -243,6 +264,25 @@ func (c *Config) Validate() error {
 	}
 	if c.Engine.Kind == "remote" && c.Engine.Model == "" && c.Engine.Remote.Model == "" {
 		bad("engine.model", "is required with engine.kind remote (or engine.remote.model)")
+	}
+	switch id := c.Identity; id.Mode {
+	case "":
+	case "spiffe", "xfcc":
+		if id.TrustDomain == "" && len(id.Allow) == 0 {
+			bad("identity.allow", "or identity.trust_domain is required when identity.mode is %s", id.Mode)
+		}
+		if id.TrustDomain != "" {
+			if _, err := spiffeid.TrustDomainFromString(id.TrustDomain); err != nil {
+				bad("identity.trust_domain", "%v", err)
+			}
+		}
+		for i, a := range id.Allow {
+			if _, err := spiffeid.FromString(a); err != nil {
+				bad(fmt.Sprintf("identity.allow[%d]", i), "%q is not a SPIFFE ID: %v", a, err)
+			}
+		}
+	default:
+		bad("identity.mode", `must be "", "spiffe" or "xfcc", got %q`, id.Mode)
 	}
 	if k := c.Cache; k.RedisURL != "" {
 		if !strings.HasPrefix(k.RedisURL, "redis://") && !strings.HasPrefix(k.RedisURL, "rediss://") && !strings.HasPrefix(k.RedisURL, "unix://") {

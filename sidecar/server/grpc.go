@@ -16,11 +16,13 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/sidecar/api"
+	"github.com/open-autoglm/autoglm/sidecar/identity"
 	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
 	"github.com/open-autoglm/autoglm/sidecar/telemetry"
 )
@@ -29,10 +31,10 @@ import (
 // service (NOT_SERVING until warm-up, and again while draining) and
 // reflection.
 func (s *Server) GRPCServer() *grpc.Server {
-	gs := grpc.NewServer(
+	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}, s.grpcOpts...)...)
 	autoglmv1.RegisterInferenceServer(gs, grpcService{s: s})
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
@@ -78,13 +80,29 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 		}
 		return ""
 	}
+	tenant := first(HeaderTenant)
+	if s.policy.Enabled() {
+		var addr string
+		if p, ok := peer.FromContext(ctx); ok {
+			addr = p.Addr.String()
+		}
+		id, err := s.policy.GRPC(ctx, s.info.Model, first("x-forwarded-client-cert"), addr)
+		if err != nil {
+			s.m.Request("grpc", identityStatus(err))
+			if errors.Is(err, identity.ErrForbidden) {
+				return status.Error(codes.PermissionDenied, err.Error())
+			}
+			return status.Error(codes.Unauthenticated, err.Error())
+		}
+		tenant = id.String()
+	}
 	pri, dl, aerr := s.admit(gen, meta{priority: first(HeaderPriority), envoyTimeout: first(HeaderEnvoyTimeout)}, time.Now())
 	if aerr != nil {
 		return grpcError(aerr)
 	}
 	ctx, cancel := context.WithDeadline(ctx, dl)
 	defer cancel()
-	seq, err := s.be.start(ctx, gen, pri, first(HeaderTenant))
+	seq, err := s.be.start(ctx, gen, pri, tenant)
 	stream.SetHeader(metadata.Pairs(strings.ToLower(telemetry.ORCAHeader), s.orca()))
 	if err != nil {
 		e := s.failure(err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/sidecar/api"
+	"github.com/open-autoglm/autoglm/sidecar/identity"
 	"github.com/open-autoglm/autoglm/sidecar/stream"
 	"github.com/open-autoglm/autoglm/sidecar/telemetry"
 )
@@ -89,6 +90,19 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.
 // written before the first token or the failure, so a request rejected
 // while queued still gets its own status code.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, apiName string, g *generation, sp *api.Sampling, f format) {
+	tenant := r.Header.Get(HeaderTenant)
+	if s.policy.Enabled() {
+		id, err := s.policy.HTTP(r, s.info.Model)
+		if err != nil {
+			code, typ := "unauthenticated", "authentication_error"
+			if errors.Is(err, identity.ErrForbidden) {
+				code, typ = "forbidden", "permission_error"
+			}
+			s.reply(w, apiName, api.NewError(identityStatus(err), typ, code, err.Error()))
+			return
+		}
+		tenant = id.String()
+	}
 	pri, dl, aerr := s.admit(g, meta{
 		priority:     r.Header.Get(HeaderPriority),
 		envoyTimeout: r.Header.Get(HeaderEnvoyTimeout), grpcTimeout: r.Header.Get(HeaderGRPCTimeout),
@@ -99,7 +113,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, apiName string, g
 	}
 	ctx, cancel := context.WithDeadline(r.Context(), dl)
 	defer cancel()
-	seq, err := s.be.start(ctx, g, pri, r.Header.Get(HeaderTenant))
+	seq, err := s.be.start(ctx, g, pri, tenant)
 	w.Header()[telemetry.ORCAHeader] = []string{s.orca()}
 	if err != nil {
 		s.reply(w, apiName, s.failure(err))
@@ -281,4 +295,12 @@ func (f textFormat) usage(id string, u api.Usage) any {
 
 func (f textFormat) wrap(id string, c []api.CompletionChoice, u *api.Usage) api.Completion {
 	return api.Completion{ID: id, Object: "text_completion", Created: f.created, Model: f.model, Choices: c, Usage: u}
+}
+
+// identityStatus is the HTTP status of an identity refusal.
+func identityStatus(err error) int {
+	if errors.Is(err, identity.ErrForbidden) {
+		return http.StatusForbidden
+	}
+	return http.StatusUnauthorized
 }

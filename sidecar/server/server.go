@@ -27,6 +27,7 @@ import (
 	"github.com/open-autoglm/autoglm/sidecar/batch"
 	"github.com/open-autoglm/autoglm/sidecar/config"
 	"github.com/open-autoglm/autoglm/sidecar/dispatch"
+	"github.com/open-autoglm/autoglm/sidecar/identity"
 	"github.com/open-autoglm/autoglm/sidecar/telemetry"
 )
 
@@ -58,7 +59,18 @@ type Server struct {
 	ids      atomic.Uint64
 	idPrefix string
 	cache    http.Handler
+	policy   *identity.Policy
+	grpcOpts []grpc.ServerOption
 }
+
+// SetIdentity makes the server verify callers (their SPIFFE ID becomes the
+// tenant) and refuse those the policy does not allow: 401/403 over HTTP,
+// UNAUTHENTICATED/PERMISSION_DENIED over gRPC. Call before Run.
+func (s *Server) SetIdentity(p *identity.Policy) { s.policy = p }
+
+// SetGRPCOptions adds server options (transport credentials) to the gRPC
+// server. Call before Run.
+func (s *Server) SetGRPCOptions(opts ...grpc.ServerOption) { s.grpcOpts = append(s.grpcOpts, opts...) }
 
 // AttachCache serves the filter's cache endpoint (/v1/cache/) on the HTTP
 // API. Call before Run.

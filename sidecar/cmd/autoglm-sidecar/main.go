@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -19,6 +20,11 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/redis/go-redis/v9"
+	"github.com/spiffe/go-spiffe/v2/spiffegrpc/grpccredentials"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/gguf"
@@ -29,6 +35,7 @@ import (
 	"github.com/open-autoglm/autoglm/inference/testengine"
 	"github.com/open-autoglm/autoglm/sidecar/cache"
 	"github.com/open-autoglm/autoglm/sidecar/config"
+	"github.com/open-autoglm/autoglm/sidecar/identity"
 	"github.com/open-autoglm/autoglm/sidecar/server"
 )
 
@@ -171,6 +178,41 @@ func run(args []string) int {
 		srv.AttachCache(cache.Handler(cache.Redis{C: rc, Prefix: k.Prefix},
 			cache.Config{MaxEntryBytes: k.MaxEntryBytes, MaxTTL: k.MaxTTL, Timeout: k.Timeout}, srv.Registry()))
 		log.Info("cache endpoint", "redis", opts.Addr, "prefix", k.Prefix)
+	}
+	if id := cfg.Identity; id.Mode != "" {
+		policy := &identity.Policy{Mode: id.Mode, Denied: identity.NewDenied(srv.Registry())}
+		if id.TrustDomain != "" {
+			policy.TrustDomain = spiffeid.RequireTrustDomainFromString(id.TrustDomain)
+		}
+		for _, a := range id.Allow {
+			if policy.Allow == nil {
+				policy.Allow = map[string][]spiffeid.ID{}
+			}
+			policy.Allow["*"] = append(policy.Allow["*"], spiffeid.RequireFromString(a))
+		}
+		if id.Mode == "spiffe" {
+			socket := cmp.Or(id.WorkloadSocket, os.Getenv("SPIFFE_ENDPOINT_SOCKET"))
+			if socket == "" {
+				fmt.Fprintln(os.Stderr, "autoglm-sidecar: identity.workload_socket: required with identity.mode spiffe (or set SPIFFE_ENDPOINT_SOCKET)")
+				return 2
+			}
+			log.Info("waiting for an X.509 SVID from the Workload API", "socket", socket)
+			source, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(socket)))
+			if err != nil {
+				log.Error("workload api", "err", err)
+				return 1
+			}
+			defer source.Close()
+			if svid, err := source.GetX509SVID(); err == nil {
+				log.Info("serving mTLS", "spiffe_id", svid.ID.String(), "expires", svid.Certificates[0].NotAfter)
+			}
+			// Every caller with an SVID of the bundle's trust domains
+			// completes the handshake; the policy then answers 403 or
+			// PERMISSION_DENIED (counted) to those it does not allow.
+			ls.HTTP = tls.NewListener(ls.HTTP, tlsconfig.MTLSServerConfig(source, source, tlsconfig.AuthorizeAny()))
+			srv.SetGRPCOptions(grpc.Creds(grpccredentials.MTLSServerCredentials(source, source, tlsconfig.AuthorizeAny())))
+		}
+		srv.SetIdentity(policy)
 	}
 	if err := srv.Run(ctx, ls); err != nil {
 		log.Error("stopped", "err", err)

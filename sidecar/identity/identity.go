@@ -1,0 +1,192 @@
+// Package identity says who is calling the sidecar and whether they may:
+// the caller's SPIFFE ID from its X.509 SVID (mTLS with SVIDs from the
+// SPIFFE Workload API), or — behind the co-located Envoy, which terminates
+// mTLS in Istio mode — from x-forwarded-client-cert, trusted only from a
+// loopback peer. The verified ID is the request's tenant.
+package identity
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffegrpc/grpccredentials"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// Errors: no identity, or one that is not allowed.
+var (
+	ErrUnauthenticated = errors.New("the caller has no verified SPIFFE identity")
+	ErrForbidden       = errors.New("the caller's SPIFFE ID may not use this model")
+)
+
+// Policy decides who may call.
+type Policy struct {
+	// Mode: "spiffe" (the peer's X.509 SVID on this connection), "xfcc"
+	// (the URI of x-forwarded-client-cert, from a loopback peer only), or
+	// "" (no verification: the x-autoglm-tenant header is the tenant).
+	Mode string
+	// TrustDomain admits any member when Allow has no entry for the model.
+	TrustDomain spiffeid.TrustDomain
+	// Allow lists the IDs that may call, per model ("*": any model).
+	Allow map[string][]spiffeid.ID
+	// Denied counts refusals by reason (may be nil).
+	Denied *prometheus.CounterVec
+}
+
+// NewDenied makes the refusal counter, registered on reg.
+func NewDenied(reg prometheus.Registerer) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "autoglm_unauthorized_requests_total",
+		Help: "Requests refused by caller identity, by reason (unauthenticated, forbidden) and API.",
+	}, []string{"reason", "api"})
+	if reg != nil {
+		reg.MustRegister(c)
+	}
+	return c
+}
+
+// Enabled reports whether callers are verified.
+func (p *Policy) Enabled() bool { return p != nil && p.Mode != "" }
+
+// Authorize checks a verified ID against the policy for model.
+func (p *Policy) Authorize(id spiffeid.ID, model string) error {
+	list, ok := p.Allow[model]
+	if !ok {
+		list, ok = p.Allow["*"]
+	}
+	if ok {
+		for _, a := range list {
+			if a == id {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: %s", ErrForbidden, id)
+	}
+	if !p.TrustDomain.IsZero() && id.MemberOf(p.TrustDomain) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrForbidden, id)
+}
+
+func (p *Policy) count(err error, api string) {
+	if p.Denied == nil {
+		return
+	}
+	reason := "forbidden"
+	if errors.Is(err, ErrUnauthenticated) {
+		reason = "unauthenticated"
+	}
+	p.Denied.WithLabelValues(reason, api).Inc()
+}
+
+// HTTP returns the verified caller of r, allowed to use model.
+func (p *Policy) HTTP(r *http.Request, model string) (spiffeid.ID, error) {
+	id, err := p.httpPeer(r)
+	if err == nil {
+		err = p.Authorize(id, model)
+	}
+	if err != nil {
+		p.count(err, "http")
+	}
+	return id, err
+}
+
+func (p *Policy) httpPeer(r *http.Request) (spiffeid.ID, error) {
+	switch p.Mode {
+	case "spiffe":
+		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+			return spiffeid.ID{}, ErrUnauthenticated
+		}
+		id, err := x509svid.IDFromCert(r.TLS.PeerCertificates[0])
+		if err != nil {
+			return spiffeid.ID{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+		}
+		return id, nil
+	case "xfcc":
+		if !loopback(r.RemoteAddr) {
+			return spiffeid.ID{}, fmt.Errorf("%w: x-forwarded-client-cert is trusted only from the co-located proxy", ErrUnauthenticated)
+		}
+		uri := XFCCURI(r.Header.Get("X-Forwarded-Client-Cert"))
+		id, err := spiffeid.FromString(uri)
+		if err != nil {
+			return spiffeid.ID{}, fmt.Errorf("%w: x-forwarded-client-cert has no SPIFFE URI", ErrUnauthenticated)
+		}
+		return id, nil
+	}
+	return spiffeid.ID{}, ErrUnauthenticated
+}
+
+// GRPC returns the verified caller of a gRPC call (mTLS mode), allowed
+// to use model; xfcc is the call's x-forwarded-client-cert metadata and
+// peerAddr its peer address (xfcc mode).
+func (p *Policy) GRPC(ctx context.Context, model, xfcc, peerAddr string) (spiffeid.ID, error) {
+	var id spiffeid.ID
+	var err error
+	switch p.Mode {
+	case "spiffe":
+		var ok bool
+		if id, ok = grpccredentials.PeerIDFromContext(ctx); !ok {
+			err = ErrUnauthenticated
+		}
+	case "xfcc":
+		if !loopback(peerAddr) {
+			err = fmt.Errorf("%w: x-forwarded-client-cert is trusted only from the co-located proxy", ErrUnauthenticated)
+		} else if id, err = spiffeid.FromString(XFCCURI(xfcc)); err != nil {
+			err = fmt.Errorf("%w: x-forwarded-client-cert has no SPIFFE URI", ErrUnauthenticated)
+		}
+	default:
+		err = ErrUnauthenticated
+	}
+	if err == nil {
+		err = p.Authorize(id, model)
+	}
+	if err != nil {
+		p.count(err, "grpc")
+	}
+	return id, err
+}
+
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// XFCCURI is the URI of the last element of an x-forwarded-client-cert
+// value: Envoy appends the element of the client it verified.
+func XFCCURI(v string) string {
+	elems := splitQuoted(v, ',')
+	for _, kv := range splitQuoted(elems[len(elems)-1], ';') {
+		k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if ok && strings.EqualFold(k, "URI") {
+			return strings.Trim(val, `"`)
+		}
+	}
+	return ""
+}
+
+func splitQuoted(s string, sep byte) []string {
+	var out []string
+	quoted, start := false, 0
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && quoted:
+			i++
+		case s[i] == '"':
+			quoted = !quoted
+		case s[i] == sep && !quoted:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
