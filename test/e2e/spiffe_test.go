@@ -72,7 +72,9 @@ func TestSidecarSPIFFE(t *testing.T) {
 	if err != nil || resp.StatusCode != 403 {
 		t.Fatalf("other caller: %v %v %s", resp, err, body)
 	}
-	var e struct{ Error struct{ Type, Code, Message string } }
+	var e struct {
+		Error struct{ Type, Code, Message string }
+	}
 	if json.Unmarshal([]byte(body), &e) != nil || e.Error.Type != "permission_error" || !strings.Contains(e.Error.Message, other.ID) {
 		t.Fatalf("403 body %s", body)
 	}
