@@ -6,13 +6,14 @@ SHELL := /bin/bash
 GO        ?= go
 MODULE    := github.com/open-autoglm/autoglm
 TOOLS     ?= $(HOME)/.cache/autoglm-tools/bin
+export AUTOGLM_TOOLS := $(dir $(TOOLS))
 BIN       := bin
 PROTOS    := $(wildcard sidecar/proto/autoglm/v1/*.proto)
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 RUN_ADDR  ?= 127.0.0.1:8080
 RUN_GRPC  ?= 127.0.0.1:9090
 
-.PHONY: help deps build filter run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz clean
+.PHONY: help deps spire build filter run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -29,7 +30,7 @@ run: build ## the local stack: autoglm-xds, two sidecar versions (90/10), Envoy 
 run-sidecar: build ## just one sidecar on the embedded default engine
 	./$(BIN)/autoglm-sidecar -config sidecar/cmd/autoglm-sidecar/dev.yaml -http-addr $(RUN_ADDR) -grpc-addr $(RUN_GRPC) -log-format text
 
-test: lint check-generate deps ## vet, format check, generated-code check and all tests (race detector on concurrent packages)
+test: lint check-generate deps spire ## vet, format check, generated-code check and all tests (race detector on concurrent packages)
 	$(GO) test -count=1 -timeout 5m ./...
 	cd filter && $(GO) test -count=1 -timeout 5m ./...
 	$(GO) test -count=1 -timeout 5m -race ./sidecar/admission/ ./sidecar/batch/ ./sidecar/stream/ ./sidecar/dispatch/ ./sidecar/server/ ./inference/gpu/ ./inference/remote/ ./test/load/ ./xds/server/ ./xds/rollout/ ./inference/llama/ ./inference/native/
@@ -60,6 +61,9 @@ lint: ## go vet and a gofmt check
 deps: ## system packages the tests use (redis-server), installed with apt when missing
 	@command -v redis-server >/dev/null || { echo "installing redis-server (Debian)"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; }
+
+spire: ## build spire-server and spire-agent v1.15.3 once into $(dir $(TOOLS))spire-1.15.3 (cold: ~10 min)
+	./test/tools/build-spire.sh
 
 tools: protoc ## build the code generators into $(TOOLS)
 	@mkdir -p $(TOOLS)
