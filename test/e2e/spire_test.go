@@ -52,9 +52,9 @@ func (s *spire) serverCmd(args ...string) string {
 }
 
 // startSPIRE runs a SPIRE server and agent on loopback: join-token node
-// attestation, unix workload attestation, entries created before the agent
-// starts. entries maps SPIFFE ID paths to unix uids and SVID TTLs.
-func startSPIRE(t *testing.T, entries []spireEntry) *spire {
+// attestation, unix workload attestation, the entries created before the
+// agent starts (as SPIRE's docs advise, so the first SVIDs come at once).
+func startSPIRE(t *testing.T, entries func(*spire) []spireEntry) *spire {
 	bin := spireBin(t)
 	dir, err := os.MkdirTemp("", "autoglm-spire-")
 	if err != nil {
@@ -116,9 +116,9 @@ plugins {
 	if token == nil {
 		t.Fatal("no join token")
 	}
-	for _, e := range entries {
+	for _, e := range entries(s) {
 		s.serverCmd("entry", "create", "-parentID", "spiffe://example.org/agent", "-spiffeID", "spiffe://example.org"+e.path,
-			"-selector", fmt.Sprintf("unix:uid:%d", e.uid), "-x509SVIDTTL", fmt.Sprint(int(e.ttl.Seconds())))
+			"-selector", e.selector(), "-x509SVIDTTL", fmt.Sprint(int(e.ttl.Seconds())))
 	}
 	agentConf := fmt.Sprintf(`agent {
   data_dir = "%s/agent-data"
@@ -138,10 +138,12 @@ plugins {
     plugin_data {}
   }
   WorkloadAttestor "unix" {
-    plugin_data {}
+    plugin_data {
+      discover_workload_path = %v
+    }
   }
 }
-`, dir, port, s.agentSock, token[1])
+`, dir, port, s.agentSock, token[1], !asRoot)
 	os.WriteFile(filepath.Join(dir, "agent.conf"), []byte(agentConf), 0o644)
 	start("spire-agent", "run", "-config", filepath.Join(dir, "agent.conf"))
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
@@ -155,25 +157,55 @@ plugins {
 	return s
 }
 
+// spireEntry is a registration entry. Workloads are told apart by unix
+// uid when the test runs as root (other uids through setpriv), else by the
+// path of their binary (the unix attestor's discover_workload_path).
 type spireEntry struct {
 	path string
 	uid  int
+	bin  string // the workload's binary, for path selectors
 	ttl  time.Duration
 }
 
-// fetchAs fetches the X.509 SVID of the workload running as uid, as that
-// uid (setpriv), and returns a TLS client configuration presenting it and
-// trusting the bundle.
-func (s *spire) fetchAs(uid int) (*tls.Config, string) {
+var asRoot = os.Getuid() == 0
+
+func (e spireEntry) selector() string {
+	if asRoot {
+		return fmt.Sprintf("unix:uid:%d", e.uid)
+	}
+	return "unix:path:" + e.bin
+}
+
+// clientEntry is a client workload: spire-agent's "api fetch", run as
+// uid (root) or from its own copy of the binary (path selectors).
+func (s *spire) clientEntry(name string, uid int) spireEntry {
 	s.t.Helper()
+	bin := filepath.Join(s.dir, name, "spire-agent")
+	os.MkdirAll(filepath.Dir(bin), 0o755)
+	data, err := os.ReadFile(filepath.Join(s.bin, "spire-agent"))
+	if err != nil || os.WriteFile(bin, data, 0o755) != nil {
+		s.t.Fatalf("copying spire-agent: %v", err)
+	}
+	return spireEntry{path: "/ns/apps/sa/" + name, uid: uid, bin: bin, ttl: time.Hour}
+}
+
+// fetchAs fetches the X.509 SVID of workload e, as that workload, and
+// returns a TLS client configuration presenting it and trusting the
+// bundle.
+func (s *spire) fetchAs(e spireEntry) (*tls.Config, string) {
+	s.t.Helper()
+	uid := e.uid
 	out := filepath.Join(s.dir, fmt.Sprintf("svid-%d", uid))
 	os.MkdirAll(out, 0o777)
 	os.Chmod(out, 0o777)
 	var err error
 	var b []byte
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		cmd := exec.Command("setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups",
-			filepath.Join(s.bin, "spire-agent"), "api", "fetch", "x509", "-socketPath", s.agentSock, "-write", out)
+		args := []string{"api", "fetch", "x509", "-socketPath", s.agentSock, "-write", out}
+		cmd := exec.Command(e.bin, args...)
+		if asRoot {
+			cmd = exec.Command("setpriv", append([]string{fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups", e.bin}, args...)...)
+		}
 		if b, err = cmd.CombinedOutput(); err == nil {
 			break
 		}
@@ -216,20 +248,21 @@ func (s *spire) fetchAs(uid int) (*tls.Config, string) {
 // sidecar's short-lived SVID rotates under continuous load without a lost
 // request.
 func TestSPIRE(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Fatal("this test runs workloads under other uids with setpriv: run it as root (CI does)")
-	}
-	s := startSPIRE(t, []spireEntry{
-		{"/ns/models/sa/sidecar", 0, 20 * time.Second}, // the sidecar: root, rotating every ~10 s
-		{"/ns/apps/sa/client", 65534, time.Hour},
-		{"/ns/apps/sa/intruder", 65533, time.Hour},
-	})
 	sidecar := build(t)
+	var caller, intruder spireEntry
+	s := startSPIRE(t, func(s *spire) []spireEntry {
+		caller, intruder = s.clientEntry("client", 65534), s.clientEntry("intruder", 65533)
+		return []spireEntry{
+			// the sidecar: this test's uid, a 20-second SVID rotating every ~10 s
+			{path: "/ns/models/sa/sidecar", uid: os.Getuid(), bin: sidecar, ttl: 20 * time.Second},
+			caller, intruder,
+		}
+	})
 	httpAddr, grpcAddr := freePort(t), freePort(t)
 	sc := startSidecar(t, sidecar, fmt.Sprintf("server:\n  http_addr: %s\n  grpc_addr: %s\nengine:\n  kind: test\n  test:\n    step_cost: 1ms\n"+
 		"identity:\n  mode: spiffe\n  workload_socket: unix://%s\n  allow: [spiffe://example.org/ns/apps/sa/client]\n", httpAddr, grpcAddr, s.agentSock))
-	clientTLS, clientID := s.fetchAs(65534)
-	intruderTLS, intruderID := s.fetchAs(65533)
+	clientTLS, clientID := s.fetchAs(caller)
+	intruderTLS, intruderID := s.fetchAs(intruder)
 	if clientID != "spiffe://example.org/ns/apps/sa/client" || intruderID != "spiffe://example.org/ns/apps/sa/intruder" {
 		t.Fatalf("SVIDs %s %s", clientID, intruderID)
 	}
