@@ -56,6 +56,10 @@ type Status struct {
 
 // Server publishes configurations over ADS.
 type Server struct {
+	// GRPCOptions are added to the ADS server's (transport credentials:
+	// mTLS with SVIDs, authorizing nodes by SPIFFE ID). Set before Run.
+	GRPCOptions []grpc.ServerOption
+
 	cache cache.SnapshotCache
 	log   *slog.Logger
 
@@ -295,10 +299,10 @@ func (s *Server) recordNack(node, typeURL, version, msg string) int {
 
 // Run serves ADS on l until ctx ends, then stops gracefully.
 func (s *Server) Run(ctx context.Context, l net.Listener) error {
-	gs := grpc.NewServer(
+	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}, s.GRPCOptions...)...)
 	srv := xds.NewServer(ctx, s.cache, s.callbacks())
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, srv)
 	done := make(chan struct{})

@@ -25,7 +25,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffegrpc/grpccredentials"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -150,6 +155,9 @@ func serve(args []string) int {
 	planPath := fs.String("rollout", "", "canary rollout plan (YAML) to run once the configuration is published; state on /rollout")
 	kube := fs.Bool("kube", false, "discover the endpoints of versions with service: from Kubernetes EndpointSlices (in-cluster, or -kubeconfig)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file for -kube outside a cluster")
+	socket := fs.String("workload-socket", "", "serve ADS over mTLS with X.509 SVIDs from this SPIFFE Workload API (unix:///…); \"env\": $SPIFFE_ENDPOINT_SOCKET; empty: plain text")
+	allowNodes := fs.String("allow-nodes", "", "with -workload-socket: comma-separated SPIFFE IDs of the Envoy nodes that may connect")
+	trustDomain := fs.String("node-trust-domain", "", "with -workload-socket and no -allow-nodes: admit every member of this trust domain")
 	istioVS := fs.String("istio-virtualservice", "", "with -rollout: write the canary weights to this VirtualService (NAMESPACE/NAME) instead of serving them (Istio mode)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -213,6 +221,27 @@ func serve(args []string) int {
 		}
 		watcher = k8s.New(client)
 		s.SetDiscovery(watcher.Discovered)
+	}
+	if *socket != "" {
+		authz, err := nodeAuthorizer(*allowNodes, *trustDomain)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "autoglm-xds serve:", err)
+			return 2
+		}
+		addr := *socket
+		if addr == "env" {
+			addr = os.Getenv("SPIFFE_ENDPOINT_SOCKET")
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		source, err := workloadapi.NewX509Source(sctx, workloadapi.WithClientOptions(workloadapi.WithAddr(addr)))
+		cancel()
+		if err != nil {
+			log.Error("workload api", "socket", addr, "err", err)
+			return 1
+		}
+		defer source.Close()
+		s.GRPCOptions = append(s.GRPCOptions, grpc.Creds(grpccredentials.MTLSServerCredentials(source, source, authz)))
+		log.Info("ADS over mTLS", "socket", addr, "allow_nodes", *allowNodes, "node_trust_domain", *trustDomain)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collector{s: s, ro: ro})
@@ -319,4 +348,28 @@ func resolves(c *config.Config) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return c.Resolve(ctx, net.DefaultResolver.LookupHost)
+}
+
+// nodeAuthorizer admits the listed SPIFFE IDs, or the members of a trust
+// domain.
+func nodeAuthorizer(allow, td string) (tlsconfig.Authorizer, error) {
+	if allow != "" {
+		var ids []spiffeid.ID
+		for _, a := range strings.Split(allow, ",") {
+			id, err := spiffeid.FromString(strings.TrimSpace(a))
+			if err != nil {
+				return nil, fmt.Errorf("-allow-nodes: %q: %w", a, err)
+			}
+			ids = append(ids, id)
+		}
+		return tlsconfig.AuthorizeOneOf(ids...), nil
+	}
+	if td == "" {
+		return nil, errors.New("-workload-socket needs -allow-nodes or -node-trust-domain")
+	}
+	t, err := spiffeid.TrustDomainFromString(td)
+	if err != nil {
+		return nil, fmt.Errorf("-node-trust-domain: %w", err)
+	}
+	return tlsconfig.AuthorizeMemberOf(t), nil
 }
