@@ -133,6 +133,11 @@ type RemoteEngine struct {
 	// ContextLength is reported in /v1/models (0: not reported); the
 	// upstream enforces its own.
 	ContextLength int `yaml:"context_length"`
+	// ServerID, when set, makes calls to the (https) upstream mTLS with
+	// the sidecar's SVID from the Workload API (identity.workload_socket
+	// or $SPIFFE_ENDPOINT_SOCKET), and requires the upstream to present
+	// this SPIFFE ID.
+	ServerID string `yaml:"server_id"`
 }
 
 // TestEngine shapes the test engine; see inference/testengine.
@@ -264,6 +269,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Engine.Kind == "remote" && c.Engine.Model == "" && c.Engine.Remote.Model == "" {
 		bad("engine.model", "is required with engine.kind remote (or engine.remote.model)")
+	}
+	if r := c.Engine.Remote; c.Engine.Kind == "remote" && r.ServerID != "" {
+		if _, err := spiffeid.FromString(r.ServerID); err != nil {
+			bad("engine.remote.server_id", "%q is not a SPIFFE ID: %v", r.ServerID, err)
+		}
+		if !strings.HasPrefix(r.URL, "https://") {
+			bad("engine.remote.url", "must be https:// when engine.remote.server_id is set, got %q", r.URL)
+		}
 	}
 	switch id := c.Identity; id.Mode {
 	case "":

@@ -165,4 +165,33 @@ func TestSidecarSPIFFE(t *testing.T) {
 	if len(serials) < 3 {
 		t.Fatalf("clients saw %d server certificates over 3 rotations, want the new ones too", len(serials))
 	}
+
+	// A second sidecar in front runs this one as its remote engine, over
+	// mTLS with its own SVID (the allowed ID), requiring the upstream's ID.
+	frontAPI := spiffetest.StartWorkloadAPI(t, ca, ca.Issue(t, allowed.ID, time.Hour))
+	front := func(serverID string) string {
+		h, g := freePort(t), freePort(t)
+		p := startSidecar(t, sidecar, fmt.Sprintf("server:\n  http_addr: %s\n  grpc_addr: %s\nengine:\n  kind: remote\n  model: autoglm-test\n"+
+			"  remote:\n    url: %s\n    concurrency: 4\n    server_id: %s\nidentity:\n  workload_socket: %s\n", h, g, base, serverID, frontAPI.Addr))
+		p.base = "http://" + h
+		return p.base
+	}
+	f := front("spiffe://example.org/ns/models/sa/sidecar")
+	for deadline := time.Now().Add(30 * time.Second); readyz(f) != 200; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("front sidecar not ready")
+		}
+	}
+	resp, err = http.Post(f+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"autoglm-test","messages":[{"role":"user","content":"hi"}],"max_tokens":4}`))
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("through the mTLS hop: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	// Expecting another upstream identity: the hop is refused, never ready.
+	wrong := front("spiffe://example.org/ns/models/sa/impostor")
+	time.Sleep(2 * time.Second)
+	if code := readyz(wrong); code == 200 {
+		t.Fatal("a sidecar whose upstream has the wrong SPIFFE ID became ready")
+	}
 }

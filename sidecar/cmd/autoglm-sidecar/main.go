@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/redis/go-redis/v9"
@@ -112,10 +113,32 @@ func run(args []string) int {
 		return 2
 	}
 	log := newLogger(cfg.Log)
+	// The SVID source, when the APIs serve mTLS or the remote engine is
+	// called with it.
+	var source *workloadapi.X509Source
+	if cfg.Identity.Mode == "spiffe" || (cfg.Engine.Kind == "remote" && cfg.Engine.Remote.ServerID != "") {
+		socket := cmp.Or(cfg.Identity.WorkloadSocket, os.Getenv("SPIFFE_ENDPOINT_SOCKET"))
+		if socket == "" {
+			fmt.Fprintln(os.Stderr, "autoglm-sidecar: identity.workload_socket: required for mTLS (or set SPIFFE_ENDPOINT_SOCKET)")
+			return 2
+		}
+		log.Info("waiting for an X.509 SVID from the Workload API", "socket", socket)
+		wctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		source, err = workloadapi.NewX509Source(wctx, workloadapi.WithClientOptions(workloadapi.WithAddr(socket)))
+		cancel()
+		if err != nil {
+			log.Error("workload api", "socket", socket, "err", err)
+			return 1
+		}
+		defer source.Close()
+		if svid, err := source.GetX509SVID(); err == nil {
+			log.Info("svid", "spiffe_id", svid.ID.String(), "expires", svid.Certificates[0].NotAfter)
+		}
+	}
 	var eng inference.Engine
 	var client *remote.Client
 	if cfg.Engine.Kind == "remote" {
-		if client, err = newRemote(cfg.Engine); err != nil {
+		if client, err = newRemote(cfg.Engine, source); err != nil {
 			fmt.Fprintln(os.Stderr, "autoglm-sidecar: engine.remote.", err)
 			return 2
 		}
@@ -191,21 +214,6 @@ func run(args []string) int {
 			policy.Allow["*"] = append(policy.Allow["*"], spiffeid.RequireFromString(a))
 		}
 		if id.Mode == "spiffe" {
-			socket := cmp.Or(id.WorkloadSocket, os.Getenv("SPIFFE_ENDPOINT_SOCKET"))
-			if socket == "" {
-				fmt.Fprintln(os.Stderr, "autoglm-sidecar: identity.workload_socket: required with identity.mode spiffe (or set SPIFFE_ENDPOINT_SOCKET)")
-				return 2
-			}
-			log.Info("waiting for an X.509 SVID from the Workload API", "socket", socket)
-			source, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(socket)))
-			if err != nil {
-				log.Error("workload api", "err", err)
-				return 1
-			}
-			defer source.Close()
-			if svid, err := source.GetX509SVID(); err == nil {
-				log.Info("serving mTLS", "spiffe_id", svid.ID.String(), "expires", svid.Certificates[0].NotAfter)
-			}
 			// Every caller with an SVID of the bundle's trust domains
 			// completes the handshake; the policy then answers 403 or
 			// PERMISSION_DENIED (counted) to those it does not allow.
@@ -250,7 +258,7 @@ func openGPU(cfg config.GPU, log *slog.Logger) (*gpu.Monitor, int, error) {
 	return m, kv, nil
 }
 
-func newRemote(c config.Engine) (*remote.Client, error) {
+func newRemote(c config.Engine, source *workloadapi.X509Source) (*remote.Client, error) {
 	r := c.Remote
 	model := r.Model
 	if model == "" {
@@ -260,7 +268,12 @@ func newRemote(c config.Engine) (*remote.Client, error) {
 	if r.APIKeyEnv != "" {
 		key = os.Getenv(r.APIKeyEnv)
 	}
-	return remote.New(remote.Config{URL: r.URL, Model: model, APIKey: key})
+	var tlsCfg *tls.Config
+	if r.ServerID != "" {
+		// mTLS with this sidecar's SVID; the upstream must be r.ServerID.
+		tlsCfg = tlsconfig.MTLSClientConfig(source, source, tlsconfig.AuthorizeID(spiffeid.RequireFromString(r.ServerID)))
+	}
+	return remote.New(remote.Config{URL: r.URL, Model: model, APIKey: key, TLS: tlsCfg})
 }
 
 func newEngine(c config.Engine) (inference.Engine, error) {
