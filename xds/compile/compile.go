@@ -55,6 +55,10 @@ func Compile(c *config.Config, found Discovered) *ir.Config {
 				w.URLPort = atou(p)
 			}
 		}
+		if cc := f.CacheCluster; cc != nil {
+			c := cluster(cc.Name, config.Version{Endpoints: cc.Endpoints, DNS: cc.DNS}, 0)
+			w.CacheCluster = &c
+		}
 		out.Filter = w
 	}
 	if t := c.UpstreamTLS; t != nil {

@@ -42,6 +42,18 @@ type Filter struct {
 	Config map[string]any `yaml:"config"`
 	// FailOpen lets requests through when the VM has failed.
 	FailOpen bool `yaml:"fail_open"`
+	// CacheCluster is the filter's remote cache tier: sidecars serving
+	// /v1/cache (backed by Redis), called over upstream_tls's mTLS when
+	// that is set. The plugin's cache.remote.cluster must name it.
+	CacheCluster *CacheCluster `yaml:"cache_cluster"`
+}
+
+// CacheCluster is where the filter's cache calls go: static IP endpoints
+// or one DNS name.
+type CacheCluster struct {
+	Name      string   `yaml:"name"`
+	Endpoints []string `yaml:"endpoints"`
+	DNS       string   `yaml:"dns"`
 }
 
 // WasmModule is a local file, or a remote URL with its SHA-256.
@@ -249,6 +261,28 @@ func (c *Config) Validate() error {
 		}
 		if _, err := json.Marshal(f.Config); err != nil {
 			bad("filter.config", "cannot be expressed as JSON: %v", err)
+		}
+		if cc := f.CacheCluster; cc != nil {
+			if !nameRE.MatchString(cc.Name) {
+				bad("filter.cache_cluster.name", "must be a lower-case name, got %q", cc.Name)
+			}
+			if (len(cc.Endpoints) == 0) == (cc.DNS == "") {
+				bad("filter.cache_cluster", "exactly one of endpoints and dns is required")
+			}
+			for i, e := range cc.Endpoints {
+				if err := checkHostPort(e, true); err != nil {
+					bad(fmt.Sprintf("filter.cache_cluster.endpoints[%d]", i), "%v", err)
+				}
+			}
+			if cc.DNS != "" {
+				if err := checkHostPort(cc.DNS, false); err != nil {
+					bad("filter.cache_cluster.dns", "%v", err)
+				}
+			}
+			remote, _ := f.Config["cache"].(map[string]any)
+			if remote, _ = remote["remote"].(map[string]any); remote != nil && remote["cluster"] != cc.Name {
+				bad("filter.config.cache.remote.cluster", "must be %q, the filter.cache_cluster it calls, got %v", cc.Name, remote["cluster"])
+			}
 		}
 	}
 	if t := c.UpstreamTLS; t != nil {

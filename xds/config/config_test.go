@@ -34,6 +34,8 @@ func TestBadInput(t *testing.T) {
 			[]string{"filter: needs listeners.http", "filter.wasm.url: must be an http(s) URL", "filter.wasm.sha256: must be 64", "upstream_tls.sds_socket: must be an absolute path", "upstream_tls.trust_domain", "upstream_tls.svid: must be a SPIFFE ID", "upstream_tls.sidecar_ids[0]"}},
 		{"wasm source", "apiVersion: autoglm.io/v1alpha1\nlisteners: {http: {name: h, address: 0.0.0.0, port: 80}}\nfilter: {wasm: {file: relative.wasm}, config: {a: 1}}\nmodels:\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n",
 			[]string{"filter.wasm.file: must be an absolute path"}},
+		{"cache cluster", "apiVersion: autoglm.io/v1alpha1\nlisteners: {http: {name: h, address: 0.0.0.0, port: 80}}\nfilter: {wasm: {file: /f.wasm}, config: {cache: {remote: {cluster: other}}}, cache_cluster: {name: Cache, endpoints: [\"cache.local:80\"], dns: \"x:1\"}}\nmodels:\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n",
+			[]string{"filter.cache_cluster.name: must be a lower-case name", "filter.cache_cluster: exactly one of endpoints and dns", "filter.cache_cluster.endpoints[0]: must be an IP address", "filter.config.cache.remote.cluster: must be \"Cache\""}},
 		{"wrong types", head + "models:\n  - {name: m, timeout: soon, versions: [{name: a, weight: lots, endpoints: \"1.2.3.4:80\"}]}\n",
 			[]string{"models[0].timeout (line 4)", "models[0].versions[0].weight (line 4)", "models[0].versions[0].endpoints (line 4)"}},
 	} {
@@ -55,6 +57,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("apiVersion: autoglm.io/v1alpha1\nlisteners: {http: {name: h, address: 0.0.0.0, port: 80}}\nmodels:\n  - {name: \"a/b:c\", load_balancing: {policy: ring_hash, hash_header: k}, versions: [{name: v, weight: 100, dns: \"x.y:80\"}]}\n"))
 	f.Add([]byte(head + "defaults: {retries: {attempts: 2, on: [\"429\", reset]}, outlier_detection: {consecutive_5xx: 1, interval: 1s, base_ejection_time: 1s, max_ejection_percent: 10}}\nmodels: [{name: m, versions: [{name: a, weight: 5, endpoints: [\"::1:80\"]}]}]\n"))
 	f.Add([]byte("apiVersion: autoglm.io/v1alpha1\nlisteners: {http: {name: h, address: 0.0.0.0, port: 80}}\nfilter: {wasm: {url: \"https://h:8443/f.wasm\", sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08}, config: {x: [1, {y: z}]}}\nupstream_tls: {sds_socket: /s, svid: \"spiffe://t/e\", trust_domain: t}\nmodels: [{name: m, versions: [{name: a, weight: 5, endpoints: [\"10.0.0.1:80\"]}]}]\n"))
+	f.Add([]byte("apiVersion: autoglm.io/v1alpha1\nlisteners: {http: {name: h, address: 0.0.0.0, port: 80}}\nfilter: {wasm: {file: /f.wasm}, cache_cluster: {name: c, endpoints: [\"10.0.0.2:8080\"]}}\nmodels: [{name: m, versions: [{name: a, weight: 5, endpoints: [\"10.0.0.1:80\"]}]}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := config.Parse(data)
 		if err != nil {

@@ -97,6 +97,13 @@ func Generate(c *ir.Config) (*Resources, error) {
 		}
 		r.Clusters = append(r.Clusters, ws)
 	}
+	if c.Filter != nil && c.Filter.CacheCluster != nil && c.HTTP != nil {
+		cc, err := cacheCluster(c.Filter.CacheCluster, c.TLS)
+		if err != nil {
+			return nil, err
+		}
+		r.Clusters = append(r.Clusters, cc)
+	}
 	if c.TLS != nil && c.HTTP != nil {
 		r.Clusters = append(r.Clusters, spireAgent(c.TLS))
 	}

@@ -70,6 +70,29 @@ func wasmSource(w *ir.Wasm) (*cluster.Cluster, error) {
 	return c, nil
 }
 
+// cacheCluster is the filter's remote cache tier (sidecars' /v1/cache),
+// with the sidecars' mTLS when there is one; endpoints inline (STATIC) or
+// resolved by Envoy (STRICT_DNS).
+func cacheCluster(c *ir.Cluster, t *ir.TLS) (*cluster.Cluster, error) {
+	out := &cluster.Cluster{
+		Name: c.Name, ConnectTimeout: durationpb.New(time.Second),
+		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
+		LoadAssignment:       &endpoint.ClusterLoadAssignment{ClusterName: c.Name, Endpoints: localities(c.Endpoints)},
+	}
+	if c.DNS != "" {
+		out.ClusterDiscoveryType = &cluster.Cluster_Type{Type: cluster.Cluster_STRICT_DNS}
+		out.LoadAssignment.Endpoints = localities([]ir.Endpoint{{Host: c.DNS, Port: c.DNSPort}})
+	}
+	if t != nil {
+		ts, err := upstreamTLS(t)
+		if err != nil {
+			return nil, err
+		}
+		out.TransportSocket = ts
+	}
+	return out, nil
+}
+
 // spireAgent is the SDS server: the SPIRE agent on its unix socket.
 func spireAgent(t *ir.TLS) *cluster.Cluster {
 	return &cluster.Cluster{

@@ -28,6 +28,8 @@ type Wasm struct {
 	URLTLS      bool
 	Config      string // JSON
 	FailOpen    bool
+	// CacheCluster is where the filter's remote cache calls go (nil: none).
+	CacheCluster *Cluster
 }
 
 // TLS is mTLS with SVIDs from the SPIRE agent's SDS.
