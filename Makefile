@@ -13,7 +13,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 RUN_ADDR  ?= 127.0.0.1:8080
 RUN_GRPC  ?= 127.0.0.1:9090
 
-.PHONY: help deps spire build filter run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz clean
+.PHONY: help deps spire build filter filter-image run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ build: ## build every binary into bin/
 
 filter: ## build the proxy-wasm filter into bin/autoglm-filter.wasm (standard Go, wasip1)
 	./filter/build.sh $(BIN)/autoglm-filter.wasm
+
+filter-image: filter ## package the filter as the OCI image Istio's WasmPlugin pulls (bin/autoglm-filter-oci; PUSH=ref pushes it)
+	cd filter && $(GO) run ./cmd/filter-image -wasm ../$(BIN)/autoglm-filter.wasm -out ../$(BIN)/autoglm-filter-oci $(if $(PUSH),-push $(PUSH))
 
 run: build ## the local stack: autoglm-xds, two sidecar versions (90/10), Envoy if on PATH; prints what to try
 	BIN=$(BIN) ./test/tools/run-local.sh
