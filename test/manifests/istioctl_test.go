@@ -1,0 +1,78 @@
+package manifests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+// istioctlBin is where make test's istioctl target caches istioctl.
+func istioctlBin(t *testing.T) string {
+	t.Helper()
+	mod, err := os.ReadFile(filepath.Join(root(), "test", "istioctl", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^require istio.io/istio (\S+)$`).FindSubmatch(mod)
+	if m == nil {
+		t.Fatal("test/istioctl/go.mod pins no istio.io/istio")
+	}
+	tools := os.Getenv("AUTOGLM_TOOLS")
+	if tools == "" {
+		home, _ := os.UserHomeDir()
+		tools = filepath.Join(home, ".cache", "autoglm-tools")
+	}
+	bin := filepath.Join(tools, "istioctl-"+string(m[1]), "bin", "istioctl")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("istioctl is not built: run `make istioctl` (make test does): %v", err)
+	}
+	return bin
+}
+
+// TestIstioctl: istioctl validate accepts every Istio file and every
+// rendered overlay, and istioctl analyze (offline) finds no error or
+// warning in them together.
+func TestIstioctl(t *testing.T) {
+	bin := istioctlBin(t)
+	dir := t.TempDir()
+	files, _ := filepath.Glob(filepath.Join(root(), "istio", "*.yaml"))
+	var rendered []string
+	for _, o := range []string{"dev", "gpu"} {
+		var out []string
+		for _, obj := range build(t, filepath.Join(root(), "manifests", "overlays", o)) {
+			b, err := yaml.Marshal(obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, string(b))
+		}
+		p := filepath.Join(dir, o+".yaml")
+		if err := os.WriteFile(p, []byte(strings.Join(out, "---\n")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rendered = append(rendered, p)
+	}
+	for _, f := range append(append([]string(nil), files...), rendered...) {
+		out, err := exec.Command(bin, "validate", "-f", f).CombinedOutput()
+		if err != nil {
+			t.Errorf("istioctl validate -f %s: %v\n%s", filepath.Base(f), err, out)
+		}
+	}
+	for _, o := range rendered {
+		args := []string{"analyze", "--use-kube=false", "--failure-threshold", "Warning"}
+		for _, f := range files {
+			if filepath.Base(f) != "operator.yaml" { // an install file, not a mesh resource
+				args = append(args, f)
+			}
+		}
+		out, err := exec.Command(bin, append(args, o)...).CombinedOutput()
+		if err != nil {
+			t.Errorf("istioctl analyze with %s: %v\n%s", filepath.Base(o), err, out)
+		}
+	}
+}
