@@ -54,6 +54,10 @@ type Cache struct {
 	MaxEntryBytes int           `yaml:"max_entry_bytes"`
 	MaxTTL        time.Duration `yaml:"max_ttl"`
 	Timeout       time.Duration `yaml:"timeout"`
+	// Allow lists the SPIFFE IDs that may use the endpoint (the proxies
+	// running the filter) when identity.mode verifies callers; required
+	// then: whoever can PUT entries answers other tenants' requests.
+	Allow []string `yaml:"allow"`
 }
 
 // GPU configures NVML telemetry and GPU-aware admission.
@@ -309,6 +313,14 @@ func (c *Config) Validate() error {
 		}
 		if k.Timeout <= 0 {
 			bad("cache.timeout", "must be positive, got %s", k.Timeout)
+		}
+		if c.Identity.Mode != "" && len(k.Allow) == 0 {
+			bad("cache.allow", "is required when identity.mode is set: the SPIFFE IDs of the proxies that run the filter")
+		}
+		for i, a := range k.Allow {
+			if _, err := spiffeid.FromString(a); err != nil {
+				bad(fmt.Sprintf("cache.allow[%d]", i), "%q is not a SPIFFE ID: %v", a, err)
+			}
 		}
 	}
 	a := c.Admission

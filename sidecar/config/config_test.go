@@ -94,3 +94,26 @@ func FuzzParse(f *testing.F) {
 		_ = c.Validate()
 	})
 }
+
+func TestIdentityAndCacheValidation(t *testing.T) {
+	c := Default()
+	if err := Parse([]byte("identity:\n  mode: spiffe\n  allow: [\"not-an-id\"]\ncache:\n  redis_url: redis://127.0.0.1:6379/0\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Validate()
+	for _, want := range []string{"identity.allow[0]", "cache.allow: is required when identity.mode is set"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q: %v", want, err)
+		}
+	}
+	c = Default()
+	Parse([]byte("identity:\n  mode: xfcc\n  trust_domain: mesh.local\ncache:\n  redis_url: redis://r:6379\n  allow: [\"spiffe://mesh.local/ns/autoglm/sa/autoglm-model\"]\n"), &c)
+	if err := c.Validate(); err != nil {
+		t.Fatalf("valid identity and cache: %v", err)
+	}
+	c = Default()
+	Parse([]byte("identity:\n  mode: maybe\n"), &c)
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "identity.mode") {
+		t.Fatalf("bad mode: %v", err)
+	}
+}

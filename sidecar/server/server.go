@@ -72,8 +72,28 @@ func (s *Server) SetIdentity(p *identity.Policy) { s.policy = p }
 // server. Call before Run.
 func (s *Server) SetGRPCOptions(opts ...grpc.ServerOption) { s.grpcOpts = append(s.grpcOpts, opts...) }
 
+// CacheScope is the name under which the identity policy lists who may
+// use the cache endpoint (identity.Policy.Allow[CacheScope]).
+const CacheScope = "/v1/cache"
+
+// cacheGuard lets only the callers the policy allows for CacheScope reach
+// the cache endpoint when callers are verified: anyone who could PUT
+// there could answer other tenants' requests.
+func (s *Server) cacheGuard(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.policy.Enabled() {
+			if _, err := s.policy.HTTP(r, CacheScope); err != nil {
+				s.writeError(w, api.NewError(identityStatus(err), "permission_error", "forbidden", err.Error()))
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // AttachCache serves the filter's cache endpoint (/v1/cache/) on the HTTP
-// API. Call before Run.
+// API; with SetIdentity, only the IDs the policy allows for CacheScope
+// may use it. Call before Run.
 func (s *Server) AttachCache(h http.Handler) { s.cache = h }
 
 // Registry is where the server's metrics are; other parts of the sidecar
@@ -180,7 +200,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	if s.cache != nil {
-		mux.Handle("/v1/cache/", s.cache)
+		mux.Handle("/v1/cache/", s.cacheGuard(s.cache))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {

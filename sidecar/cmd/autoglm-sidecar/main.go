@@ -207,11 +207,17 @@ func run(args []string) int {
 		if id.TrustDomain != "" {
 			policy.TrustDomain = spiffeid.RequireTrustDomainFromString(id.TrustDomain)
 		}
+		policy.Allow = map[string][]spiffeid.ID{}
 		for _, a := range id.Allow {
-			if policy.Allow == nil {
-				policy.Allow = map[string][]spiffeid.ID{}
-			}
 			policy.Allow["*"] = append(policy.Allow["*"], spiffeid.RequireFromString(a))
+		}
+		if len(policy.Allow["*"]) == 0 {
+			delete(policy.Allow, "*") // the trust domain's members
+		}
+		// The cache endpoint has its own list (validated: required).
+		policy.Allow[server.CacheScope] = []spiffeid.ID{}
+		for _, a := range cfg.Cache.Allow {
+			policy.Allow[server.CacheScope] = append(policy.Allow[server.CacheScope], spiffeid.RequireFromString(a))
 		}
 		if id.Mode == "spiffe" {
 			// Every caller with an SVID of the bundle's trust domains
