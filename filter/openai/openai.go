@@ -24,10 +24,24 @@ type Request struct {
 	// PromptTokens estimates the prompt: a token per 4 bytes of text, plus
 	// 4 per chat message.
 	PromptTokens int
-	// Key identifies the request's output: a hash of its canonical JSON
-	// without the fields that do not change the output (user, metadata,
-	// store).
-	Key string
+	// fields is the body, for Key.
+	fields map[string]any
+	key    string
+}
+
+// Key identifies the request's output: a hash of its canonical JSON
+// without the fields that do not change the output (user, metadata,
+// store). It is computed on demand (only the cache needs it).
+func (r *Request) Key() string {
+	if r.key == "" && r.fields != nil {
+		for _, k := range []string{"user", "metadata", "store"} {
+			delete(r.fields, k)
+		}
+		canon, _ := json.Marshal(r.fields) // map keys sorted: canonical; a decoded value always encodes
+		sum := sha256.Sum256(canon)
+		r.key = hex.EncodeToString(sum[:16])
+	}
+	return r.key
 }
 
 // Deterministic reports temperature 0, the only sampling a cache may
@@ -83,15 +97,7 @@ func Parse(body []byte) (Request, error) {
 		r.Temperature = &f
 	}
 	r.PromptTokens = estimate(m["messages"]) + estimate(m["prompt"])
-	for _, k := range []string{"user", "metadata", "store"} {
-		delete(m, k)
-	}
-	canon, err := json.Marshal(m) // map keys sorted: canonical
-	if err != nil {
-		return r, ErrNotJSON
-	}
-	sum := sha256.Sum256(canon)
-	r.Key = hex.EncodeToString(sum[:16])
+	r.fields = m
 	return r, nil
 }
 

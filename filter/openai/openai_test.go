@@ -19,8 +19,8 @@ func TestParse(t *testing.T) {
 		"messages":[{"content":"You are terse.","role":"system"},{"role":"user","content":[{"text":"Hello there","type":"text"}]}]}`))
 	other, _ := Parse([]byte(`{"model":"m","stream":true,"max_tokens":64,"temperature":0.7,
 		"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":[{"type":"text","text":"Hello there"}]}]}`))
-	if same.Key != r.Key || other.Key == r.Key || len(r.Key) != 32 {
-		t.Fatalf("keys %s %s %s", r.Key, same.Key, other.Key)
+	if same.Key() != r.Key() || other.Key() == r.Key() || len(r.Key()) != 32 {
+		t.Fatalf("keys %s %s %s", r.Key(), same.Key(), other.Key())
 	}
 	c, err := Parse([]byte(`{"model":"m","prompt":"abcdefgh","max_completion_tokens":5}`))
 	if err != nil || c.PromptTokens != 2 || c.MaxTokens != 5 || c.Deterministic() || c.Temperature != nil {
@@ -71,7 +71,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"model":"m","prompt":["a","b"],"max_tokens":3}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r, err := Parse(body)
-		if err == nil && (r.Model == "" || r.MaxTokens < 0 || len(r.Key) != 32) {
+		if err == nil && (r.Model == "" || r.MaxTokens < 0 || len(r.Key()) != 32) {
 			t.Fatalf("%+v", r)
 		}
 		StreamUsage(body)

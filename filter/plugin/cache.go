@@ -76,7 +76,7 @@ func (s *stream) lookup() bool {
 	if s.p.cfg.Cache.Shared {
 		scope = ""
 	}
-	s.cacheKey = cachePrefix + s.req.Key + ":" + keyHash(scope)
+	s.cacheKey = cachePrefix + s.req.Key() + ":" + keyHash(scope)
 	data, _, err := proxywasm.GetSharedData(s.cacheKey)
 	if err == nil {
 		if e, ok := decodeEntry(data); ok && e.expires > Now().UnixNano() {
@@ -174,7 +174,7 @@ func (s *stream) storeLocal(expires int64) []byte {
 	val := e.encode()
 	var evicted []string
 	bound := max(c.MaxBytes/indexShards, c.MaxEntryBytes)
-	err := s.casUpdate(cacheIndex+s.req.Key[:1], func(old []byte) ([]byte, bool) {
+	err := s.casUpdate(cacheIndex+s.req.Key()[:1], func(old []byte) ([]byte, bool) {
 		evicted = evicted[:0]
 		lines := parseIndex(old)
 		kept := lines[:0]

@@ -91,8 +91,9 @@ func sendError(status uint32, typ, code, msg string, extra [][2]string) {
 	}
 }
 
-// tenantOf is the caller's identity from the configured sources, or "".
-func tenantOf(c config.Tenant) string {
+// tenantOf is the caller's identity from the configured sources, or "";
+// header looks up a request header.
+func tenantOf(c config.Tenant, header func(string) (string, bool)) string {
 	for _, s := range c.Sources {
 		switch s {
 		case "peer_certificate":
@@ -100,13 +101,13 @@ func tenantOf(c config.Tenant) string {
 				return string(v)
 			}
 		case "xfcc":
-			if v, err := proxywasm.GetHttpRequestHeader("x-forwarded-client-cert"); err == nil {
+			if v, ok := header("x-forwarded-client-cert"); ok {
 				if uri := XFCCURI(v); uri != "" {
 					return uri
 				}
 			}
 		case "api_key":
-			if v, err := proxywasm.GetHttpRequestHeader(c.APIKeyHeader); err == nil && v != "" {
+			if v, ok := header(c.APIKeyHeader); ok && v != "" {
 				return "apikey:" + keyHash(v)
 			}
 		}

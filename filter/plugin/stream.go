@@ -58,9 +58,22 @@ func keyHash(s string) string {
 // be read, so that the model header is set before Envoy routes.
 func (s *stream) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.Action {
 	cfg := &s.p.cfg
+	// One host call for all the headers: each call into and out of the VM
+	// costs microseconds.
+	hs, _ := proxywasm.GetHttpRequestHeaders()
+	header := func(k string) (string, bool) {
+		for _, h := range hs {
+			if strings.EqualFold(h[0], k) {
+				return h[1], true
+			}
+		}
+		return "", false
+	}
 	// Only the filter says who the tenant is.
-	_ = proxywasm.RemoveHttpRequestHeader(HeaderTenant)
-	s.tenant = tenantOf(cfg.Tenant)
+	if _, sent := header(HeaderTenant); sent {
+		_ = proxywasm.RemoveHttpRequestHeader(HeaderTenant)
+	}
+	s.tenant = tenantOf(cfg.Tenant, header)
 	if s.tenant == "" {
 		if cfg.Tenant.Anonymous == "" {
 			s.done = true
@@ -70,11 +83,11 @@ func (s *stream) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.Ac
 		s.tenant = cfg.Tenant.Anonymous
 	}
 	_ = proxywasm.ReplaceHttpRequestHeader(HeaderTenant, s.tenant)
-	if v, err := proxywasm.GetHttpRequestHeader(HeaderPriority); err == nil {
+	if v, ok := header(HeaderPriority); ok {
 		s.priority = priorityOf(v)
 	}
-	method, _ := proxywasm.GetHttpRequestHeader(":method")
-	path, _ := proxywasm.GetHttpRequestHeader(":path")
+	method, _ := header(":method")
+	path, _ := header(":path")
 	path, _, _ = strings.Cut(path, "?")
 	if method != "POST" || !contains(cfg.Paths, path) {
 		return types.ActionContinue
