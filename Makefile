@@ -54,6 +54,7 @@ fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test -run '^$$' -fuzz FuzzParseDist -fuzztime $${FUZZTIME:-30s} ./test/load/
 	cd filter && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./config/
 	cd filter && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./openai/
+	cd filter && $(GO) test -run '^$$' -fuzz FuzzURI -fuzztime $${FUZZTIME:-30s} ./xfcc/
 
 lint: ## go vet and a gofmt check
 	$(GO) vet ./...

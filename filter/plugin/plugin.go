@@ -14,6 +14,7 @@ import (
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
 	"github.com/open-autoglm/autoglm/filter/config"
+	"github.com/open-autoglm/autoglm/filter/xfcc"
 )
 
 // Header names (ARCHITECTURE.md's header contract).
@@ -102,7 +103,7 @@ func tenantOf(c config.Tenant, header func(string) (string, bool)) string {
 			}
 		case "xfcc":
 			if v, ok := header("x-forwarded-client-cert"); ok {
-				if uri := XFCCURI(v); uri != "" {
+				if uri := xfcc.URI(v); uri != "" {
 					return uri
 				}
 			}
@@ -113,41 +114,6 @@ func tenantOf(c config.Tenant, header func(string) (string, bool)) string {
 		}
 	}
 	return ""
-}
-
-// XFCCURI is the URI of the last element of an x-forwarded-client-cert
-// value: the client of the proxy that set it (Envoy appends its own
-// client's element).
-func XFCCURI(v string) string {
-	elems := splitQuoted(v, ',')
-	if len(elems) == 0 {
-		return ""
-	}
-	for _, kv := range splitQuoted(elems[len(elems)-1], ';') {
-		k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if ok && strings.EqualFold(k, "URI") {
-			return strings.Trim(val, `"`)
-		}
-	}
-	return ""
-}
-
-// splitQuoted splits on sep outside double quotes.
-func splitQuoted(s string, sep byte) []string {
-	var out []string
-	quoted, start := false, 0
-	for i := 0; i < len(s); i++ {
-		switch {
-		case s[i] == '\\' && quoted:
-			i++
-		case s[i] == '"':
-			quoted = !quoted
-		case s[i] == sep && !quoted:
-			out = append(out, s[start:i])
-			start = i + 1
-		}
-	}
-	return append(out, s[start:])
 }
 
 func priorityOf(v string) int {

@@ -381,34 +381,3 @@ func TestCacheSizeBound(t *testing.T) {
 		t.Fatal("an entry over max_entry_bytes was stored")
 	}
 }
-
-func TestXFCCURI(t *testing.T) {
-	for in, want := range map[string]string{
-		"":                      "",
-		"By=a;Hash=b":           "",
-		"URI=spiffe://x/y":      "spiffe://x/y",
-		`URI="spiffe://x/y"`:    "spiffe://x/y",
-		`Subject="a;b,c";URI=u`: "u",
-		"URI=first,URI=second":  "second",
-	} {
-		if got := XFCCURI(in); got != want {
-			t.Errorf("%q: %q, want %q", in, got, want)
-		}
-	}
-}
-
-func TestCacheOptIn(t *testing.T) {
-	host, _ := newHost(t, `{"cache": {"enabled": true}}`, "spiffe://m/a")
-	sampled := strings.Replace(chat, `"temperature":0`, `"temperature":0.9`, 1)
-	optIn := [][2]string{{HeaderCacheControl, "cache"}}
-	r := send(host, "/v1/chat/completions", optIn, sampled)
-	if hs := respond(host, r.id, 200, "application/json", usageJSON(7)); !hasValue(hs, HeaderCache, "MISS") {
-		t.Fatalf("opt-in: %v", hs)
-	}
-	if r := send(host, "/v1/chat/completions", optIn, sampled); r.local == nil {
-		t.Fatal("an opted-in sampled request was not answered from the cache")
-	}
-	if r := send(host, "/v1/chat/completions", nil, sampled); r.local != nil {
-		t.Fatal("a sampled request without opt-in was answered from the cache")
-	}
-}

@@ -11,12 +11,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffegrpc/grpccredentials"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/open-autoglm/autoglm/filter/xfcc"
 )
 
 // Errors: no identity, or one that is not allowed.
@@ -112,7 +113,7 @@ func (p *Policy) httpPeer(r *http.Request) (spiffeid.ID, error) {
 		if !loopback(r.RemoteAddr) {
 			return spiffeid.ID{}, fmt.Errorf("%w: x-forwarded-client-cert is trusted only from the co-located proxy", ErrUnauthenticated)
 		}
-		uri := XFCCURI(r.Header.Get("X-Forwarded-Client-Cert"))
+		uri := xfcc.URI(r.Header.Get("X-Forwarded-Client-Cert"))
 		id, err := spiffeid.FromString(uri)
 		if err != nil {
 			return spiffeid.ID{}, fmt.Errorf("%w: x-forwarded-client-cert has no SPIFFE URI", ErrUnauthenticated)
@@ -125,7 +126,7 @@ func (p *Policy) httpPeer(r *http.Request) (spiffeid.ID, error) {
 // GRPC returns the verified caller of a gRPC call (mTLS mode), allowed
 // to use model; xfcc is the call's x-forwarded-client-cert metadata and
 // peerAddr its peer address (xfcc mode).
-func (p *Policy) GRPC(ctx context.Context, model, xfcc, peerAddr string) (spiffeid.ID, error) {
+func (p *Policy) GRPC(ctx context.Context, model, xfccValue, peerAddr string) (spiffeid.ID, error) {
 	var id spiffeid.ID
 	var err error
 	switch p.Mode {
@@ -137,7 +138,7 @@ func (p *Policy) GRPC(ctx context.Context, model, xfcc, peerAddr string) (spiffe
 	case "xfcc":
 		if !loopback(peerAddr) {
 			err = fmt.Errorf("%w: x-forwarded-client-cert is trusted only from the co-located proxy", ErrUnauthenticated)
-		} else if id, err = spiffeid.FromString(XFCCURI(xfcc)); err != nil {
+		} else if id, err = spiffeid.FromString(xfcc.URI(xfccValue)); err != nil {
 			err = fmt.Errorf("%w: x-forwarded-client-cert has no SPIFFE URI", ErrUnauthenticated)
 		}
 	default:
@@ -159,34 +160,4 @@ func loopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// XFCCURI is the URI of the last element of an x-forwarded-client-cert
-// value: Envoy appends the element of the client it verified.
-func XFCCURI(v string) string {
-	elems := splitQuoted(v, ',')
-	for _, kv := range splitQuoted(elems[len(elems)-1], ';') {
-		k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if ok && strings.EqualFold(k, "URI") {
-			return strings.Trim(val, `"`)
-		}
-	}
-	return ""
-}
-
-func splitQuoted(s string, sep byte) []string {
-	var out []string
-	quoted, start := false, 0
-	for i := 0; i < len(s); i++ {
-		switch {
-		case s[i] == '\\' && quoted:
-			i++
-		case s[i] == '"':
-			quoted = !quoted
-		case s[i] == sep && !quoted:
-			out = append(out, s[start:i])
-			start = i + 1
-		}
-	}
-	return append(out, s[start:])
 }

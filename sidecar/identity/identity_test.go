@@ -77,9 +77,3 @@ func TestSPIFFEModeNeedsTLS(t *testing.T) {
 		t.Fatal("Enabled")
 	}
 }
-
-func FuzzXFCCURI(f *testing.F) {
-	f.Add(`By=spiffe://a/b;URI=spiffe://c/d,URI="spiffe://e/f"`)
-	f.Add(`Subject="x,y;z";URI=u`)
-	f.Fuzz(func(t *testing.T, v string) { XFCCURI(v) })
-}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,32 +38,10 @@ func TestSidecarSPIFFE(t *testing.T) {
 	sc := startSidecar(t, sidecar, fmt.Sprintf("server:\n  http_addr: %s\n  grpc_addr: %s\nengine:\n  kind: test\n  test:\n    step_cost: 1ms\n"+
 		"identity:\n  mode: spiffe\n  workload_socket: %s\n  allow: [%s]\n", httpAddr, grpcAddr, api.Addr, allowed.ID))
 	base := "https://" + httpAddr
-	client := func(cfg *tls.Config, keepAlive bool) *http.Client {
-		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: !keepAlive}}
-	}
+	client := mtlsClient
 	good := client(ca.ClientTLS(allowed), true)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		resp, err := good.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready over mTLS: %v\n%s", err, sc.stderr.String())
-		}
-	}
-	chat := func(c *http.Client) (*http.Response, string, error) {
-		resp, err := c.Post(base+"/v1/chat/completions", "application/json",
-			strings.NewReader(`{"model":"autoglm-test","messages":[{"role":"user","content":"hi"}],"max_tokens":4}`))
-		if err != nil {
-			return nil, "", err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp, string(b), nil
-	}
+	waitReadyMTLS(t, good, base, sc)
+	chat := func(c *http.Client) (*http.Response, string, error) { return chatOver(c, base) }
 	if resp, body, err := chat(good); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("allowed caller: %v %v %s", resp, err, body)
 	}

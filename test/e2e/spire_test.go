@@ -16,24 +16,13 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/open-autoglm/autoglm/internal/toolcache"
 )
 
-// spireBin is where make test's spire target (test/tools/build-spire.sh)
-// caches the SPIRE binaries.
+// spireBin is where make test's spire target caches the SPIRE binaries.
 func spireBin(t *testing.T) string {
-	t.Helper()
-	tools := os.Getenv("AUTOGLM_TOOLS")
-	if tools == "" {
-		home, _ := os.UserHomeDir()
-		tools = filepath.Join(home, ".cache", "autoglm-tools")
-	}
-	dir := filepath.Join(tools, "spire-1.15.3", "bin")
-	for _, b := range []string{"spire-server", "spire-agent"} {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			t.Fatalf("%s is not built: run `make spire` (make test does): %v", b, err)
-		}
-	}
-	return dir
+	return toolcache.Require(t, "spire", "spire-1.15.3/bin", "spire-server", "spire-agent")
 }
 
 type spire struct {
@@ -267,32 +256,10 @@ func TestSPIRE(t *testing.T) {
 		t.Fatalf("SVIDs %s %s", clientID, intruderID)
 	}
 	base := "https://" + httpAddr
-	client := func(cfg *tls.Config, keepAlive bool) *http.Client {
-		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: !keepAlive}}
-	}
+	client := mtlsClient
 	good := client(clientTLS, true)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		resp, err := good.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sidecar not ready over mTLS: %v\n%s", err, sc.stderr.String())
-		}
-	}
-	chat := func(c *http.Client) (*http.Response, string, error) {
-		resp, err := c.Post(base+"/v1/chat/completions", "application/json",
-			strings.NewReader(`{"model":"autoglm-test","messages":[{"role":"user","content":"hi"}],"max_tokens":4}`))
-		if err != nil {
-			return nil, "", err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp, string(b), nil
-	}
+	waitReadyMTLS(t, good, base, sc)
+	chat := func(c *http.Client) (*http.Response, string, error) { return chatOver(c, base) }
 	if resp, body, err := chat(good); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("allowed workload: %v %v %s", resp, err, body)
 	}

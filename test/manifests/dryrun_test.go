@@ -26,24 +26,14 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
+
+	"github.com/open-autoglm/autoglm/internal/toolcache"
 )
 
 // kubeDir is where make test's kube target caches etcd, kube-apiserver
 // and the CRDs.
 func kubeDir(t *testing.T) string {
-	t.Helper()
-	tools := os.Getenv("AUTOGLM_TOOLS")
-	if tools == "" {
-		home, _ := os.UserHomeDir()
-		tools = filepath.Join(home, ".cache", "autoglm-tools")
-	}
-	dir := filepath.Join(tools, "kube-v1.36.3")
-	for _, f := range []string{"bin/etcd", "bin/kube-apiserver", "crds/done"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			t.Fatalf("etcd/kube-apiserver/CRDs are not built: run `make kube` (make test does): %v", err)
-		}
-	}
-	return dir
+	return toolcache.Require(t, "kube", "kube-v1.36.3", "bin/etcd", "bin/kube-apiserver", "crds/done")
 }
 
 func port(t *testing.T) int {

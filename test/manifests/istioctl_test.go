@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/open-autoglm/autoglm/internal/toolcache"
 )
 
 // istioctlBin is where make test's istioctl target caches istioctl.
@@ -22,16 +24,8 @@ func istioctlBin(t *testing.T) string {
 	if m == nil {
 		t.Fatal("test/istioctl/go.mod pins no istio.io/istio")
 	}
-	tools := os.Getenv("AUTOGLM_TOOLS")
-	if tools == "" {
-		home, _ := os.UserHomeDir()
-		tools = filepath.Join(home, ".cache", "autoglm-tools")
-	}
-	bin := filepath.Join(tools, "istioctl-"+string(m[1]), "bin", "istioctl")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("istioctl is not built: run `make istioctl` (make test does): %v", err)
-	}
-	return bin
+	dir := toolcache.Require(t, "istioctl", "istioctl-"+string(m[1])+"/bin", "istioctl")
+	return filepath.Join(dir, "istioctl")
 }
 
 // TestIstioctl: istioctl validate accepts every Istio file and every

@@ -1,0 +1,44 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// mtlsClient is an HTTP client presenting cfg's certificate.
+func mtlsClient(cfg *tls.Config, keepAlive bool) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: !keepAlive}}
+}
+
+// waitReadyMTLS waits until the sidecar at base answers /readyz 200 to c.
+func waitReadyMTLS(t *testing.T, c *http.Client, base string, p *proc) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := c.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready over mTLS: %v\n%s", err, p.stderr.String())
+		}
+	}
+}
+
+// chatOver sends a small chat request to the sidecar at base.
+func chatOver(c *http.Client, base string) (*http.Response, string, error) {
+	resp, err := c.Post(base+"/v1/chat/completions", "application/json",
+		strings.NewReader(`{"model":"autoglm-test","messages":[{"role":"user","content":"hi"}],"max_tokens":4}`))
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b), nil
+}
