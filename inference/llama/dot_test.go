@@ -4,16 +4,28 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/open-autoglm/autoglm/inference/gguf"
 )
 
-// TestKernelsAgree: the assembly kernels compute what the pure-Go ones do
-// (the integer block sums exactly; the float sums to rounding), for block
-// counts odd and even, extreme int8 values included.
-func TestKernelsAgree(t *testing.T) {
-	if !avx2Available {
-		t.Skip("no AVX2/FMA on this CPU: only the pure-Go kernels run here")
+// TestKernels: the kernels this CPU runs (AVX2/FMA assembly where it has
+// them, pure Go elsewhere) against float64 sums of the same quantised
+// values, for block counts odd and even, extreme int8 values included; the
+// four-row kernel is bit-identical to the one-row kernel for every row; and
+// where the assembly runs, the pure-Go kernels agree with it too.
+func TestKernels(t *testing.T) {
+	defer func(on bool) { useAVX2 = on }(useAVX2)
+	for _, asm := range []bool{false, avx2Available} {
+		useAVX2 = asm
+		testKernels(t)
 	}
+}
+
+func testKernels(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
+	close := func(got float32, want float64, tol float64) bool {
+		return math.Abs(float64(got)-want) <= tol*math.Max(1, math.Abs(want))
+	}
 	for _, blocks := range []int{1, 2, 3, 7, 64, 129} {
 		n := blocks * 32
 		w := make([]float32, n)
@@ -25,32 +37,47 @@ func TestKernelsAgree(t *testing.T) {
 		row := QuantizeQ8(w)
 		var v qvec
 		quantizeVec(&v, x)
-		got, want := dotQ8AVX2(&row[0], &v.q[0], &v.d[0], blocks), dotQ8Go(row, &v)
-		if d := math.Abs(float64(got - want)); d > 1e-4*math.Max(1, math.Abs(float64(want))) {
-			t.Errorf("q8_0, %d blocks: avx2 %v, go %v", blocks, got, want)
+		// The reference: the same int8 values and scales, summed in float64.
+		m := Matrix{Rows: 1, Cols: n, Type: gguf.Q8_0, Data: row}
+		wq := make([]float32, n)
+		m.Row(0, wq)
+		var want, wantF float64
+		for i := range wq {
+			want += float64(wq[i]) * float64(v.q[i]) * float64(v.d[i/gguf.Q8Block])
+			wantF += float64(w[i]) * float64(x[i])
+		}
+		if got := dotQ8(row, &v); !close(got, want, 1e-4) {
+			t.Errorf("q8_0, %d blocks: %v, float64 %v", blocks, got, want)
+		}
+		if got := dotQ8Go(row, &v); !close(got, want, 1e-4) {
+			t.Errorf("q8_0 (pure Go), %d blocks: %v, float64 %v", blocks, got, want)
 		}
 		// Four rows at once: each bit-identical to the one-row kernel.
 		rows := QuantizeQ8(append(append(append(append([]float32(nil), w...), x...), w...), x...))
 		var out [4]float32
-		dotQ8x4AVX2(&rows[0], len(row), &v.q[0], &v.d[0], blocks, &out)
+		dotQ8x4(rows, len(row), &v, &out)
 		for i, got := range out {
-			if want := dotQ8AVX2(&rows[i*len(row)], &v.q[0], &v.d[0], blocks); got != want {
-				t.Errorf("q8_0 x4, %d blocks, row %d: %v, one row alone %v", blocks, i, got, want)
+			if one := dotQ8(rows[i*len(row):(i+1)*len(row)], &v); got != one {
+				t.Errorf("q8_0 x4, %d blocks, row %d: %v, one row alone %v", blocks, i, got, one)
 			}
 		}
-		ya, yg := append([]float32(nil), x...), append([]float32(nil), x...)
-		axpyAVX2(&ya[0], 0.75, &w[0], n)
-		for i := range yg {
-			yg[i] += 0.75 * w[i]
+		if got := dot(w, x); !close(got, wantF, 1e-4) {
+			t.Errorf("f32, %d values: %v, float64 %v", n, got, wantF)
 		}
-		for i := range ya {
-			if d := math.Abs(float64(ya[i] - yg[i])); d > 1e-5*math.Max(1, math.Abs(float64(yg[i]))) {
-				t.Fatalf("axpy, %d values: [%d] avx2 %v, go %v", n, i, ya[i], yg[i])
+		if got := dotGo(w, x); !close(got, wantF, 1e-4) {
+			t.Errorf("f32 (pure Go), %d values: %v, float64 %v", n, got, wantF)
+		}
+		y := append([]float32(nil), x...)
+		axpy(y, 0.75, w)
+		for i := range y {
+			if !close(y[i], float64(x[i])+0.75*float64(w[i]), 1e-5) {
+				t.Fatalf("axpy, %d values: [%d] %v", n, i, y[i])
 			}
 		}
-		got, want = dotF32AVX2(&w[0], &x[0], n), dotGo(w, x)
-		if d := math.Abs(float64(got - want)); d > 1e-4*math.Max(1, math.Abs(float64(want))) {
-			t.Errorf("f32, %d values: avx2 %v, go %v", n, got, want)
+		if useAVX2 { // the assembly ran above: the pure-Go kernels match it
+			if a, g := dotQ8AVX2(&row[0], &v.q[0], &v.d[0], blocks), dotQ8Go(row, &v); !close(a, float64(g), 1e-4) {
+				t.Errorf("q8_0, %d blocks: avx2 %v, go %v", blocks, a, g)
+			}
 		}
 	}
 }
