@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -41,4 +43,40 @@ func chatOver(c *http.Client, base string) (*http.Response, string, error) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp, string(b), nil
+}
+
+// loadMTLS keeps n clients presenting cfg busy with chat requests to base
+// (half of them on a new connection per request) while during runs, and
+// returns the answered and failed counts and the serial numbers of the
+// server certificates they saw.
+func loadMTLS(t *testing.T, cfg *tls.Config, base string, n int, during func()) (ok, failed int64, serials map[string]bool) {
+	t.Helper()
+	var okN, failedN atomic.Int64
+	var mu sync.Mutex
+	serials = map[string]bool{}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := mtlsClient(cfg, i%2 == 0)
+			for !stop.Load() {
+				resp, body, err := chatOver(c, base)
+				if err != nil || resp.StatusCode != 200 {
+					failedN.Add(1)
+					t.Errorf("under load: %v %s", err, body)
+					continue
+				}
+				okN.Add(1)
+				mu.Lock()
+				serials[resp.TLS.PeerCertificates[0].SerialNumber.String()] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	during()
+	stop.Store(true)
+	wg.Wait()
+	return okN.Load(), failedN.Load(), serials
 }

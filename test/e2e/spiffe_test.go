@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -100,44 +98,15 @@ func TestSidecarSPIFFE(t *testing.T) {
 
 	// Rotation under load: 8 clients, half of them on new connections per
 	// request, while the server's SVID is replaced three times.
-	var ok, failed atomic.Int64
-	var mu sync.Mutex
-	serials := map[string]bool{}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := client(ca.ClientTLS(allowed), i%2 == 0)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, body, err := chat(c)
-				if err != nil || resp.StatusCode != 200 {
-					failed.Add(1)
-					t.Errorf("during rotation: %v %s", err, body)
-					continue
-				}
-				ok.Add(1)
-				mu.Lock()
-				serials[resp.TLS.PeerCertificates[0].SerialNumber.String()] = true
-				mu.Unlock()
-			}
-		}()
-	}
-	for range 3 {
+	ok, failed, serials := loadMTLS(t, ca.ClientTLS(allowed), base, 8, func() {
+		for range 3 {
+			time.Sleep(300 * time.Millisecond)
+			api.Rotate(ca.Issue(t, "spiffe://example.org/ns/models/sa/sidecar", time.Hour))
+		}
 		time.Sleep(300 * time.Millisecond)
-		api.Rotate(ca.Issue(t, "spiffe://example.org/ns/models/sa/sidecar", time.Hour))
-	}
-	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-	if failed.Load() != 0 || ok.Load() < 20 {
-		t.Fatalf("rotation: %d ok, %d failed", ok.Load(), failed.Load())
+	})
+	if failed != 0 || ok < 20 {
+		t.Fatalf("rotation: %d ok, %d failed", ok, failed)
 	}
 	if len(serials) < 3 {
 		t.Fatalf("clients saw %d server certificates over 3 rotations, want the new ones too", len(serials))

@@ -12,8 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -272,33 +270,10 @@ func TestSPIRE(t *testing.T) {
 	}
 	// Continuous load across at least one rotation of the sidecar's
 	// 20-second SVID (the agent renews at half its lifetime).
-	var ok, failed atomic.Int64
-	var mu sync.Mutex
-	serials := map[string]bool{first: true}
-	stop := time.Now().Add(14 * time.Second)
-	var wg sync.WaitGroup
-	for i := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := client(clientTLS, i%2 == 0)
-			for time.Now().Before(stop) {
-				resp, body, err := chat(c)
-				if err != nil || resp.StatusCode != 200 {
-					failed.Add(1)
-					t.Errorf("during rotation: %v %s", err, body)
-					continue
-				}
-				ok.Add(1)
-				mu.Lock()
-				serials[resp.TLS.PeerCertificates[0].SerialNumber.String()] = true
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if failed.Load() != 0 || ok.Load() < 50 {
-		t.Fatalf("under rotation: %d ok, %d failed", ok.Load(), failed.Load())
+	ok, failed, serials := loadMTLS(t, clientTLS, base, 4, func() { time.Sleep(14 * time.Second) })
+	serials[first] = true
+	if failed != 0 || ok < 50 {
+		t.Fatalf("under rotation: %d ok, %d failed", ok, failed)
 	}
 	if len(serials) < 2 {
 		t.Fatalf("the sidecar's SVID did not rotate in 14 s (serials %v)", serials)
