@@ -22,9 +22,14 @@ const Size = 16
 // Encode returns the 16-byte form.
 func (s State) Encode() []byte {
 	b := make([]byte, Size)
-	binary.LittleEndian.PutUint64(b, math.Float64bits(s.Tokens))
-	binary.LittleEndian.PutUint64(b[8:], uint64(s.At))
+	s.Put(b)
 	return b
+}
+
+// Put writes the 16-byte form to b[:16].
+func (s State) Put(b []byte) {
+	binary.LittleEndian.PutUint64(b[:Size], math.Float64bits(s.Tokens))
+	binary.LittleEndian.PutUint64(b[8:], uint64(s.At))
 }
 
 // Decode reads the 16-byte form; an empty value is a new bucket (ok false).

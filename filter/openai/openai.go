@@ -5,12 +5,13 @@ package openai
 
 import (
 	"bytes"
-	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"unicode/utf8"
+	"strconv"
+
+	"golang.org/x/crypto/blake2b"
 )
 
 // Request is what the filter reads from a request body.
@@ -19,34 +20,47 @@ type Request struct {
 	Stream bool
 	// MaxTokens is max_tokens or max_completion_tokens (0: absent).
 	MaxTokens int
-	// Temperature is nil when absent (OpenAI's default is 1).
-	Temperature *float64
-	// PromptTokens estimates the prompt: a token per 4 bytes of text, plus
-	// 4 per chat message.
+	// Temperature, when HasTemperature (absent, OpenAI's default is 1).
+	Temperature    float64
+	HasTemperature bool
+	// PromptTokens estimates the prompt: a token per 4 characters of text,
+	// plus 4 per chat message.
 	PromptTokens int
-	// fields is the body, for Key.
-	fields map[string]any
-	key    string
+	// body and root are the request, for Key.
+	body []byte
+	root span
+	key  string
 }
 
-// Key identifies the request's output: a hash of its canonical JSON
-// without the fields that do not change the output (user, metadata,
-// store). It is computed on demand (only the cache needs it).
+// Key identifies the request's output: a hash of its canonical form —
+// objects' members sorted by key (the last of duplicates), strings
+// decoded, numbers as written, white space dropped — without the
+// top-level fields that do not change the output (user, metadata, store).
+// It is 32 hex digits, computed on demand (only the cache needs it). The
+// hash is BLAKE2b: a cache shared by tenants must not let one forge
+// another's key, and in wasm it costs a third of SHA-256.
 func (r *Request) Key() string {
-	if r.key == "" && r.fields != nil {
-		for _, k := range []string{"user", "metadata", "store"} {
-			delete(r.fields, k)
-		}
-		canon, _ := json.Marshal(r.fields) // map keys sorted: canonical; a decoded value always encodes
-		sum := sha256.Sum256(canon)
+	if r.key == "" && r.body != nil {
+		// One allocation: the canonical form is at most twice the body
+		// (a kind byte and a length before each string and key), and as
+		// much scratch space.
+		n := 2*len(r.body) + 16
+		buf := make([]byte, 2*n)
+		c := canonical{sc: scanner{b: r.body[:r.root.to], i: r.root.from}, out: buf[:0:n], scratch: buf[n:n]}
+		c.members = c.first[:0]
+		c.value(true)
+		sum := blake2b.Sum256(c.out)
 		r.key = hex.EncodeToString(sum[:16])
 	}
 	return r.key
 }
 
+// Body is the request as read.
+func (r *Request) Body() []byte { return r.body }
+
 // Deterministic reports temperature 0, the only sampling a cache may
 // answer for without being asked.
-func (r Request) Deterministic() bool { return r.Temperature != nil && *r.Temperature == 0 }
+func (r Request) Deterministic() bool { return r.HasTemperature && r.Temperature == 0 }
 
 // ErrNotJSON and the other errors say why a body is not a request.
 var (
@@ -55,83 +69,238 @@ var (
 	ErrBadField = errors.New("invalid field")
 )
 
-// Parse reads a chat or completions request.
+// Parse reads a chat or completions request, in one pass over the body.
+// Of a field given twice the last counts, as in encoding/json.
 func Parse(body []byte) (Request, error) {
 	var r Request
-	d := json.NewDecoder(bytes.NewReader(body))
-	d.UseNumber()
-	var m map[string]any
-	if err := d.Decode(&m); err != nil || m == nil {
+	var model, stream, maxTokens, maxCompletion, temperature span
+	prompt := 0 // the estimates of the last "messages" and "prompt"
+	var messages int
+	sc := scanner{b: body}
+	sc.ws()
+	if sc.i >= len(body) || body[sc.i] != '{' {
 		return r, ErrNotJSON
 	}
-	if d.More() {
+	from := sc.i
+	sc.i++
+	sc.depth = 1
+	sc.ws()
+	if sc.i < len(body) && body[sc.i] == '}' {
+		sc.i++
+	} else {
+		for {
+			sc.ws()
+			if sc.i >= len(body) || body[sc.i] != '"' {
+				return r, ErrNotJSON
+			}
+			key, complex, ok := sc.str()
+			if !ok {
+				return r, ErrNotJSON
+			}
+			sc.ws()
+			if sc.i >= len(body) || body[sc.i] != ':' {
+				return r, ErrNotJSON
+			}
+			sc.i++
+			if complex {
+				key = unquote(nil, key)
+			}
+			f := field(key)
+			var v span
+			switch f {
+			case fMessages:
+				v, messages, ok = sc.estimate(false)
+			case fPrompt:
+				v, prompt, ok = sc.estimate(false)
+			default:
+				v, ok = sc.value()
+			}
+			if !ok {
+				return r, ErrNotJSON
+			}
+			switch f {
+			case fModel:
+				model = v
+			case fStream:
+				stream = v
+			case fMaxTokens:
+				maxTokens = v
+			case fMaxCompletion:
+				maxCompletion = v
+			case fTemperature:
+				temperature = v
+			}
+			sc.ws()
+			if sc.i >= len(body) {
+				return r, ErrNotJSON
+			}
+			if body[sc.i] == ',' {
+				sc.i++
+				continue
+			}
+			if body[sc.i] != '}' {
+				return r, ErrNotJSON
+			}
+			sc.i++
+			break
+		}
+	}
+	root := span{k: kObject, from: from, to: sc.i}
+	if sc.ws(); sc.i != len(body) {
 		return r, ErrNotJSON
 	}
-	model, ok := m["model"].(string)
-	if !ok || model == "" {
+	if model.k != kString {
 		return r, ErrNoModel
 	}
-	r.Model = model
-	if v, present := m["stream"]; present {
-		b, ok := v.(bool)
-		if !ok {
-			return r, fmt.Errorf(`%w: "stream" must be true or false`, ErrBadField)
-		}
-		r.Stream = b
+	// The model is a view of the body, which the request keeps anyway.
+	if r.Model = textView(body, model); r.Model == "" {
+		return r, ErrNoModel
 	}
-	for _, k := range []string{"max_tokens", "max_completion_tokens"} {
-		if v, present := m[k]; present && v != nil {
-			n, err := intOf(v)
-			if err != nil || n < 0 {
-				return r, fmt.Errorf(`%w: %q must be a non-negative integer`, ErrBadField, k)
-			}
-			r.MaxTokens = n
-		}
+	switch stream.k {
+	case kInvalid:
+	case kTrue, kFalse:
+		r.Stream = stream.k == kTrue
+	default:
+		return r, fmt.Errorf(`%w: "stream" must be true or false`, ErrBadField)
 	}
-	if v, present := m["temperature"]; present && v != nil {
-		n, ok := v.(json.Number)
-		f, err := n.Float64()
-		if !ok || err != nil {
+	for _, f := range [2]struct {
+		name string
+		v    span
+	}{{"max_tokens", maxTokens}, {"max_completion_tokens", maxCompletion}} {
+		if f.v.k == kInvalid || f.v.k == kNull {
+			continue
+		}
+		n, err := strconv.ParseInt(view(body[f.v.from:f.v.to]), 10, 64)
+		if f.v.k != kNumber || err != nil || n < 0 || n > 1<<31 {
+			return r, fmt.Errorf(`%w: %q must be a non-negative integer`, ErrBadField, f.name)
+		}
+		r.MaxTokens = int(n)
+	}
+	if temperature.k != kInvalid && temperature.k != kNull {
+		f, err := strconv.ParseFloat(view(body[temperature.from:temperature.to]), 64)
+		if temperature.k != kNumber || err != nil {
 			return r, fmt.Errorf(`%w: "temperature" must be a number`, ErrBadField)
 		}
-		r.Temperature = &f
+		r.Temperature, r.HasTemperature = f, true
 	}
-	r.PromptTokens = estimate(m["messages"]) + estimate(m["prompt"])
-	r.fields = m
+	r.PromptTokens = messages + prompt
+	r.body, r.root = body, root
 	return r, nil
 }
 
-func intOf(v any) (int, error) {
-	n, ok := v.(json.Number)
-	if !ok {
-		return 0, ErrBadField
-	}
-	i, err := n.Int64()
-	if err != nil || i > 1<<31 {
-		return 0, ErrBadField
-	}
-	return int(i), nil
+// canonical writes a value's canonical form: a kind byte, then for
+// strings and numbers their length and bytes, for arrays their elements,
+// for objects their members sorted by key (keys length-prefixed) — an
+// unambiguous encoding. It reads a document already validated.
+type canonical struct {
+	sc      scanner
+	out     []byte
+	members []member // a stack: each object's members above its parent's
+	scratch []byte
+	first   [32]member
 }
 
-// estimate counts text in a prompt or messages value.
-func estimate(v any) int {
-	switch x := v.(type) {
-	case string:
-		return (utf8.RuneCountInString(x) + 3) / 4
-	case []any:
-		n := 0
-		for _, e := range x {
-			if msg, ok := e.(map[string]any); ok && msg["role"] != nil {
-				n += 4 + estimate(msg["content"])
+type member struct {
+	key      []byte
+	from, to int // the member's canonical value in out
+}
+
+func (c *canonical) bytes(k byte, p []byte) {
+	c.out = binary.AppendUvarint(append(c.out, k), uint64(len(p)))
+	c.out = append(c.out, p...)
+}
+
+func (c *canonical) value(top bool) {
+	sc := &c.sc
+	sc.ws()
+	switch sc.b[sc.i] {
+	case '"':
+		raw, complex, _ := sc.str()
+		if complex {
+			c.scratch = unquote(c.scratch[:0], raw)
+			raw = c.scratch
+		}
+		c.bytes('s', raw)
+	case 't':
+		c.out = append(c.out, 't')
+		sc.i += len("true")
+	case 'f':
+		c.out = append(c.out, 'f')
+		sc.i += len("false")
+	case 'n':
+		c.out = append(c.out, 'z')
+		sc.i += len("null")
+	case '[':
+		c.out = append(c.out, 'a')
+		sc.i++
+		for {
+			sc.ws()
+			if sc.b[sc.i] == ']' {
+				sc.i++
+				break
+			}
+			if sc.b[sc.i] == ',' {
+				sc.i++
 				continue
 			}
-			n += estimate(e)
+			c.value(false)
 		}
-		return n
-	case map[string]any: // content part {"type":"text","text":...}
-		return estimate(x["text"])
+		c.out = append(c.out, ']')
+	case '{':
+		base, start := len(c.members), len(c.out)
+		sc.i++
+		for {
+			sc.ws()
+			if sc.b[sc.i] == '}' {
+				sc.i++
+				break
+			}
+			if sc.b[sc.i] == ',' {
+				sc.i++
+				continue
+			}
+			raw, complex, _ := sc.str()
+			if complex {
+				raw = unquote(nil, raw)
+			}
+			sc.ws()
+			sc.i++ // ':'
+			from := len(c.out)
+			c.value(false)
+			if top {
+				switch string(raw) {
+				case "user", "metadata", "store":
+					c.out = c.out[:from]
+					continue
+				}
+			}
+			c.members = append(c.members, member{raw, from, len(c.out)})
+		}
+		ms := c.members[base:]
+		// Sorted by key; of duplicates the last (a stable sort keeps their
+		// order). Objects are small: insertion sort, without the calls
+		// through a comparison function.
+		for i := 1; i < len(ms); i++ {
+			for j := i; j > 0 && string(ms[j].key) < string(ms[j-1].key); j-- {
+				ms[j], ms[j-1] = ms[j-1], ms[j]
+			}
+		}
+		c.scratch = append(c.scratch[:0], c.out[start:]...) // the values, as written above
+		c.out = append(c.out[:start], 'o')
+		for i, m := range ms {
+			if i+1 < len(ms) && bytes.Equal(ms[i+1].key, m.key) {
+				continue
+			}
+			c.bytes('k', m.key)
+			c.out = append(c.out, c.scratch[m.from-start:m.to-start]...)
+		}
+		c.out = append(c.out, '}')
+		c.members = c.members[:base]
+	default: // a number
+		from := sc.i
+		sc.number()
+		c.bytes('n', sc.b[from:sc.i])
 	}
-	return 0
 }
 
 // Usage is a response's token usage.
@@ -141,15 +310,100 @@ type Usage struct {
 	TotalTokens      int `json:"total_tokens"`
 }
 
-// UsageOf reads the usage of a JSON response body.
+// UsageOf reads the usage of a JSON response body as encoding/json would
+// decode it into a struct with a *Usage "usage" field: keys matched
+// without case, a null usage unsets it, a later usage object updates the
+// earlier one, a value of the wrong type fails the whole body.
 func UsageOf(body []byte) (Usage, bool) {
-	var r struct {
-		Usage *Usage `json:"usage"`
-	}
-	if json.Unmarshal(body, &r) != nil || r.Usage == nil {
+	sc := scanner{b: body}
+	sc.ws()
+	if sc.i >= len(body) || body[sc.i] != '{' {
 		return Usage{}, false
 	}
-	return r.Usage.total(), true
+	var u Usage
+	have, bad := false, false
+	sc.i++
+	sc.depth = 1
+	for first := true; ; first = false {
+		key, complex, done, ok := sc.nextKey(first)
+		if !ok {
+			return Usage{}, false
+		}
+		if done {
+			break
+		}
+		if !foldIs(key, complex, "usage") {
+			if _, ok := sc.value(); !ok {
+				return Usage{}, false
+			}
+			continue
+		}
+		sc.ws()
+		if sc.i < len(body) && body[sc.i] == '{' {
+			have = true
+			sc.i++
+			if sc.depth++; sc.depth > maxDepth {
+				return Usage{}, false
+			}
+			for first := true; ; first = false {
+				key, complex, done, ok := sc.nextKey(first)
+				if !ok {
+					return Usage{}, false
+				}
+				if done {
+					break
+				}
+				var dst *int
+				switch {
+				case foldIs(key, complex, "prompt_tokens"):
+					dst = &u.PromptTokens
+				case foldIs(key, complex, "completion_tokens"):
+					dst = &u.CompletionTokens
+				case foldIs(key, complex, "total_tokens"):
+					dst = &u.TotalTokens
+				}
+				f, ok := sc.value()
+				if !ok {
+					return Usage{}, false
+				}
+				if dst == nil || f.k == kNull {
+					continue
+				}
+				n, err := strconv.ParseInt(view(body[f.from:f.to]), 10, 64)
+				if f.k != kNumber || err != nil {
+					bad = true
+					continue
+				}
+				*dst = int(n)
+			}
+			sc.depth--
+			continue
+		}
+		v, ok := sc.value()
+		if !ok {
+			return Usage{}, false
+		}
+		if v.k == kNull {
+			u, have = Usage{}, false
+		} else {
+			bad = true
+		}
+	}
+	if sc.ws(); sc.i != len(body) || bad || !have {
+		return Usage{}, false
+	}
+	return u.total(), true
+}
+
+// foldIs matches an object key to a struct field's name as encoding/json
+// does: without case.
+func foldIs(key []byte, complex bool, name string) bool {
+	if complex {
+		key = unquote(nil, key)
+	} else if len(key) != len(name) {
+		return false // ASCII folds to ASCII of the same length
+	}
+	return string(key) == name || bytes.EqualFold(key, []byte(name))
 }
 
 // StreamUsage reads the usage of a server-sent-events response: the last

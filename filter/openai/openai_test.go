@@ -1,8 +1,13 @@
 package openai
 
 import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestParse(t *testing.T) {
@@ -23,7 +28,7 @@ func TestParse(t *testing.T) {
 		t.Fatalf("keys %s %s %s", r.Key(), same.Key(), other.Key())
 	}
 	c, err := Parse([]byte(`{"model":"m","prompt":"abcdefgh","max_completion_tokens":5}`))
-	if err != nil || c.PromptTokens != 2 || c.MaxTokens != 5 || c.Deterministic() || c.Temperature != nil {
+	if err != nil || c.PromptTokens != 2 || c.MaxTokens != 5 || c.Deterministic() || c.HasTemperature {
 		t.Fatalf("%+v %v", c, err)
 	}
 }
@@ -66,14 +71,226 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+// reference is the filter's earlier reader, on encoding/json: Parse must
+// agree with it on every input (FuzzParse).
+func reference(body []byte) (r Request, m map[string]any, err error) {
+	if !json.Valid(body) {
+		return r, nil, ErrNotJSON
+	}
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.UseNumber()
+	if err := d.Decode(&m); err != nil || m == nil {
+		return r, nil, ErrNotJSON
+	}
+	model, ok := m["model"].(string)
+	if !ok || model == "" {
+		return r, nil, ErrNoModel
+	}
+	r.Model = model
+	if v, present := m["stream"]; present {
+		b, ok := v.(bool)
+		if !ok {
+			return r, nil, ErrBadField
+		}
+		r.Stream = b
+	}
+	for _, k := range []string{"max_tokens", "max_completion_tokens"} {
+		if v, present := m[k]; present && v != nil {
+			n, ok := v.(json.Number)
+			i, err := n.Int64()
+			if !ok || err != nil || i < 0 || i > 1<<31 {
+				return r, nil, ErrBadField
+			}
+			r.MaxTokens = int(i)
+		}
+	}
+	if v, present := m["temperature"]; present && v != nil {
+		n, ok := v.(json.Number)
+		f, err := n.Float64()
+		if !ok || err != nil {
+			return r, nil, ErrBadField
+		}
+		r.Temperature, r.HasTemperature = f, true
+	}
+	r.PromptTokens = refEstimate(m["messages"]) + refEstimate(m["prompt"])
+	return r, m, nil
+}
+
+func refEstimate(v any) int {
+	switch x := v.(type) {
+	case string:
+		return (utf8.RuneCountInString(x) + 3) / 4
+	case []any:
+		n := 0
+		for _, e := range x {
+			if msg, ok := e.(map[string]any); ok && msg["role"] != nil {
+				n += 4 + refEstimate(msg["content"])
+				continue
+			}
+			n += refEstimate(e)
+		}
+		return n
+	case map[string]any:
+		return refEstimate(x["text"])
+	}
+	return 0
+}
+
+func refUsage(body []byte) (Usage, bool) {
+	var r struct {
+		Usage *Usage `json:"usage"`
+	}
+	if json.Unmarshal(body, &r) != nil || r.Usage == nil {
+		return Usage{}, false
+	}
+	return r.Usage.total(), true
+}
+
+func TestKeyCanonical(t *testing.T) {
+	key := func(body string) string {
+		r, err := Parse([]byte(body))
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		return r.Key()
+	}
+	base := key(`{"model":"m","prompt":"a","n":1}`)
+	for _, same := range []string{
+		`{ "n" : 1 , "prompt" : "a" , "model" : "m" }`,
+		`{"model":"m","prompt":"\u0061","n":1}`,
+		`{"model":"m","prompt":"b","n":1,"prompt":"a"}`, // the last of duplicates
+		`{"model":"m","prompt":"a","n":1,"user":"x","metadata":{"k":1},"store":true}`,
+	} {
+		if key(same) != base {
+			t.Errorf("%s: key differs from %s", same, base)
+		}
+	}
+	for _, other := range []string{
+		`{"model":"m","prompt":"a","n":"1"}`, // a string is not a number
+		`{"model":"m","prompt":"a","n":1.0}`, // numbers as written
+		`{"model":"m","prompt":["a"],"n":1}`,
+		`{"model":"m","prompt":"a","n":1,"x":null}`,
+		`{"model":"m","prompt":"a","n":1,"tools":[{"user":1}]}`,
+		`{"model":"m","prompt":"a ","n":1}`,
+		`{"model":"m","prompt":"a","n":true}`,
+		`{"model":"m","promp":"ta","n":1}`, // lengths make the form unambiguous
+	} {
+		if key(other) == base {
+			t.Errorf("%s: same key as the base request", other)
+		}
+	}
+}
+
+func TestUsageLikeEncodingJSON(t *testing.T) {
+	for _, body := range []string{
+		`{"usage":{"prompt_tokens":3,"completion_tokens":4}}`,
+		`{"USAGE":{"Prompt_Tokens":3,"total_tokens":9}}`,
+		`{"usage":{"prompt_tokens":3},"usage":{"completion_tokens":4}}`,
+		`{"usage":{"prompt_tokens":3},"usage":null}`,
+		`{"usage":{"prompt_tokens":"3"}}`,
+		`{"usage":{"prompt_tokens":3.5}}`,
+		`{"usage":[1]}`,
+		`{"usage":{"prompt_tokens":null,"completion_tokens":1}}`,
+		`{"usage":{"prompt_tokens":3}} x`,
+		`[{"usage":{}}]`,
+		`null`,
+	} {
+		got, gok := UsageOf([]byte(body))
+		want, wok := refUsage([]byte(body))
+		if got != want || gok != wok {
+			t.Errorf("%s: %+v %v, encoding/json %+v %v", body, got, gok, want, wok)
+		}
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0}`))
 	f.Add([]byte(`{"model":"m","prompt":["a","b"],"max_tokens":3}`))
+	f.Add([]byte(`{"model":"m\u00e9\ud83d\ude00\ud800x","messages":[{"role":null,"text":"\u0041\""},[{"role":"u","content":[{"type":"text","text":"hÿi"}]}]],"stream":true,"max_completion_tokens":1e1}`))
+	f.Add([]byte(`{"model":"m","temperature":1e400,"max_tokens":-0,"user":{"a":[1,2,{"b":null}]}}`))
+	f.Add([]byte(`{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r, err := Parse(body)
-		if err == nil && (r.Model == "" || r.MaxTokens < 0 || len(r.Key()) != 32) {
-			t.Fatalf("%+v", r)
+		want, m, werr := reference(body)
+		for _, e := range []error{ErrNotJSON, ErrNoModel, ErrBadField} {
+			if errors.Is(err, e) != errors.Is(werr, e) {
+				t.Fatalf("error %v, encoding/json's %v", err, werr)
+			}
+		}
+		if err == nil {
+			if r.Model != want.Model || r.Stream != want.Stream || r.MaxTokens != want.MaxTokens ||
+				r.HasTemperature != want.HasTemperature || r.PromptTokens != want.PromptTokens ||
+				r.Temperature != want.Temperature {
+				t.Fatalf("%+v, encoding/json's %+v", r, want)
+			}
+			// The key is the same for encoding/json's rewriting of the body.
+			again, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r2, err := Parse(again)
+			if err != nil || r2.Key() != r.Key() || len(r.Key()) != 32 {
+				t.Fatalf("key %s; of %s: %s %v", r.Key(), again, r2.Key(), err)
+			}
+		}
+		u, ok := UsageOf(body)
+		wu, wok := refUsage(body)
+		if u != wu || ok != wok {
+			t.Fatalf("usage %+v %v, encoding/json's %+v %v", u, ok, wu, wok)
 		}
 		StreamUsage(body)
 	})
+}
+
+func TestDepthLikeEncodingJSON(t *testing.T) {
+	for _, depth := range []int{9999, 10000} { // the object itself is one level
+		body := `{"model":"m","prompt":` + strings.Repeat("[", depth) + strings.Repeat("]", depth) + `}`
+		_, err := Parse([]byte(body))
+		_, _, werr := reference([]byte(body))
+		if (err == nil) != (werr == nil) {
+			t.Errorf("depth %d: %v, encoding/json's %v", depth+1, err, werr)
+		}
+	}
+}
+
+var benchBody = []byte(`{"model":"qwen","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Summarise the plot of Hamlet in two sentences."}],"max_tokens":64,"temperature":0}`)
+
+// BenchmarkParse and BenchmarkKey: the filter's per-request reading of a
+// chat request (natively; the wasm figures are in BENCHMARKS.md).
+func BenchmarkParse(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(benchBody); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkKey(b *testing.B) {
+	b.ReportAllocs()
+	r, _ := Parse(benchBody)
+	for b.Loop() {
+		r.key = ""
+		_ = r.Key()
+	}
+}
+
+// TestSpecial8: the 8-byte test agrees with the byte table for every byte
+// value at every position, among plain bytes and beside other specials.
+func TestSpecial8(t *testing.T) {
+	for c := range 256 {
+		for p := range 8 {
+			for _, fill := range []byte{'a', ' ', 0x7f, '"'} {
+				b := bytes.Repeat([]byte{fill}, 8)
+				b[p] = byte(c)
+				want := false
+				for _, x := range b {
+					want = want || !plain[x]
+				}
+				if got := special8(binary.LittleEndian.Uint64(b)); got != want {
+					t.Fatalf("%q: %v, want %v", b, got, want)
+				}
+			}
+		}
+	}
 }

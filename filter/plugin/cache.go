@@ -76,7 +76,7 @@ func (s *stream) lookup() bool {
 	if s.p.cfg.Cache.Shared {
 		scope = ""
 	}
-	s.cacheKey = cachePrefix + s.req.Key() + ":" + keyHash(scope)
+	s.cacheKey = s.p.memo.cacheKey(&s.req, scope)
 	data, _, err := proxywasm.GetSharedData(s.cacheKey)
 	if err == nil {
 		if e, ok := decodeEntry(data); ok && e.expires > Now().UnixNano() {
@@ -121,6 +121,7 @@ func (s *stream) remoteLookup() bool {
 			s.p.m.stateErrors.Increment(1)
 		}
 		s.miss()
+		s.forward()
 		if err := proxywasm.ResumeHttpRequest(); err != nil {
 			proxywasm.LogErrorf("autoglm filter: resuming after the cache lookup: %v", err)
 		}
@@ -138,7 +139,7 @@ func (s *stream) hit(e entry) {
 	s.cacheState = "HIT"
 	s.p.m.cacheHit.Increment(1)
 	if s.reserved > 0 {
-		s.adjust(s.tokKey, s.tokLimit, s.reserved) // a hit generates nothing
+		s.settle(s.reserved) // a hit generates nothing
 		s.reserved = 0
 	}
 	headers := [][2]string{{"content-type", e.ctype}, {HeaderCache, "HIT"}}
@@ -174,7 +175,7 @@ func (s *stream) storeLocal(expires int64) []byte {
 	val := e.encode()
 	var evicted []string
 	bound := max(c.MaxBytes/indexShards, c.MaxEntryBytes)
-	err := s.casUpdate(cacheIndex+s.req.Key()[:1], func(old []byte) ([]byte, bool) {
+	err := s.casUpdate(cacheIndex+s.cacheKey[len(cachePrefix):len(cachePrefix)+1], func(old []byte) ([]byte, bool) {
 		evicted = evicted[:0]
 		lines := parseIndex(old)
 		kept := lines[:0]

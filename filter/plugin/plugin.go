@@ -9,10 +9,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
+	"github.com/open-autoglm/autoglm/filter/bucket"
 	"github.com/open-autoglm/autoglm/filter/config"
 	"github.com/open-autoglm/autoglm/filter/xfcc"
 )
@@ -41,8 +43,11 @@ func (*VM) NewPluginContext(contextID uint32) types.PluginContext { return &Plug
 // Plugin is one plugin configuration on one worker.
 type Plugin struct {
 	types.DefaultPluginContext
-	cfg config.Config
-	m   metrics
+	cfg     config.Config
+	m       metrics
+	scratch [2 * bucket.Size]byte
+	memo    keyMemo
+	tenants map[string]*tenantState
 }
 
 type metrics struct {
@@ -66,6 +71,8 @@ func (p *Plugin) OnPluginStart(size int) types.OnPluginStartStatus {
 		return types.OnPluginStartStatusFailed
 	}
 	p.cfg = cfg
+	p.memo = newKeyMemo()
+	p.tenants = map[string]*tenantState{}
 	p.m = metrics{
 		throttled:   proxywasm.DefineCounterMetric("autoglm_filter_throttled_total"),
 		cacheHit:    proxywasm.DefineCounterMetric("autoglm_filter_cache_hits_total"),
@@ -99,7 +106,9 @@ func tenantOf(c config.Tenant, header func(string) (string, bool)) string {
 		switch s {
 		case "peer_certificate":
 			if v, err := proxywasm.GetProperty([]string{"connection", "uri_san_peer_certificate"}); err == nil && len(v) > 0 {
-				return string(v)
+				// A view, not a copy: the host wrote the value into
+				// memory it asked the VM for, which nothing else holds.
+				return unsafe.String(unsafe.SliceData(v), len(v))
 			}
 		case "xfcc":
 			if v, ok := header("x-forwarded-client-cert"); ok {

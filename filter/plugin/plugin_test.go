@@ -10,6 +10,8 @@ import (
 
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/proxytest"
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
+
+	"github.com/open-autoglm/autoglm/filter/openai"
 )
 
 var closers = map[proxytest.HostEmulator]func(){}
@@ -100,9 +102,20 @@ func TestModelAndTenantHeaders(t *testing.T) {
 		t.Fatalf("tenant header %q: a client-sent tenant must never pass", v)
 	}
 	// Other paths: tenant set, body not read.
-	r = send(host, "/v1/models", nil, "")
+	r = send(host, "/v1/models", [][2]string{{HeaderTenant, "spoofed"}}, "")
 	if r.headers != types.ActionContinue {
 		t.Fatalf("GET-like path held: %v", r.headers)
+	}
+	if v, _ := header(r.upstream, HeaderTenant); v != "spiffe://mesh.local/ns/apps/sa/web" {
+		t.Fatalf("tenant header on another path %q", v)
+	}
+	// A request passed on unread (bad body, pass_bad_bodies) carries the
+	// tenant too.
+	closeHost(host)
+	host, _ = newHost(t, `{"pass_bad_bodies": true}`, "spiffe://mesh.local/ns/apps/sa/web")
+	r = send(host, "/v1/chat/completions", [][2]string{{HeaderTenant, "spoofed"}}, "not json")
+	if v, _ := header(r.upstream, HeaderTenant); r.body != types.ActionContinue || v != "spiffe://mesh.local/ns/apps/sa/web" {
+		t.Fatalf("bad body passed: %v, tenant %q", r.body, v)
 	}
 }
 
@@ -379,5 +392,46 @@ func TestCacheSizeBound(t *testing.T) {
 	respond(host, r.id, 200, "application/json", strings.Repeat("y", 2500))
 	if r := send(host, "/v1/completions", nil, `{"model":"m","prompt":"huge","temperature":0}`); r.local != nil {
 		t.Fatal("an entry over max_entry_bytes was stored")
+	}
+}
+
+// TestKeyMemo: the memo answers what Key computes, stays within its byte
+// bound, and gives tenants distinct scope tags.
+func TestKeyMemo(t *testing.T) {
+	m := newKeyMemo()
+	parse := func(body string) *openai.Request {
+		r, err := openai.Parse([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &r
+	}
+	a := parse(chat)
+	k := m.cacheKey(a, "t1")
+	if k != cachePrefix+parse(chat).Key()+":"+m.scope("t1") || m.cacheKey(parse(chat), "t1") != k {
+		t.Fatalf("memo key %s", k)
+	}
+	if m.cacheKey(a, "t2") == k || m.cacheKey(a, "") == k || m.scope("") != "shared" {
+		t.Fatal("scopes share a key")
+	}
+	// Same request in other bytes: not remembered, same key.
+	if m.cacheKey(parse(`{"temperature":0,"max_tokens":16,"messages":[{"content":"Say hi","role":"user"}],"model":"qwen"}`), "t1") != k {
+		t.Fatal("reordered request: another key")
+	}
+	for i := range 20000 {
+		body := fmt.Sprintf(`{"model":"qwen","prompt":"%d %s"}`, i, strings.Repeat("x", 100))
+		if m.cacheKey(parse(body), "t1") != cachePrefix+parse(body).Key()+":"+m.scope("t1") {
+			t.Fatalf("%d: memo and Key differ", i)
+		}
+		if m.bytes > memoBytes {
+			t.Fatalf("memo holds %d bytes, bound %d", m.bytes, memoBytes)
+		}
+	}
+	total := 0
+	for b := range m.keys {
+		total += len(b)
+	}
+	if total != m.bytes || len(m.keys) < memoBytes/200 {
+		t.Fatalf("memo accounts %d bytes, holds %d in %d entries", m.bytes, total, len(m.keys))
 	}
 }

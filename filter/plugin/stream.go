@@ -36,9 +36,10 @@ type stream struct {
 	req      openai.Request
 
 	// The token reservation, settled when the response's usage is known.
-	reserved float64
-	tokKey   string
-	tokLimit bucket.Limit
+	reserved           float64
+	stateKey           string
+	lease              *lease
+	reqLimit, tokLimit bucket.Limit
 
 	cacheState string // HIT, MISS or BYPASS; "" when the cache is off
 	cacheKey   string
@@ -54,24 +55,16 @@ func keyHash(s string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// OnHttpRequestHeaders sets the tenant and holds requests whose body is to
-// be read, so that the model header is set before Envoy routes.
+// OnHttpRequestHeaders reads the tenant and holds requests whose body is
+// to be read, so that the model header is set before Envoy routes.
 func (s *stream) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.Action {
 	cfg := &s.p.cfg
-	// One host call for all the headers: each call into and out of the VM
-	// costs microseconds.
-	hs, _ := proxywasm.GetHttpRequestHeaders()
+	// Headers one at a time, only those needed: a header not present costs
+	// one host call, a present one a second (the host asks the VM for
+	// memory), where reading them all would copy every header.
 	header := func(k string) (string, bool) {
-		for _, h := range hs {
-			if strings.EqualFold(h[0], k) {
-				return h[1], true
-			}
-		}
-		return "", false
-	}
-	// Only the filter says who the tenant is.
-	if _, sent := header(HeaderTenant); sent {
-		_ = proxywasm.RemoveHttpRequestHeader(HeaderTenant)
+		v, err := proxywasm.GetHttpRequestHeader(k)
+		return v, err == nil
 	}
 	s.tenant = tenantOf(cfg.Tenant, header)
 	if s.tenant == "" {
@@ -82,21 +75,43 @@ func (s *stream) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.Ac
 		}
 		s.tenant = cfg.Tenant.Anonymous
 	}
-	_ = proxywasm.ReplaceHttpRequestHeader(HeaderTenant, s.tenant)
 	if v, ok := header(HeaderPriority); ok {
 		s.priority = priorityOf(v)
 	}
-	method, _ := header(":method")
 	path, _ := header(":path")
 	path, _, _ = strings.Cut(path, "?")
-	if method != "POST" || !contains(cfg.Paths, path) {
-		return types.ActionContinue
+	if !contains(cfg.Paths, path) {
+		return s.forward()
+	}
+	if method, _ := header(":method"); method != "POST" {
+		return s.forward()
 	}
 	if endOfStream {
 		return s.badBody(errors.New("the request has no body"))
 	}
 	s.handle = true
 	return types.ActionPause
+}
+
+// forward sets the headers the upstream is to see — the tenant (only the
+// filter says who it is), and the model once read — as the request goes
+// on: one the filter answers itself (a cache hit, a refusal) never pays
+// for them.
+func (s *stream) forward() types.Action {
+	setRequestHeader(HeaderTenant, s.tenant)
+	if s.req.Model != "" {
+		setRequestHeader(HeaderModel, s.req.Model)
+	}
+	return types.ActionContinue
+}
+
+// setRequestHeader sets a header, whatever the client sent: Envoy's
+// replace sets only the first of several values unless its
+// http_set_copy_replace_all_headers runtime feature is on, so every value
+// is removed first.
+func setRequestHeader(k, v string) {
+	_ = proxywasm.RemoveHttpRequestHeader(k)
+	_ = proxywasm.ReplaceHttpRequestHeader(k, v)
 }
 
 func contains(list []string, s string) bool {
@@ -112,7 +127,7 @@ func (s *stream) badBody(err error) types.Action {
 	s.p.m.badRequest.Increment(1)
 	if s.p.cfg.PassBadBodies {
 		s.done = true
-		return types.ActionContinue
+		return s.forward()
 	}
 	s.done = true
 	sendError(400, "invalid_request_error", "invalid_body", err.Error(), nil)
@@ -129,7 +144,7 @@ func (s *stream) OnHttpRequestBody(bodySize int, endOfStream bool) types.Action 
 	if bodySize > cfg.MaxBodyBytes {
 		s.done = true
 		if cfg.PassLargeBodies {
-			return types.ActionContinue
+			return s.forward()
 		}
 		sendError(413, "invalid_request_error", "request_too_large",
 			fmt.Sprintf("The request body is larger than %d bytes.", cfg.MaxBodyBytes), nil)
@@ -142,20 +157,19 @@ func (s *stream) OnHttpRequestBody(bodySize int, endOfStream bool) types.Action 
 	if err != nil {
 		proxywasm.LogErrorf("autoglm filter: reading the request body: %v", err)
 		s.done = true
-		return types.ActionContinue
+		return s.forward()
 	}
 	s.req, err = openai.Parse(body)
 	if err != nil {
 		return s.badBody(err)
 	}
-	_ = proxywasm.ReplaceHttpRequestHeader(HeaderModel, s.req.Model)
 	if cfg.Throttle.Enabled && !s.throttle() {
 		return types.ActionPause
 	}
 	if cfg.Cache.Enabled && s.lookup() {
 		return types.ActionPause
 	}
-	return types.ActionContinue
+	return s.forward()
 }
 
 // casUpdate applies f to a shared-data value with compare-and-swap,
@@ -181,77 +195,169 @@ func (s *stream) casUpdate(key string, f func(old []byte) ([]byte, bool)) error 
 	return errors.New("too many compare-and-swap conflicts")
 }
 
-// take takes cost from the shared bucket at key; refused reports the
-// level and the wait when it did not.
-func (s *stream) take(key string, l bucket.Limit, cost, floor float64) (taken bool, level float64, wait int64, err error) {
-	now := Now()
-	err = s.casUpdate(key, func(old []byte) ([]byte, bool) {
-		st, ok, derr := bucket.Decode(old)
-		if derr != nil {
-			ok = false // a corrupt value is a new bucket
+// The throttle state of a tenant is one shared-data value holding both
+// buckets (requests, then tokens; 16 bytes each), so that a decision is
+// one read and one compare-and-swap write, and takes from both buckets or
+// from neither. The key is the tenant itself: hashing it would cost more
+// than the decision.
+const throttlePrefix = "autoglm:rl:"
+
+func decodeBuckets(b []byte) (st [2]bucket.State, ok [2]bool) {
+	if len(b) != 2*bucket.Size {
+		return st, ok // absent or corrupt: new buckets
+	}
+	for i := range st {
+		var err error
+		if st[i], ok[i], err = bucket.Decode(b[i*bucket.Size : (i+1)*bucket.Size]); err != nil {
+			ok[i] = false
 		}
-		next, t, lv, retry := l.Take(st, ok, now, cost, floor)
-		taken, level, wait = t, lv, int64(retry)
-		return next.Encode(), t
-	})
-	return taken, level, wait, err
+	}
+	return st, ok
 }
 
-func (s *stream) adjust(key string, l bucket.Limit, delta float64) {
+// encodeBuckets writes the value to the plugin's scratch buffer (a VM
+// runs one callback at a time; the host copies the value before the call
+// returns).
+func (s *stream) encodeBuckets(st [2]bucket.State) []byte {
+	b := s.p.scratch[:]
+	st[0].Put(b)
+	st[1].Put(b[bucket.Size:])
+	return b
+}
+
+// settle adds delta tokens back to the tenant's token bucket (negative:
+// charges more): to this worker's lease when it can take them, else to
+// the shared bucket.
+func (s *stream) settle(delta float64) {
+	if l := s.lease; l != nil {
+		if h := l.held[1] + delta; h >= 0 && h <= s.tokLimit.Burst/leaseShare {
+			l.held[1] = h
+			return
+		}
+	}
 	now := Now()
-	if err := s.casUpdate(key, func(old []byte) ([]byte, bool) {
-		st, ok, _ := bucket.Decode(old)
-		return l.Adjust(st, ok, now, delta).Encode(), true
+	if s.stateKey == "" { // decided from the lease
+		s.stateKey = throttlePrefix + s.tenant
+	}
+	if err := s.casUpdate(s.stateKey, func(old []byte) ([]byte, bool) {
+		st, ok := decodeBuckets(old)
+		st[1] = s.tokLimit.Adjust(st[1], ok[1], now, delta)
+		if !ok[0] {
+			st[0] = bucket.State{Tokens: s.reqLimit.Burst, At: now.UnixNano()}
+		}
+		return s.encodeBuckets(st), true
 	}); err != nil {
 		s.p.m.stateErrors.Increment(1)
 		proxywasm.LogWarnf("autoglm filter: settling tokens of %s: %v", s.tenant, err)
 	}
 }
 
+// A lease is what a worker took from a tenant's shared buckets ahead of
+// need, for requests of one priority: while it lasts, the worker decides
+// alone, without touching the shared state (a read, a compare-and-swap
+// write, a call back for memory and the clock: the most of the decision's
+// cost). Leases are taken only from the upper half of a bucket, at most
+// 1/leaseShare of it at a time, so a tenant near its limit is decided on
+// the shared state: the most a worker can be refused while another holds
+// leased tokens is 1/leaseShare of the bucket, and no token is made or
+// lost — a lease's remainder goes back to the shared bucket when the
+// worker next takes from it. (A new plugin configuration starts without
+// leases.)
+type lease struct {
+	held [2]float64 // requests, tokens
+}
+
+// tenantState is what a worker keeps of a tenant: its limits, resolved
+// once, and its leases by priority.
+type tenantState struct {
+	limits [2]bucket.Limit // requests, tokens (per second)
+	leases [16]lease
+}
+
+const (
+	leaseShare = 16
+	maxTenants = 4096 // per VM; past it, the states (and leases) are dropped
+)
+
+func (p *Plugin) tenantState(tenant string) *tenantState {
+	if ts := p.tenants[tenant]; ts != nil {
+		return ts
+	}
+	if len(p.tenants) >= maxTenants {
+		clear(p.tenants)
+	}
+	lim := p.cfg.Throttle.For(tenant)
+	reqBurst, tokBurst := lim.Burst()
+	ts := &tenantState{limits: [2]bucket.Limit{{Rate: lim.RequestsPerSecond, Burst: reqBurst}, {Rate: lim.TokensPerMinute / 60, Burst: tokBurst}}}
+	p.tenants[tenant] = ts
+	return ts
+}
+
 // throttle takes a request and the token reservation from the tenant's
 // buckets, or answers 429. Priority p may not use the last p ×
 // priority_reserve of a bucket.
 func (s *stream) throttle() bool {
-	t := s.p.cfg.Throttle
-	lim := t.For(s.tenant)
-	reqBurst, tokBurst := lim.Burst()
-	share := math.Min(float64(s.priority)*t.PriorityReserve, 0.9)
-	th := keyHash(s.tenant)
-	var reqKey string
-	var reqLimit bucket.Limit
-	if lim.RequestsPerSecond > 0 {
-		reqKey, reqLimit = "autoglm:rl:req:"+th, bucket.Limit{Rate: lim.RequestsPerSecond, Burst: reqBurst}
-		taken, level, wait, err := s.take(reqKey, reqLimit, 1, share*reqBurst)
-		if err != nil {
-			return s.stateFailure(err)
-		}
-		if !taken {
-			s.refuse(reqBurst, level, wait, "requests")
-			return false
-		}
+	ts := s.p.tenantState(s.tenant)
+	s.reqLimit, s.tokLimit = ts.limits[0], ts.limits[1]
+	want := s.req.MaxTokens
+	if want == 0 {
+		want = defaultReserve
 	}
-	if lim.TokensPerMinute > 0 {
-		want := s.req.MaxTokens
-		if want == 0 {
-			want = defaultReserve
-		}
-		// A request larger than the whole bucket may run when it is full;
-		// its usage is charged afterwards.
-		cost := math.Min(float64(s.req.PromptTokens+want), tokBurst)
-		s.tokKey, s.tokLimit = "autoglm:rl:tok:"+th, bucket.Limit{Rate: lim.TokensPerMinute / 60, Burst: tokBurst}
-		taken, level, wait, err := s.take(s.tokKey, s.tokLimit, cost, share*tokBurst)
-		if err != nil {
-			return s.stateFailure(err)
-		}
-		if !taken {
-			if reqKey != "" {
-				s.adjust(reqKey, reqLimit, 1) // the request was not made
+	var need [2]float64
+	if s.reqLimit.Rate > 0 {
+		need[0] = 1
+	}
+	if s.tokLimit.Rate > 0 {
+		// A request larger than the whole bucket may run when it is
+		// full; its usage is charged afterwards.
+		need[1] = math.Min(float64(s.req.PromptTokens+want), s.tokLimit.Burst)
+	}
+	l := &ts.leases[s.priority]
+	if l.held[0] >= need[0] && l.held[1] >= need[1] {
+		l.held[0] -= need[0]
+		l.held[1] -= need[1]
+		s.lease, s.reserved = l, need[1]
+		return true
+	}
+	now := Now()
+	ns := now.UnixNano()
+	share := math.Min(float64(s.priority)*s.p.cfg.Throttle.PriorityReserve, 0.9)
+	s.stateKey = throttlePrefix + s.tenant
+	var refused int
+	var level float64
+	var extra [2]float64
+	err := s.casUpdate(s.stateKey, func(old []byte) ([]byte, bool) {
+		st, ok := decodeBuckets(old)
+		refused = -1
+		for i, lm := range ts.limits {
+			if need[i] == 0 {
+				continue
 			}
-			s.refuse(tokBurst, level, wait, "tokens")
-			return false
+			level = math.Min(lm.Burst, lm.Level(st[i], ok[i], now)+l.held[i]) // the lease's remainder back
+			floor := share * lm.Burst
+			if level-need[i] < floor {
+				refused = i
+				return nil, false
+			}
+			extra[i] = math.Max(0, math.Min(lm.Burst/leaseShare, level-need[i]-math.Max(floor, lm.Burst/2)))
+			st[i] = bucket.State{Tokens: level - need[i] - extra[i], At: ns}
 		}
-		s.reserved = cost
+		return s.encodeBuckets(st), true
+	})
+	if err != nil {
+		return s.stateFailure(err)
 	}
+	if refused >= 0 {
+		lm := ts.limits[refused]
+		wait := int64(time.Hour)
+		if lm.Rate > 0 {
+			wait = int64((need[refused] + share*lm.Burst - level) / lm.Rate * 1e9)
+		}
+		s.refuse(lm.Burst, level, wait, [2]string{"requests", "tokens"}[refused])
+		return false
+	}
+	l.held = extra
+	s.lease, s.reserved = l, need[1]
 	return true
 }
 
@@ -283,9 +389,14 @@ func (s *stream) OnHttpResponseHeaders(numHeaders int, endOfStream bool) types.A
 	if s.cacheState != "" && s.cacheState != "HIT" {
 		_ = proxywasm.ReplaceHttpResponseHeader(HeaderCache, s.cacheState)
 	}
-	s.status, _ = proxywasm.GetHttpResponseHeader(":status")
-	s.ctype, _ = proxywasm.GetHttpResponseHeader("content-type")
-	s.record = s.cacheState == "MISS" && s.status == "200"
+	// Each header read is a host call and a call back for the memory:
+	// only when the response may be stored or settles a reservation.
+	if s.cacheState == "MISS" || s.reserved > 0 {
+		s.status, _ = proxywasm.GetHttpResponseHeader(":status")
+	}
+	if s.record = s.cacheState == "MISS" && s.status == "200"; s.record {
+		s.ctype, _ = proxywasm.GetHttpResponseHeader("content-type")
+	}
 	if endOfStream {
 		s.finish()
 	}
@@ -297,7 +408,9 @@ func (s *stream) OnHttpResponseHeaders(numHeaders int, endOfStream bool) types.A
 func (s *stream) OnHttpResponseBody(bodySize int, endOfStream bool) types.Action {
 	if (s.record || s.reserved > 0) && bodySize > 0 {
 		chunk, err := proxywasm.GetHttpResponseBody(0, bodySize)
-		if err == nil {
+		if err == nil && endOfStream && !s.record && len(s.tail) == 0 {
+			s.tail = chunk // the whole response in one piece: read where it is
+		} else if err == nil {
 			if s.record {
 				if len(s.buf)+len(chunk) > s.p.cfg.Cache.MaxEntryBytes {
 					s.record, s.buf = false, nil
@@ -328,9 +441,9 @@ func (s *stream) finish() {
 			u, ok = openai.UsageOf(s.tail)
 		}
 		if ok {
-			s.adjust(s.tokKey, s.tokLimit, s.reserved-float64(u.TotalTokens))
+			s.settle(s.reserved - float64(u.TotalTokens))
 		} else if s.status != "" && s.status != "200" {
-			s.adjust(s.tokKey, s.tokLimit, s.reserved) // nothing was generated
+			s.settle(s.reserved) // nothing was generated
 		}
 		s.reserved = 0
 	}

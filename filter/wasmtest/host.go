@@ -33,6 +33,8 @@ type Host struct {
 	OnSharedGet func(w *Worker, key string)
 	// SharedDown makes every shared-data call fail (InternalFailure).
 	SharedDown bool
+	// SharedReads counts proxy_get_shared_data calls.
+	SharedReads int
 
 	now      time.Time
 	props    map[string]string
@@ -125,6 +127,7 @@ type Worker struct {
 	h       *Host
 	Name    string
 	mod     api.Module
+	exports map[string]api.Function
 	root    uint32
 	next    uint32
 	streams map[uint32]*Stream
@@ -191,7 +194,7 @@ func New(ctx context.Context, bin []byte, cfg Config) (*Host, error) {
 	}
 	for i := range max(cfg.Workers, 1) {
 		w := &Worker{h: h, Name: fmt.Sprintf("worker-%d", i), root: 1, next: 2, streams: map[uint32]*Stream{},
-			props: h.props, plugin: cfg.Plugin, metrics: map[string]uint32{}}
+			exports: map[string]api.Function{}, props: h.props, plugin: cfg.Plugin, metrics: map[string]uint32{}}
 		h.Workers = append(h.Workers, w)
 		mc := wazero.NewModuleConfig().WithName(w.Name).WithStartFunctions("_initialize").
 			WithWalltime(func() (int64, int32) { return h.now.Unix(), int32(h.now.Nanosecond()) }, 1).
@@ -228,9 +231,12 @@ func (h *Host) worker(m api.Module) *Worker {
 // call runs an exported function; a trap (a Go panic in the VM) fails the
 // test through the returned error's panic.
 func (w *Worker) call(name string, args ...uint64) []uint64 {
-	f := w.mod.ExportedFunction(name)
+	f := w.exports[name]
 	if f == nil {
-		panic(w.Name + ": no export " + name)
+		if f = w.mod.ExportedFunction(name); f == nil {
+			panic(w.Name + ": no export " + name)
+		}
+		w.exports[name] = f // as Envoy does: looked up once, not per call
 	}
 	prev := w.active
 	defer func() { w.active = prev }()

@@ -144,7 +144,7 @@ func TestWasmCASConflict(t *testing.T) {
 	request(h.Workers[0], "/v1/chat/completions", chat).Done() // the bucket exists: 2 left
 	fired := false
 	h.OnSharedGet = func(w *Worker, key string) {
-		if strings.HasPrefix(key, "autoglm:rl:req:") {
+		if strings.HasPrefix(key, "autoglm:rl:") {
 			fired = true
 			if s := request(h.Workers[1], "/v1/chat/completions", chat); s.Local != nil {
 				t.Errorf("the interleaved request was refused: %d", s.Local.Status)
@@ -221,5 +221,42 @@ func TestWasmFailOpenClosed(t *testing.T) {
 		if n := h.Workers[0].Metric("autoglm_filter_shared_state_errors_total"); n != 1 {
 			t.Fatalf("state errors %d", n)
 		}
+	}
+}
+
+// TestWasmLeases: far from its limit a tenant is decided from the
+// worker's lease, without reading the shared state each time (token
+// settlement included); near it, from the shared state; and across
+// workers no token is made or lost.
+func TestWasmLeases(t *testing.T) {
+	h := start(t, 1, `{"throttle": {"enabled": true, "requests_per_second": 1000, "request_burst": 1600, "tokens_per_minute": 6e6}}`)
+	for range 200 {
+		s := request(h.Workers[0], "/v1/chat/completions", chat)
+		if s.Local != nil {
+			t.Fatalf("refused far from the limit: %d", s.Local.Status)
+		}
+		respond(s, 200, "application/json", usage(9))
+	}
+	// A lease is at most 1/16 of the bucket: 100 requests.
+	if h.SharedReads > 6 {
+		t.Fatalf("%d shared-state reads for 200 requests far from the limit", h.SharedReads)
+	}
+
+	// Two workers take turns until both are refused: exactly the burst.
+	h = start(t, 2, `{"throttle": {"enabled": true, "requests_per_second": 0.0001, "request_burst": 64}}`)
+	admitted, reads := 0, 0
+	for i := 0; i < 400; i++ {
+		s := request(h.Workers[i%2], "/v1/chat/completions", chat)
+		if s.Local == nil {
+			admitted++
+		}
+		s.Done()
+	}
+	reads = h.SharedReads
+	if admitted != 64 {
+		t.Fatalf("%d admitted across two workers, want the burst of 64", admitted)
+	}
+	if reads < 400-64 {
+		t.Fatalf("%d shared reads: refusals near the limit must come from the shared state", reads)
 	}
 }
