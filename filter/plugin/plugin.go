@@ -48,6 +48,12 @@ type Plugin struct {
 	scratch [2 * bucket.Size]byte
 	memo    keyMemo
 	tenants map[string]*tenantState
+	// Streams ended, for the next requests: an allocation less each
+	// (bounded by the requests a worker has at once).
+	free []*stream
+	// The tenant decided last, and its state.
+	lastTenant string
+	last       *tenantState
 }
 
 type metrics struct {
@@ -87,6 +93,12 @@ func (p *Plugin) OnPluginStart(size int) types.OnPluginStartStatus {
 
 // NewHttpContext implements types.PluginContext.
 func (p *Plugin) NewHttpContext(contextID uint32) types.HttpContext {
+	if n := len(p.free); n > 0 {
+		s := p.free[n-1]
+		p.free = p.free[:n-1]
+		*s = stream{p: p, id: contextID}
+		return s
+	}
 	return &stream{p: p, id: contextID}
 }
 

@@ -435,3 +435,21 @@ func TestKeyMemo(t *testing.T) {
 		t.Fatalf("memo accounts %d bytes, holds %d in %d entries", m.bytes, total, len(m.keys))
 	}
 }
+
+// TestStreamReuse: an ended stream serves the next request, reset —
+// unless a remote lookup it made may still answer into it.
+func TestStreamReuse(t *testing.T) {
+	p := &Plugin{}
+	a := p.NewHttpContext(1).(*stream)
+	a.tenant, a.cacheKey, a.reserved = "t", "k", 5
+	a.OnHttpStreamDone()
+	b := p.NewHttpContext(2).(*stream)
+	if b != a || b.id != 2 || b.tenant != "" || b.cacheKey != "" || b.reserved != 0 || b.p != p {
+		t.Fatalf("not reused, or not reset: %+v", b)
+	}
+	b.awaiting = true
+	b.OnHttpStreamDone()
+	if c := p.NewHttpContext(3).(*stream); c == b {
+		t.Fatal("a stream with a callout out was reused")
+	}
+}

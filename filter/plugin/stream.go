@@ -46,6 +46,7 @@ type stream struct {
 	record     bool
 	status     string
 	ctype      string
+	awaiting   bool   // a remote cache lookup is out
 	buf        []byte // the response, while it may be stored
 	tail       []byte // the response's last bytes, for its usage
 }
@@ -172,6 +173,14 @@ func (s *stream) OnHttpRequestBody(bodySize int, endOfStream bool) types.Action 
 	return s.forward()
 }
 
+// OnHttpStreamDone is the stream's last callback (proxy_on_log): it is
+// reused unless a callout it waits for may still answer.
+func (s *stream) OnHttpStreamDone() {
+	if !s.awaiting {
+		s.p.free = append(s.p.free, s)
+	}
+}
+
 // casUpdate applies f to a shared-data value with compare-and-swap,
 // retrying on conflicts up to the configured bound.
 func (s *stream) casUpdate(key string, f func(old []byte) ([]byte, bool)) error {
@@ -280,16 +289,22 @@ const (
 )
 
 func (p *Plugin) tenantState(tenant string) *tenantState {
+	if tenant == p.lastTenant && p.last != nil { // a worker serves few tenants: often the same again
+		return p.last
+	}
 	if ts := p.tenants[tenant]; ts != nil {
+		p.lastTenant, p.last = tenant, ts
 		return ts
 	}
 	if len(p.tenants) >= maxTenants {
 		clear(p.tenants)
+		p.last = nil
 	}
 	lim := p.cfg.Throttle.For(tenant)
 	reqBurst, tokBurst := lim.Burst()
 	ts := &tenantState{limits: [2]bucket.Limit{{Rate: lim.RequestsPerSecond, Burst: reqBurst}, {Rate: lim.TokensPerMinute / 60, Burst: tokBurst}}}
 	p.tenants[tenant] = ts
+	p.lastTenant, p.last = tenant, ts
 	return ts
 }
 

@@ -6,6 +6,9 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 )
 
 // BenchmarkFilter: the cost of requests through the compiled filter in
@@ -135,3 +138,76 @@ func BenchmarkFilter(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkThrottleDecision times the throttle decision itself — the
+// module's throttle function, from its call to its return — with wazero's
+// function listener, which calls the host before and after the
+// functions it is asked to watch. The listener's own cost is measured on
+// a function that does nothing (the stream's OnHttpStreamDone, which the
+// SDK calls once a request) and subtracted. Far from the limit: decided from the worker's
+// lease; near it: from the shared state (read, compare-and-swap write).
+func BenchmarkThrottleDecision(b *testing.B) {
+	bin, err := Module()
+	if err != nil {
+		b.Fatal(err)
+	}
+	const fn, calib = ".github.com_open_autoglm_autoglm_filter_plugin.__stream_.throttle", ".github.com_open_autoglm_autoglm_filter_plugin.__stream_.OnHttpStreamDone"
+	for _, c := range []struct{ name, plugin string }{
+		{"lease", `{"throttle": {"enabled": true, "requests_per_second": 1e9, "tokens_per_minute": 1e12}}`},
+		// A burst of 2 requests, refilled at once: every take leaves it at
+		// half, where no lease is taken.
+		{"shared", `{"throttle": {"enabled": true, "requests_per_second": 1e12, "request_burst": 2, "tokens_per_minute": 6e13, "token_burst": 1e9}}`},
+	} {
+		tm := &timer{watch: map[string]bool{fn: true, calib: true}, d: map[string][]time.Duration{}}
+		h, err := New(context.Background(), bin, Config{Plugin: []byte(c.plugin), Listener: tm,
+			Properties: map[string]string{peer: "spiffe://mesh.local/ns/a/sa/app"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		w := h.Workers[0]
+		for i := range 3300 {
+			if i == 300 {
+				clear(tm.d)
+			}
+			h.Advance(time.Millisecond) // the buckets refill
+			s := request(w, "/v1/chat/completions", `{"model":"qwen","messages":[{"role":"user","content":"hi"}],"max_tokens":64}`)
+			if s.Local != nil {
+				b.Fatalf("%s: refused: %d %s", c.name, s.Local.Status, s.Local.Body)
+			}
+			respond(s, 200, "application/json", usage(42))
+		}
+		h.Close()
+		med := func(d []time.Duration) float64 {
+			slices.Sort(d)
+			return float64(d[len(d)/2].Nanoseconds()) / 1e3
+		}
+		b.ReportMetric(med(tm.d[fn])-med(tm.d[calib]), c.name+"-p50-µs")
+		b.ReportMetric(med(tm.d[calib]), c.name+"-listener-µs")
+		b.ReportMetric(float64(h.SharedReads)/3300, c.name+"-shared-reads/req")
+	}
+}
+
+// timer is a function listener that times the functions it watches
+// (no nesting among them).
+type timer struct {
+	watch map[string]bool
+	d     map[string][]time.Duration
+	t0    time.Time
+}
+
+func (t *timer) NewFunctionListener(def api.FunctionDefinition) experimental.FunctionListener {
+	if !t.watch[def.DebugName()] {
+		return nil
+	}
+	return t
+}
+
+func (t *timer) Before(context.Context, api.Module, api.FunctionDefinition, []uint64, experimental.StackIterator) {
+	t.t0 = time.Now()
+}
+
+func (t *timer) After(_ context.Context, _ api.Module, def api.FunctionDefinition, _ []uint64) {
+	t.d[def.DebugName()] = append(t.d[def.DebugName()], time.Since(t.t0))
+}
+
+func (t *timer) Abort(context.Context, api.Module, api.FunctionDefinition, error) {}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
@@ -120,6 +121,9 @@ type Config struct {
 	// Properties answers proxy_get_property, by path segments joined with
 	// "/", e.g. "connection/uri_san_peer_certificate".
 	Properties map[string]string
+	// Listener, when set, is told of calls to the module's functions
+	// (benchmarks time functions with it).
+	Listener experimental.FunctionListenerFactory
 }
 
 // Worker is one VM: a module instance with its root (plugin) context.
@@ -183,7 +187,15 @@ func New(ctx context.Context, bin []byte, cfg Config) (*Host, error) {
 	for k, v := range cfg.Properties {
 		h.props[k] = v
 	}
-	h.rt = wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCompilationCache(compiled))
+	rc := wazero.NewRuntimeConfig().WithCompilationCache(compiled)
+	if cfg.Listener != nil {
+		// Listeners are bound when the module is compiled: not from the
+		// cache, which other hosts share.
+		ctx = experimental.WithFunctionListenerFactory(ctx, cfg.Listener)
+		h.ctx = ctx
+		rc = wazero.NewRuntimeConfig()
+	}
+	h.rt = wazero.NewRuntimeWithConfig(ctx, rc)
 	wasi_snapshot_preview1.MustInstantiate(ctx, h.rt)
 	if err := h.instantiateEnv(); err != nil {
 		return nil, err
