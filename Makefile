@@ -13,7 +13,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 RUN_ADDR  ?= 127.0.0.1:8080
 RUN_GRPC  ?= 127.0.0.1:9090
 
-.PHONY: help deps spire istioctl kube build filter filter-image run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz clean
+.PHONY: help deps spire istioctl kube ratelimit build filter filter-image run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -33,7 +33,7 @@ run: build ## the local stack: autoglm-xds, two sidecar versions (90/10), Envoy 
 run-sidecar: build ## just one sidecar on the embedded default engine
 	./$(BIN)/autoglm-sidecar -config sidecar/cmd/autoglm-sidecar/dev.yaml -http-addr $(RUN_ADDR) -grpc-addr $(RUN_GRPC) -log-format text
 
-test: lint check-generate deps spire istioctl kube ## vet, format check, generated-code check and all tests (race detector on concurrent packages)
+test: lint check-generate deps spire istioctl kube ratelimit ## vet, format check, generated-code check and all tests (race detector on concurrent packages)
 	$(GO) test -count=1 -timeout 15m ./...
 	cd filter && $(GO) test -count=1 -timeout 5m ./...
 	$(GO) test -count=1 -timeout 5m -race ./sidecar/admission/ ./sidecar/batch/ ./sidecar/stream/ ./sidecar/dispatch/ ./sidecar/server/ ./inference/gpu/ ./inference/remote/ ./test/load/ ./xds/server/ ./xds/rollout/ ./inference/llama/ ./inference/native/
@@ -68,6 +68,9 @@ deps: ## system packages the tests use (redis-server), installed with apt when m
 
 spire: ## build spire-server and spire-agent v1.15.3 once into $(dir $(TOOLS))spire-1.15.3 (cold: ~10 min)
 	./test/tools/build-spire.sh
+
+ratelimit: ## build Envoy's rate limit service once into $(dir $(TOOLS))ratelimit-<version> (cold: a few minutes)
+	./test/tools/build-ratelimit.sh
 
 istioctl: ## build istioctl once into $(dir $(TOOLS))istioctl-<version> (cold: several minutes)
 	./test/tools/build-istioctl.sh

@@ -77,6 +77,23 @@ type Throttle struct {
 	FailOpen bool
 	// MaxCASRetries bounds the compare-and-swap attempts per bucket.
 	MaxCASRetries int
+	// Global is a limit common to every proxy, kept by Envoy's rate limit
+	// service; empty Cluster: none.
+	Global Global
+}
+
+// Global is Envoy's rate limit service (github.com/envoyproxy/ratelimit),
+// reached with DispatchHttpCall at its HTTP endpoint (Path, default
+// /json): each request the local buckets admit is one hit on the
+// descriptor (tenant) — (tenant, model) with PerModel — of Domain. An
+// answer that is neither OK nor OVER_LIMIT, or none within Timeout, is
+// handled as fail_open says.
+type Global struct {
+	Cluster, Authority string
+	Domain             string
+	Path               string
+	Timeout            time.Duration
+	PerModel           bool
 }
 
 // Limit is a tenant's buckets; a zero rate is no limit.
@@ -94,7 +111,8 @@ func Default() Config {
 		MaxBodyBytes: 1 << 20,
 		Tenant:       Tenant{Sources: []string{"peer_certificate", "xfcc"}, Anonymous: "anonymous"},
 		Cache:        Cache{TTL: 5 * time.Minute, MaxBytes: 16 << 20, MaxEntryBytes: 256 << 10, Remote: Remote{Timeout: 50 * time.Millisecond}},
-		Throttle:     Throttle{PriorityReserve: 0.1, FailOpen: true, MaxCASRetries: 8},
+		Throttle: Throttle{PriorityReserve: 0.1, FailOpen: true, MaxCASRetries: 8,
+			Global: Global{Domain: "autoglm", Path: "/json", Timeout: 100 * time.Millisecond}},
 	}
 }
 
@@ -142,6 +160,17 @@ func Parse(data []byte) (Config, error) {
 			fields["priority_reserve"] = func(p string, r json.RawMessage) { d.float(p, r, &t.PriorityReserve) }
 			fields["fail_open"] = func(p string, r json.RawMessage) { d.bool(p, r, &t.FailOpen) }
 			fields["max_cas_retries"] = func(p string, r json.RawMessage) { d.int(p, r, &t.MaxCASRetries) }
+			fields["global"] = func(p string, r json.RawMessage) {
+				g := &t.Global
+				d.object(p, r, map[string]func(string, json.RawMessage){
+					"cluster":   func(p string, r json.RawMessage) { d.string(p, r, &g.Cluster) },
+					"authority": func(p string, r json.RawMessage) { d.string(p, r, &g.Authority) },
+					"domain":    func(p string, r json.RawMessage) { d.string(p, r, &g.Domain) },
+					"path":      func(p string, r json.RawMessage) { d.string(p, r, &g.Path) },
+					"timeout":   func(p string, r json.RawMessage) { d.duration(p, r, &g.Timeout) },
+					"per_model": func(p string, r json.RawMessage) { d.bool(p, r, &g.PerModel) },
+				})
+			}
 			var tenants json.RawMessage
 			fields["tenants"] = func(p string, r json.RawMessage) { tenants = r }
 			d.object(p, r, fields)
@@ -231,6 +260,17 @@ func (c *Config) validate(d *decoder) {
 	}
 	if t.MaxCASRetries < 1 || t.MaxCASRetries > 100 {
 		d.fail("throttle.max_cas_retries", "must be 1..100, got %d", t.MaxCASRetries)
+	}
+	if g := t.Global; g.Cluster != "" {
+		if g.Timeout < time.Millisecond || g.Timeout > time.Minute {
+			d.fail("throttle.global.timeout", "must be 1ms..1m, got %s", g.Timeout)
+		}
+		if g.Domain == "" {
+			d.fail("throttle.global.domain", "must not be empty")
+		}
+		if !strings.HasPrefix(g.Path, "/") {
+			d.fail("throttle.global.path", "must start with /, got %q", g.Path)
+		}
 	}
 	check := func(p string, l Limit) {
 		for _, f := range []struct {

@@ -14,7 +14,8 @@ func TestParseFull(t *testing.T) {
 		"cache": {"enabled": true, "ttl": "2m", "max_bytes": 1048576, "max_entry_bytes": 65536,
 		          "remote": {"cluster": "outbound|8080||autoglm-cache", "authority": "cache", "timeout": "20ms"}},
 		"throttle": {"enabled": true, "requests_per_second": 5, "tokens_per_minute": 6000, "priority_reserve": 0.2,
-		             "tenants": {"spiffe://mesh/ns/a/sa/b": {"tokens_per_minute": 100}}}
+		             "tenants": {"spiffe://mesh/ns/a/sa/b": {"tokens_per_minute": 100}},
+		             "global": {"cluster": "outbound|8080||ratelimit", "authority": "ratelimit", "timeout": "30ms", "per_model": true}}
 	}`))
 	if err != nil {
 		t.Fatal(err)
@@ -23,6 +24,9 @@ func TestParseFull(t *testing.T) {
 		c.Cache.Remote.Timeout != 20*time.Millisecond || c.Throttle.For("spiffe://mesh/ns/a/sa/b").TokensPerMinute != 100 ||
 		c.Throttle.For("spiffe://mesh/ns/a/sa/b").RequestsPerSecond != 5 || c.Throttle.For("other").TokensPerMinute != 6000 {
 		t.Fatalf("%+v", c)
+	}
+	if g := c.Throttle.Global; g.Cluster != "outbound|8080||ratelimit" || g.Domain != "autoglm" || g.Path != "/json" || g.Timeout != 30*time.Millisecond || !g.PerModel {
+		t.Fatalf("global %+v", g)
 	}
 	if r, tok := c.Throttle.For("x").Burst(); r != 5 || tok != 6000 {
 		t.Fatalf("burst %v %v", r, tok)
@@ -53,6 +57,9 @@ func TestParseErrorsNamePaths(t *testing.T) {
 		{`{"paths": ["v1"]}`, "paths[0]: must start with /"},
 		{`{"throttle": {"priority_reserve": 0.9}}`, "throttle.priority_reserve: must be in [0, 0.5)"},
 		{`{"bogus": true, "cache": {"nope": 1}}`, "bogus: unknown field; cache.nope: unknown field"},
+		{`{"throttle": {"global": {"cluster": "rl", "timeout": "2m"}}}`, "throttle.global.timeout: must be 1ms..1m"},
+		{`{"throttle": {"global": {"cluster": "rl", "path": "json", "domain": ""}}}`, `throttle.global.domain: must not be empty; throttle.global.path: must start with /`},
+		{`{"throttle": {"global": {"clusters": "rl"}}}`, "throttle.global.clusters: unknown field"},
 	} {
 		_, err := Parse([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -453,3 +453,82 @@ func TestStreamReuse(t *testing.T) {
 		t.Fatal("a stream with a callout out was reused")
 	}
 }
+
+// TestGlobalLimit: with a rate limit service configured, a request the
+// local buckets admit is held for its answer: OK goes on (resumed, with
+// the tenant and model headers), OVER_LIMIT is a 429 with the service's
+// reset as Retry-After and the local reservation given back; no answer
+// fails open or closed as configured.
+func TestGlobalLimit(t *testing.T) {
+	const cfg = `{"throttle": {"enabled": true, "requests_per_second": 100, "tokens_per_minute": 60000, "fail_open": %v,
+		"global": {"cluster": "ratelimit", "authority": "rl", "per_model": true}}}`
+	host, _ := newHost(t, fmt.Sprintf(cfg, true), "spiffe://m/a")
+	callout := func(id uint32) proxytest.HttpCalloutAttribute {
+		t.Helper()
+		cs := host.GetCalloutAttributesFromContext(id)
+		if len(cs) != 1 {
+			t.Fatalf("%d callouts", len(cs))
+		}
+		return cs[0]
+	}
+	r := send(host, "/v1/chat/completions", nil, chat)
+	c := callout(r.id)
+	if r.body != types.ActionPause || c.Upstream != "ratelimit" {
+		t.Fatalf("not held for the service: %v %+v", r.body, c)
+	}
+	var req struct {
+		Domain      string `json:"domain"`
+		Descriptors []struct {
+			Entries []struct{ Key, Value string } `json:"entries"`
+		} `json:"descriptors"`
+		HitsAddend int `json:"hitsAddend"`
+	}
+	if err := json.Unmarshal(c.Body, &req); err != nil || req.Domain != "autoglm" || req.HitsAddend != 1 ||
+		req.Descriptors[0].Entries[0].Value != "spiffe://m/a" || req.Descriptors[0].Entries[1].Value != "qwen" {
+		t.Fatalf("request %s: %v", c.Body, err)
+	}
+	if p, _ := header(c.Headers, ":path"); p != "/json" {
+		t.Fatalf("path %q", p)
+	}
+	host.CallOnHttpCallResponse(c.CalloutID, [][2]string{{":status", "200"}}, nil, []byte(`{"overallCode":"OK"}`))
+	if a := host.GetCurrentHttpStreamAction(r.id); a != types.ActionContinue {
+		t.Fatalf("OK: not resumed (%v)", a)
+	}
+	if v, _ := header(host.GetCurrentRequestHeaders(r.id), HeaderTenant); v != "spiffe://m/a" {
+		t.Fatalf("resumed without the tenant header: %q", v)
+	}
+
+	// OVER_LIMIT.
+	r = send(host, "/v1/chat/completions", nil, chat)
+	host.CallOnHttpCallResponse(callout(r.id).CalloutID, [][2]string{{":status", "429"}}, nil,
+		[]byte(`{"overallCode":"OVER_LIMIT","statuses":[{"code":"OVER_LIMIT","currentLimit":{"requestsPerUnit":2,"unit":"MINUTE"},"durationUntilReset":"41.2s"}]}`))
+	local := host.GetSentLocalResponse(r.id)
+	if local == nil || local.StatusCode != 429 {
+		t.Fatalf("over the global limit: %+v", local)
+	}
+	if v, _ := header(local.Headers, "retry-after"); v != "42" {
+		t.Fatalf("retry-after %q", v)
+	}
+	if v, _ := header(local.Headers, "x-ratelimit-limit"); v != "2" {
+		t.Fatalf("x-ratelimit-limit %q", v)
+	}
+	if typ, _ := errorBody(t, local); typ != "rate_limit_error" {
+		t.Fatalf("error type %q", typ)
+	}
+
+	// No answer (Envoy calls back without headers): fail-open goes on.
+	r = send(host, "/v1/chat/completions", nil, chat)
+	host.CallOnHttpCallResponse(callout(r.id).CalloutID, nil, nil, nil)
+	if a := host.GetCurrentHttpStreamAction(r.id); a != types.ActionContinue || host.GetSentLocalResponse(r.id) != nil {
+		t.Fatalf("fail-open: %v", a)
+	}
+	closeHost(host)
+
+	// Fail-closed: 503.
+	host, _ = newHost(t, fmt.Sprintf(cfg, false), "spiffe://m/a")
+	r = send(host, "/v1/chat/completions", nil, chat)
+	host.CallOnHttpCallResponse(callout(r.id).CalloutID, [][2]string{{":status", "503"}}, nil, nil)
+	if local := host.GetSentLocalResponse(r.id); local == nil || local.StatusCode != 503 {
+		t.Fatalf("fail-closed: %+v", local)
+	}
+}

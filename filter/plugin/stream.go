@@ -39,6 +39,7 @@ type stream struct {
 	reserved           float64
 	stateKey           string
 	lease              *lease
+	took               float64 // the request taken (1, or 0 with no request limit)
 	reqLimit, tokLimit bucket.Limit
 
 	cacheState string // HIT, MISS or BYPASS; "" when the cache is off
@@ -164,10 +165,21 @@ func (s *stream) OnHttpRequestBody(bodySize int, endOfStream bool) types.Action 
 	if err != nil {
 		return s.badBody(err)
 	}
-	if cfg.Throttle.Enabled && !s.throttle() {
-		return types.ActionPause
+	if cfg.Throttle.Enabled {
+		if !s.throttle() {
+			return types.ActionPause
+		}
+		if cfg.Throttle.Global.Cluster != "" && s.global() {
+			return types.ActionPause
+		}
 	}
-	if cfg.Cache.Enabled && s.lookup() {
+	return s.admitted()
+}
+
+// admitted goes on with a request the limits admit: the cache, then
+// upstream.
+func (s *stream) admitted() types.Action {
+	if s.p.cfg.Cache.Enabled && s.lookup() {
 		return types.ActionPause
 	}
 	return s.forward()
@@ -331,7 +343,7 @@ func (s *stream) throttle() bool {
 	if l.held[0] >= need[0] && l.held[1] >= need[1] {
 		l.held[0] -= need[0]
 		l.held[1] -= need[1]
-		s.lease, s.reserved = l, need[1]
+		s.lease, s.took, s.reserved = l, need[0], need[1]
 		return true
 	}
 	now := Now()
@@ -372,7 +384,7 @@ func (s *stream) throttle() bool {
 		return false
 	}
 	l.held = extra
-	s.lease, s.reserved = l, need[1]
+	s.lease, s.took, s.reserved = l, need[0], need[1]
 	return true
 }
 
@@ -382,10 +394,15 @@ func (s *stream) stateFailure(err error) bool {
 	if s.p.cfg.Throttle.FailOpen {
 		return true
 	}
+	s.unavailable()
+	return false
+}
+
+// unavailable answers 503: the limits cannot be checked (fail_open false).
+func (s *stream) unavailable() {
 	s.done = true
 	sendError(503, "server_error", "throttle_unavailable", "The rate limiter's state is unavailable. Retry later.",
 		[][2]string{{"retry-after", "1"}})
-	return false
 }
 
 func (s *stream) refuse(limit, level float64, wait int64, what string) {
