@@ -41,6 +41,7 @@ test: lint check-generate deps spire istioctl kube ratelimit ## vet, format chec
 bench: ## benchmarks recorded in BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./test/bench/
 	cd filter && $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./wasmtest/
+	cd filter && $(GO) test -run '^$$' -bench . -benchmem ./openai/
 
 fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./sidecar/api/
@@ -55,6 +56,8 @@ fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	cd filter && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./config/
 	cd filter && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./openai/
 	cd filter && $(GO) test -run '^$$' -fuzz FuzzURI -fuzztime $${FUZZTIME:-30s} ./xfcc/
+	cd filter && $(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime $${FUZZTIME:-30s} ./ratelimit/
+	cd filter && $(GO) test -run '^$$' -fuzz FuzzRequest -fuzztime $${FUZZTIME:-30s} ./ratelimit/
 
 lint: ## go vet and a gofmt check
 	$(GO) vet ./...
