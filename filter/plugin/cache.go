@@ -46,7 +46,10 @@ func decodeEntry(b []byte) (entry, bool) {
 	if len(b) < 10+n {
 		return entry{}, false
 	}
-	return entry{expires: int64(binary.LittleEndian.Uint64(b)), ctype: string(b[10 : 10+n]), body: b[10+n:]}, true
+	// The content type is a view of b, like the body: b is the VM's own
+	// copy of the value (a callout's or shared data's), which nothing
+	// writes again.
+	return entry{expires: int64(binary.LittleEndian.Uint64(b)), ctype: unsafe.String(unsafe.SliceData(b[10:]), n), body: b[10+n:]}, true
 }
 
 // cacheable: deterministic requests, or those that opt in; never those

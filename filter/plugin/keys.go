@@ -16,9 +16,15 @@ import (
 // skips both. The map compares the whole body, so a memo hit is exact;
 // the memo only ever holds what Key would compute again.
 type keyMemo struct {
-	keys   map[string]string // request body → openai.Request.Key
-	bytes  int               // the bodies' size
-	scopes map[string]string // tenant → scope tag
+	keys   map[string]*memoKey // request body → its keys
+	bytes  int                 // the bodies' size
+	scopes map[string]string   // tenant → scope tag
+}
+
+// memoKey is a body's openai.Request.Key, and its last cache key (a
+// tenant often repeats a request: the key is not even concatenated).
+type memoKey struct {
+	key, scope, cacheKey string
 }
 
 const (
@@ -28,7 +34,7 @@ const (
 )
 
 func newKeyMemo() keyMemo {
-	return keyMemo{keys: map[string]string{}, scopes: map[string]string{}}
+	return keyMemo{keys: map[string]*memoKey{}, scopes: map[string]string{}}
 }
 
 // cacheKey is the shared-data key of a request's response in scope (a
@@ -36,9 +42,9 @@ func newKeyMemo() keyMemo {
 // key, then the scope's tag.
 func (m *keyMemo) cacheKey(req *openai.Request, scope string) string {
 	body := req.Body()
-	k, ok := m.keys[string(body)]
-	if !ok {
-		k = req.Key()
+	mk := m.keys[string(body)]
+	if mk == nil {
+		mk = &memoKey{key: req.Key()}
 		if len(body) <= memoMaxBody {
 			for m.bytes+len(body) > memoBytes && len(m.keys) > 0 {
 				for b := range m.keys { // a random entry
@@ -47,11 +53,14 @@ func (m *keyMemo) cacheKey(req *openai.Request, scope string) string {
 					break
 				}
 			}
-			m.keys[string(body)] = k
+			m.keys[string(body)] = mk
 			m.bytes += len(body)
 		}
 	}
-	return cachePrefix + k + ":" + m.scope(scope)
+	if mk.cacheKey == "" || mk.scope != scope {
+		mk.scope, mk.cacheKey = scope, cachePrefix+mk.key+":"+m.scope(scope)
+	}
+	return mk.cacheKey
 }
 
 // scope tags a tenant with a hash of its name (keys stay short and in the
