@@ -457,8 +457,7 @@ func TestStreamReuse(t *testing.T) {
 // TestGlobalLimit: with a rate limit service configured, a request the
 // local buckets admit is held for its answer: OK goes on (resumed, with
 // the tenant and model headers), OVER_LIMIT is a 429 with the service's
-// reset as Retry-After and the local reservation given back; no answer
-// fails open or closed as configured.
+// reset as Retry-After; no answer fails open or closed as configured.
 func TestGlobalLimit(t *testing.T) {
 	const cfg = `{"throttle": {"enabled": true, "requests_per_second": 100, "tokens_per_minute": 60000, "fail_open": %v,
 		"global": {"cluster": "ratelimit", "authority": "rl", "per_model": true}}}`
@@ -530,5 +529,30 @@ func TestGlobalLimit(t *testing.T) {
 	host.CallOnHttpCallResponse(callout(r.id).CalloutID, [][2]string{{":status", "503"}}, nil, nil)
 	if local := host.GetSentLocalResponse(r.id); local == nil || local.StatusCode != 503 {
 		t.Fatalf("fail-closed: %+v", local)
+	}
+}
+
+// TestGlobalLimitThenRemoteCache: after the rate limit service's OK the
+// request goes to the cache, whose remote tier holds it again: it resumes
+// once, after the cache's answer.
+func TestGlobalLimitThenRemoteCache(t *testing.T) {
+	host, _ := newHost(t, `{"throttle": {"enabled": true, "requests_per_second": 100, "global": {"cluster": "ratelimit"}},
+		"cache": {"enabled": true, "remote": {"cluster": "cache", "authority": "cache"}}}`, "spiffe://m/a")
+	r := send(host, "/v1/chat/completions", nil, chat)
+	cs := host.GetCalloutAttributesFromContext(r.id)
+	if len(cs) != 1 || cs[0].Upstream != "ratelimit" {
+		t.Fatalf("callouts %+v", cs)
+	}
+	host.CallOnHttpCallResponse(cs[0].CalloutID, [][2]string{{":status", "200"}}, nil, []byte(`{"overallCode":"OK"}`))
+	cs = host.GetCalloutAttributesFromContext(r.id)
+	if len(cs) != 2 || cs[1].Upstream != "cache" || host.GetCurrentHttpStreamAction(r.id) != types.ActionPause {
+		t.Fatalf("after the OK: callouts %+v, action %v", cs, host.GetCurrentHttpStreamAction(r.id))
+	}
+	host.CallOnHttpCallResponse(cs[1].CalloutID, [][2]string{{":status", "404"}}, nil, nil)
+	if a := host.GetCurrentHttpStreamAction(r.id); a != types.ActionContinue {
+		t.Fatalf("after the cache's miss: %v", a)
+	}
+	if v, _ := header(host.GetCurrentRequestHeaders(r.id), HeaderModel); v != "qwen" {
+		t.Fatalf("model header %q", v)
 	}
 }
