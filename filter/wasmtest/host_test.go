@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -258,5 +260,52 @@ func TestWasmLeases(t *testing.T) {
 	}
 	if reads < 400-64 {
 		t.Fatalf("%d shared reads: refusals near the limit must come from the shared state", reads)
+	}
+}
+
+// TestWasmGlobalRefusalGivesBack: a request the rate limit service
+// refuses gives back what the local buckets took for it, so refusals
+// elsewhere do not spend the tenant's local budget.
+func TestWasmGlobalRefusalGivesBack(t *testing.T) {
+	over := true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if over {
+			w.WriteHeader(429)
+			fmt.Fprint(w, `{"overallCode":"OVER_LIMIT","statuses":[{"code":"OVER_LIMIT","currentLimit":{"requestsPerUnit":1},"durationUntilReset":"3s"}]}`)
+			return
+		}
+		fmt.Fprint(w, `{"overallCode":"OK"}`)
+	}))
+	defer srv.Close()
+	bin, err := Module()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(context.Background(), bin, Config{Workers: 2, Clusters: map[string]string{"rl": srv.URL},
+		Plugin:     []byte(`{"throttle": {"enabled": true, "requests_per_second": 0.0001, "request_burst": 2, "global": {"cluster": "rl"}}}`),
+		Properties: map[string]string{peer: "spiffe://mesh.local/ns/a/sa/app"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	send := func(w *Worker) *Stream {
+		s := request(w, "/v1/chat/completions", chat)
+		h.Dispatch()
+		return s
+	}
+	for i := range 6 {
+		if s := send(h.Workers[i%2]); s.Local == nil || s.Local.Status != 429 || Header(s.Local.Headers, "retry-after") != "3" {
+			t.Fatalf("refusal %d: %+v", i, s.Local)
+		}
+	}
+	over = false
+	admitted := 0
+	for i := range 6 {
+		if s := send(h.Workers[i%2]); s.Local == nil && s.Resumed == 1 {
+			admitted++
+		}
+	}
+	if admitted != 2 {
+		t.Fatalf("%d admitted after the global refusals, want the local burst of 2", admitted)
 	}
 }
