@@ -84,65 +84,41 @@ func Parse(body []byte) (Request, error) {
 	from := sc.i
 	sc.i++
 	sc.depth = 1
-	sc.ws()
-	if sc.i < len(body) && body[sc.i] == '}' {
-		sc.i++
-	} else {
-		for {
-			sc.ws()
-			if sc.i >= len(body) || body[sc.i] != '"' {
-				return r, ErrNotJSON
-			}
-			key, complex, ok := sc.str()
-			if !ok {
-				return r, ErrNotJSON
-			}
-			sc.ws()
-			if sc.i >= len(body) || body[sc.i] != ':' {
-				return r, ErrNotJSON
-			}
-			sc.i++
-			if complex {
-				key = unquote(nil, key)
-			}
-			f := field(key)
-			var v span
-			switch f {
-			case fMessages:
-				v, messages, ok = sc.estimate(false)
-			case fPrompt:
-				v, prompt, ok = sc.estimate(false)
-			default:
-				v, ok = sc.value()
-			}
-			if !ok {
-				return r, ErrNotJSON
-			}
-			switch f {
-			case fModel:
-				model = v
-			case fStream:
-				stream = v
-			case fMaxTokens:
-				maxTokens = v
-			case fMaxCompletion:
-				maxCompletion = v
-			case fTemperature:
-				temperature = v
-			}
-			sc.ws()
-			if sc.i >= len(body) {
-				return r, ErrNotJSON
-			}
-			if body[sc.i] == ',' {
-				sc.i++
-				continue
-			}
-			if body[sc.i] != '}' {
-				return r, ErrNotJSON
-			}
-			sc.i++
+	for first := true; ; first = false {
+		key, complex, done, ok := sc.nextKey(first)
+		if !ok {
+			return r, ErrNotJSON
+		}
+		if done {
 			break
+		}
+		if complex {
+			key = unquote(nil, key)
+		}
+		f := field(key)
+		var v span
+		switch f {
+		case fMessages:
+			v, messages, ok = sc.estimate(false)
+		case fPrompt:
+			v, prompt, ok = sc.estimate(false)
+		default:
+			v, ok = sc.value()
+		}
+		if !ok {
+			return r, ErrNotJSON
+		}
+		switch f {
+		case fModel:
+			model = v
+		case fStream:
+			stream = v
+		case fMaxTokens:
+			maxTokens = v
+		case fMaxCompletion:
+			maxCompletion = v
+		case fTemperature:
+			temperature = v
 		}
 	}
 	root := span{k: kObject, from: from, to: sc.i}

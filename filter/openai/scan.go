@@ -76,9 +76,9 @@ func (s *scanner) value() (span, bool) {
 	var ok bool
 	switch c := s.b[s.i]; {
 	case c == '{':
-		k, ok = kObject, s.object(nil)
+		k, ok = kObject, s.object()
 	case c == '[':
-		k, ok = kArray, s.array(nil)
+		k, ok = kArray, s.array()
 	case c == '"':
 		k = kString
 		_, _, ok = s.str()
@@ -202,59 +202,28 @@ func (s *scanner) str() (raw []byte, complex, ok bool) {
 	return nil, false, false
 }
 
-// object reads an object, calling member (when not nil) with each key's
-// contents and value.
-func (s *scanner) object(member func(key []byte, complex bool, v span)) bool {
+// object reads an object.
+func (s *scanner) object() bool {
 	if s.depth++; s.depth > maxDepth {
 		return false
 	}
 	s.i++ // '{'
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == '}' {
-		s.i++
-		s.depth--
-		return true
-	}
-	for {
-		s.ws()
-		if s.i >= len(s.b) || s.b[s.i] != '"' {
-			return false
-		}
-		key, complex, ok := s.str()
+	for first := true; ; first = false {
+		_, _, done, ok := s.nextKey(first)
 		if !ok {
 			return false
 		}
-		s.ws()
-		if s.i >= len(s.b) || s.b[s.i] != ':' {
-			return false
-		}
-		s.i++
-		v, ok := s.value()
-		if !ok {
-			return false
-		}
-		if member != nil {
-			member(key, complex, v)
-		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return false
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case '}':
-			s.i++
-			s.depth--
+		if done {
 			return true
-		default:
+		}
+		if _, ok := s.value(); !ok {
 			return false
 		}
 	}
 }
 
-// array reads an array, calling elem (when not nil) with each element.
-func (s *scanner) array(elem func(v span)) bool {
+// array reads an array.
+func (s *scanner) array() bool {
 	if s.depth++; s.depth > maxDepth {
 		return false
 	}
@@ -266,12 +235,8 @@ func (s *scanner) array(elem func(v span)) bool {
 		return true
 	}
 	for {
-		v, ok := s.value()
-		if !ok {
+		if _, ok := s.value(); !ok {
 			return false
-		}
-		if elem != nil {
-			elem(v)
 		}
 		s.ws()
 		if s.i >= len(s.b) {
@@ -474,26 +439,14 @@ func (s *scanner) estimate(inArray bool) (span, int, bool) {
 		s.i++
 		var role kind
 		content, textN := 0, 0
-		s.ws()
-		if s.i < len(s.b) && s.b[s.i] == '}' {
-			s.i++
-			s.depth--
-			return span{kObject, from, s.i}, 0, true
-		}
-		for {
-			s.ws()
-			if s.i >= len(s.b) || s.b[s.i] != '"' {
-				return span{}, 0, false
-			}
-			key, complex, ok := s.str()
+		for first := true; ; first = false {
+			key, complex, done, ok := s.nextKey(first)
 			if !ok {
 				return span{}, 0, false
 			}
-			s.ws()
-			if s.i >= len(s.b) || s.b[s.i] != ':' {
-				return span{}, 0, false
+			if done {
+				break
 			}
-			s.i++
 			if complex {
 				key = unquote(nil, key)
 			}
@@ -512,26 +465,12 @@ func (s *scanner) estimate(inArray bool) (span, int, bool) {
 			if !ok {
 				return span{}, 0, false
 			}
-			s.ws()
-			if s.i >= len(s.b) {
-				return span{}, 0, false
-			}
-			switch s.b[s.i] {
-			case ',':
-				s.i++
-				continue
-			case '}':
-				s.i++
-				s.depth--
-			default:
-				return span{}, 0, false
-			}
-			v := span{kObject, from, s.i}
-			if inArray && role != kInvalid && role != kNull {
-				return v, 4 + content, true
-			}
-			return v, textN, true
 		}
+		v := span{kObject, from, s.i}
+		if inArray && role != kInvalid && role != kNull {
+			return v, 4 + content, true
+		}
+		return v, textN, true
 	}
 	v, ok := s.value()
 	return v, 0, ok
