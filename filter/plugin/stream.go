@@ -282,10 +282,11 @@ func (s *stream) settle(delta float64) {
 // the shared state: the most a worker can be refused while another holds
 // leased tokens is 1/leaseShare of the bucket, and no token is made or
 // lost — a lease's remainder goes back to the shared bucket when the
-// worker next takes from it. (A new plugin configuration starts without
-// leases.)
+// worker next takes from it, which it does at the latest leaseTTL after
+// taking the lease. (A new plugin configuration starts without leases.)
 type lease struct {
-	held [2]float64 // requests, tokens
+	held    [2]float64 // requests, tokens
+	expires int64      // unix nanoseconds
 }
 
 // tenantState is what a worker keeps of a tenant: its limits, resolved
@@ -297,6 +298,11 @@ type tenantState struct {
 
 const (
 	leaseShare = 16
+	// leaseTTL bounds how long a lease is used: the bucket it came from
+	// refills meanwhile, and a lease used long after would let a tenant
+	// exceed its burst by up to the lease. Past it, the remainder goes
+	// back to the bucket (capped at the burst) on the next decision.
+	leaseTTL   = int64(time.Second)
 	maxTenants = 4096 // per VM; past it, the states (and leases) are dropped
 )
 
@@ -340,14 +346,14 @@ func (s *stream) throttle() bool {
 		need[1] = math.Min(float64(s.req.PromptTokens+want), s.tokLimit.Burst)
 	}
 	l := &ts.leases[s.priority]
-	if l.held[0] >= need[0] && l.held[1] >= need[1] {
+	now := Now()
+	ns := now.UnixNano()
+	if l.held[0] >= need[0] && l.held[1] >= need[1] && ns < l.expires {
 		l.held[0] -= need[0]
 		l.held[1] -= need[1]
 		s.lease, s.took, s.reserved = l, need[0], need[1]
 		return true
 	}
-	now := Now()
-	ns := now.UnixNano()
 	share := math.Min(float64(s.priority)*s.p.cfg.Throttle.PriorityReserve, 0.9)
 	s.stateKey = throttlePrefix + s.tenant
 	var refused int
@@ -383,7 +389,7 @@ func (s *stream) throttle() bool {
 		s.refuse(lm.Burst, level, wait, [2]string{"requests", "tokens"}[refused])
 		return false
 	}
-	l.held = extra
+	l.held, l.expires = extra, ns+leaseTTL
 	s.lease, s.took, s.reserved = l, need[0], need[1]
 	return true
 }

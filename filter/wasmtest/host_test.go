@@ -243,10 +243,18 @@ func TestWasmLeases(t *testing.T) {
 	if h.SharedReads > 6 {
 		t.Fatalf("%d shared-state reads for 200 requests far from the limit", h.SharedReads)
 	}
+	// A lease is used for a second at most.
+	reads := h.SharedReads
+	h.Advance(1100 * time.Millisecond)
+	s := request(h.Workers[0], "/v1/chat/completions", chat)
+	respond(s, 200, "application/json", usage(9))
+	if s.Local != nil || h.SharedReads == reads {
+		t.Fatalf("an expired lease was used (local %+v)", s.Local)
+	}
 
 	// Two workers take turns until both are refused: exactly the burst.
 	h = start(t, 2, `{"throttle": {"enabled": true, "requests_per_second": 0.0001, "request_burst": 64}}`)
-	admitted, reads := 0, 0
+	admitted := 0
 	for i := 0; i < 400; i++ {
 		s := request(h.Workers[i%2], "/v1/chat/completions", chat)
 		if s.Local == nil {
