@@ -2,7 +2,12 @@ package wasmtest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -211,3 +216,46 @@ func (t *timer) After(_ context.Context, _ api.Module, def api.FunctionDefinitio
 }
 
 func (t *timer) Abort(context.Context, api.Module, api.FunctionDefinition, error) {}
+
+// BenchmarkFilterV8 runs the same requests through the same modules in
+// V8, Envoy's default wasm runtime, as Node.js embeds it (wasmtest/v8/
+// host.mjs, a minimal proxy-wasm host: one worker, no callouts): empty,
+// pass, throttle and hit, p50 and p99. Without node on PATH it reports
+// nothing.
+func BenchmarkFilterV8(b *testing.B) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		b.Skip("node is not installed: no V8 to measure in")
+	}
+	dir := b.TempDir()
+	for name, get := range map[string]func() ([]byte, error){"filter.wasm": Module, "empty.wasm": EmptyModule} {
+		bin, err := get()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), bin, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	_, file, _, _ := runtime.Caller(0)
+	for range b.N {
+		cmd := exec.Command(node, "--no-warnings", filepath.Join(filepath.Dir(file), "v8", "host.mjs"), filepath.Join(dir, "filter.wasm"), filepath.Join(dir, "empty.wasm"))
+		out, err := cmd.Output()
+		if err != nil {
+			var stderr []byte
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = ee.Stderr
+			}
+			b.Fatalf("%s: %v\n%s", cmd, err, stderr)
+		}
+		var report map[string]any
+		if err := json.Unmarshal(out, &report); err != nil {
+			b.Fatalf("%s: %v", out, err)
+		}
+		for k, v := range report {
+			if f, ok := v.(float64); ok {
+				b.ReportMetric(f, k)
+			}
+		}
+	}
+}
