@@ -225,22 +225,14 @@ func (c *canonical) value(top bool) {
 	case '{':
 		base, start := len(c.members), len(c.out)
 		sc.i++
-		for {
-			sc.ws()
-			if sc.b[sc.i] == '}' {
-				sc.i++
+		for first := true; ; first = false {
+			raw, complex, done, _ := sc.nextKey(first)
+			if done {
 				break
 			}
-			if sc.b[sc.i] == ',' {
-				sc.i++
-				continue
-			}
-			raw, complex, _ := sc.str()
 			if complex {
 				raw = unquote(nil, raw)
 			}
-			sc.ws()
-			sc.i++ // ':'
 			from := len(c.out)
 			c.value(false)
 			if top {
