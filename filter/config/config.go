@@ -13,8 +13,28 @@ import (
 	"time"
 )
 
+// The modes the filter runs in: what the host lets it do with a request's
+// headers while it reads the body.
+const (
+	// ModeIstio continues at the request headers (setting the tenant) and
+	// holds only the body: it works in every Envoy, Istio's WasmPlugin
+	// included, which cannot set allow_on_headers_stop_iteration. The
+	// model header is not set — routing is by host (one Service per
+	// model) — and throttle and cache answer from the body callback.
+	ModeIstio = "istio"
+	// ModeStandalone holds the request headers until the body is read,
+	// then sets x-autoglm-model for body-based routing (autoglm-xds's
+	// routes). It needs Envoy's PluginConfig
+	// allow_on_headers_stop_iteration: true (Envoy 1.35 and later):
+	// without it Envoy turns the pause into StopAllIterationAndWatermark
+	// and withholds the body, and every request stalls.
+	ModeStandalone = "standalone"
+)
+
 // Config is the plugin configuration.
 type Config struct {
+	// Mode is ModeIstio (default) or ModeStandalone.
+	Mode string
 	// Paths are the request paths whose JSON bodies the filter reads
 	// (default: /v1/chat/completions and /v1/completions).
 	Paths []string
@@ -73,7 +93,10 @@ type Throttle struct {
 	// PriorityReserve is the share of each bucket that priority p may not
 	// use: p × PriorityReserve (so lower priorities hit the limit first).
 	PriorityReserve float64
-	// FailOpen admits requests when the shared state cannot be updated.
+	// FailOpen admits requests when the shared state cannot be updated
+	// (not when it is merely contended: MaxCASRetries conflicts in a row
+	// refuse the request 429, counted in
+	// autoglm_filter_throttle_conflicts_total).
 	FailOpen bool
 	// MaxCASRetries bounds the compare-and-swap attempts per bucket.
 	MaxCASRetries int
@@ -107,6 +130,7 @@ type Limit struct {
 // Default is the configuration where the JSON is silent.
 func Default() Config {
 	return Config{
+		Mode:         ModeIstio,
 		Paths:        []string{"/v1/chat/completions", "/v1/completions"},
 		MaxBodyBytes: 1 << 20,
 		Tenant:       Tenant{Sources: []string{"peer_certificate", "xfcc"}, Anonymous: "anonymous"},
@@ -126,6 +150,7 @@ func Parse(data []byte) (Config, error) {
 	}
 	d := &decoder{}
 	d.object("", data, map[string]func(string, json.RawMessage){
+		"mode":              func(p string, r json.RawMessage) { d.string(p, r, &c.Mode) },
 		"paths":             func(p string, r json.RawMessage) { d.strings(p, r, &c.Paths) },
 		"max_body_bytes":    func(p string, r json.RawMessage) { d.int(p, r, &c.MaxBodyBytes) },
 		"pass_large_bodies": func(p string, r json.RawMessage) { d.bool(p, r, &c.PassLargeBodies) },
@@ -218,6 +243,9 @@ func quote(k string) string {
 }
 
 func (c *Config) validate(d *decoder) {
+	if c.Mode != ModeIstio && c.Mode != ModeStandalone {
+		d.fail("mode", "must be %s or %s, got %q", ModeIstio, ModeStandalone, c.Mode)
+	}
 	if len(c.Paths) == 0 {
 		d.fail("paths", "must name at least one path")
 	}

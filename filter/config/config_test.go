@@ -36,7 +36,7 @@ func TestParseFull(t *testing.T) {
 func TestParseDefaults(t *testing.T) {
 	for _, in := range []string{"", "  ", "{}"} {
 		c, err := Parse([]byte(in))
-		if err != nil || c.MaxBodyBytes != 1<<20 || len(c.Paths) != 2 || c.Cache.Enabled || c.Throttle.Enabled {
+		if err != nil || c.MaxBodyBytes != 1<<20 || len(c.Paths) != 2 || c.Cache.Enabled || c.Throttle.Enabled || c.Mode != ModeIstio {
 			t.Fatalf("%q: %+v %v", in, c, err)
 		}
 	}
@@ -60,6 +60,7 @@ func TestParseErrorsNamePaths(t *testing.T) {
 		{`{"throttle": {"global": {"cluster": "rl", "timeout": "2m"}}}`, "throttle.global.timeout: must be 1ms..1m"},
 		{`{"throttle": {"global": {"cluster": "rl", "path": "json", "domain": ""}}}`, `throttle.global.domain: must not be empty; throttle.global.path: must start with /`},
 		{`{"throttle": {"global": {"clusters": "rl"}}}`, "throttle.global.clusters: unknown field"},
+		{`{"mode": "envoy"}`, `mode: must be istio or standalone, got "envoy"`},
 	} {
 		_, err := Parse([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -68,12 +69,20 @@ func TestParseErrorsNamePaths(t *testing.T) {
 	}
 }
 
+func TestParseMode(t *testing.T) {
+	c, err := Parse([]byte(`{"mode": "standalone"}`))
+	if err != nil || c.Mode != ModeStandalone {
+		t.Fatalf("%+v %v", c, err)
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"cache": {"enabled": true}, "throttle": {"enabled": true, "requests_per_second": 1}}`))
 	f.Add([]byte(`{"tenant": {"sources": ["xfcc"]}, "paths": ["/x"]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data)
-		if err == nil && (c.MaxBodyBytes < 1024 || len(c.Paths) == 0 || c.Throttle.MaxCASRetries < 1) {
+		if err == nil && (c.MaxBodyBytes < 1024 || len(c.Paths) == 0 || c.Throttle.MaxCASRetries < 1 ||
+			(c.Mode != ModeIstio && c.Mode != ModeStandalone)) {
 			t.Fatalf("accepted an invalid configuration: %+v", c)
 		}
 	})

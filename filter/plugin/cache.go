@@ -55,8 +55,7 @@ func decodeEntry(b []byte) (entry, bool) {
 // cacheable: deterministic requests, or those that opt in; never those
 // that opt out.
 func (s *stream) cacheable() (ok bool, state string) {
-	v, _ := proxywasm.GetHttpRequestHeader(HeaderCacheControl)
-	switch strings.ToLower(strings.TrimSpace(v)) {
+	switch strings.ToLower(strings.TrimSpace(s.cacheControl)) {
 	case "bypass", "no-cache", "no-store":
 		return false, "BYPASS"
 	case "cache":
@@ -181,7 +180,7 @@ func (s *stream) storeLocal(expires int64) []byte {
 	val := e.encode()
 	var evicted []string
 	bound := max(c.MaxBytes/indexShards, c.MaxEntryBytes)
-	err := s.casUpdate(cacheIndex+s.cacheKey[len(cachePrefix):len(cachePrefix)+1], func(old []byte) ([]byte, bool) {
+	err := s.casUpdate(cacheIndex+s.cacheKey[len(cachePrefix):len(cachePrefix)+1], false, func(old []byte) ([]byte, bool) {
 		evicted = evicted[:0]
 		lines := parseIndex(old)
 		kept := lines[:0]
@@ -210,7 +209,7 @@ func (s *stream) storeLocal(expires int64) []byte {
 	// Writes go through compare-and-swap too: cas 0 is "unconditional" in
 	// Envoy but not in every host.
 	put := func(k string, v []byte) error {
-		return s.casUpdate(k, func([]byte) ([]byte, bool) { return v, true })
+		return s.casUpdate(k, false, func([]byte) ([]byte, bool) { return v, true })
 	}
 	for _, k := range evicted {
 		if k != s.cacheKey {

@@ -46,6 +46,7 @@ type Plugin struct {
 	cfg     config.Config
 	m       metrics
 	scratch [2 * bucket.Size]byte
+	lockVal [9]byte // the creation lock's value while this VM holds it
 	memo    keyMemo
 	tenants map[string]*tenantState
 	// Streams ended, for the next requests: an allocation less each
@@ -57,7 +58,7 @@ type Plugin struct {
 }
 
 type metrics struct {
-	throttled, cacheHit, cacheMiss, cacheBypass, badRequest, stateErrors proxywasm.MetricCounter
+	throttled, cacheHit, cacheMiss, cacheBypass, badRequest, stateErrors, conflicts proxywasm.MetricCounter
 }
 
 // OnPluginStart parses the configuration; a bad one fails the start, and
@@ -77,6 +78,9 @@ func (p *Plugin) OnPluginStart(size int) types.OnPluginStartStatus {
 		return types.OnPluginStartStatusFailed
 	}
 	p.cfg = cfg
+	if cfg.Throttle.Enabled {
+		ensureCreateLock()
+	}
 	p.memo = newKeyMemo()
 	p.tenants = map[string]*tenantState{}
 	p.m = metrics{
@@ -86,6 +90,7 @@ func (p *Plugin) OnPluginStart(size int) types.OnPluginStartStatus {
 		cacheBypass: proxywasm.DefineCounterMetric("autoglm_filter_cache_bypass_total"),
 		badRequest:  proxywasm.DefineCounterMetric("autoglm_filter_bad_requests_total"),
 		stateErrors: proxywasm.DefineCounterMetric("autoglm_filter_shared_state_errors_total"),
+		conflicts:   proxywasm.DefineCounterMetric("autoglm_filter_throttle_conflicts_total"),
 	}
 	proxywasm.LogInfof("autoglm filter started: cache %v, throttle %v", cfg.Cache.Enabled, cfg.Throttle.Enabled)
 	return types.OnPluginStartStatusOK

@@ -13,6 +13,7 @@ import (
 	"github.com/tetratelabs/proxy-wasm-go-sdk/proxywasm/types"
 
 	"github.com/open-autoglm/autoglm/filter/bucket"
+	"github.com/open-autoglm/autoglm/filter/config"
 	"github.com/open-autoglm/autoglm/filter/openai"
 )
 
@@ -33,7 +34,10 @@ type stream struct {
 	priority int
 	handle   bool // a request body the filter reads
 	done     bool // answered locally, or passed through unread
+	sent     bool // the tenant (and model) headers are set
 	req      openai.Request
+	// cacheControl is the request's x-autoglm-cache-control.
+	cacheControl string
 
 	// The token reservation, settled when the response's usage is known.
 	reserved           float64
@@ -92,6 +96,27 @@ func (s *stream) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.Ac
 		return s.badBody(errors.New("the request has no body"))
 	}
 	s.handle = true
+	if cfg.Cache.Enabled {
+		// Read now: in istio mode the request headers are gone by the
+		// time the body is (Envoy's wasm context drops its header map
+		// once the headers continue).
+		s.cacheControl, _ = header(HeaderCacheControl)
+	}
+	if cfg.Mode == config.ModeIstio {
+		// Without allow_on_headers_stop_iteration (Istio's WasmPlugin has
+		// no field for it) a pause here becomes
+		// StopAllIterationAndWatermark and Envoy withholds the body from
+		// this filter until it continues: the headers go on now, with the
+		// tenant, and OnHttpRequestBody holds the body (the router waits
+		// for it) until the request is admitted or answered. The model
+		// header is the filter's to set, and it cannot be set now: a
+		// client's is dropped, not passed on as if the filter had read it.
+		_ = proxywasm.RemoveHttpRequestHeader(HeaderModel)
+		return s.forward()
+	}
+	// Standalone (the flag set by autoglm-xds): a plain StopIteration, so
+	// the body still reaches this filter while the router waits for the
+	// model header.
 	return types.ActionPause
 }
 
@@ -100,9 +125,18 @@ func (s *stream) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.Ac
 // on: one the filter answers itself (a cache hit, a refusal) never pays
 // for them.
 func (s *stream) forward() types.Action {
+	if s.sent {
+		return types.ActionContinue // istio mode: set at the headers
+	}
+	s.sent = true
 	setRequestHeader(HeaderTenant, s.tenant)
 	if s.req.Model != "" {
 		setRequestHeader(HeaderModel, s.req.Model)
+		// The route is chosen again with the model header. Envoy clears
+		// its route cache when a wasm filter changes request headers; its
+		// clear_route_cache foreign function says so explicitly (a host
+		// without it answers NotFound, which changes nothing).
+		_, _ = proxywasm.CallForeignFunction("clear_route_cache", nil)
 	}
 	return types.ActionContinue
 }
@@ -193,29 +227,6 @@ func (s *stream) OnHttpStreamDone() {
 	}
 }
 
-// casUpdate applies f to a shared-data value with compare-and-swap,
-// retrying on conflicts up to the configured bound.
-func (s *stream) casUpdate(key string, f func(old []byte) ([]byte, bool)) error {
-	for range s.p.cfg.Throttle.MaxCASRetries {
-		old, cas, err := proxywasm.GetSharedData(key)
-		if err != nil && !errors.Is(err, types.ErrorStatusNotFound) {
-			return err
-		}
-		next, write := f(old)
-		if !write {
-			return nil
-		}
-		err = proxywasm.SetSharedData(key, next, cas)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, types.ErrorStatusCasMismatch) {
-			return err
-		}
-	}
-	return errors.New("too many compare-and-swap conflicts")
-}
-
 // The throttle state of a tenant is one shared-data value holding both
 // buckets (requests, then tokens; 16 bytes each), so that a decision is
 // one read and one compare-and-swap write, and takes from both buckets or
@@ -260,7 +271,7 @@ func (s *stream) settle(delta float64) {
 	if s.stateKey == "" { // decided from the lease
 		s.stateKey = throttlePrefix + s.tenant
 	}
-	if err := s.casUpdate(s.stateKey, func(old []byte) ([]byte, bool) {
+	if err := s.casUpdate(s.stateKey, true, func(old []byte) ([]byte, bool) {
 		st, ok := decodeBuckets(old)
 		st[1] = s.tokLimit.Adjust(st[1], ok[1], now, delta)
 		if !ok[0] {
@@ -359,7 +370,7 @@ func (s *stream) throttle() bool {
 	var refused int
 	var level float64
 	var extra [2]float64
-	err := s.casUpdate(s.stateKey, func(old []byte) ([]byte, bool) {
+	err := s.casUpdate(s.stateKey, true, func(old []byte) ([]byte, bool) {
 		st, ok := decodeBuckets(old)
 		refused = -1
 		for i, lm := range ts.limits {
@@ -395,6 +406,11 @@ func (s *stream) throttle() bool {
 }
 
 func (s *stream) stateFailure(err error) bool {
+	if errors.Is(err, errConflicts) {
+		s.p.m.conflicts.Increment(1)
+		s.refuse(s.reqLimit.Burst, 0, int64(time.Second), "requests (contended)")
+		return false
+	}
 	s.p.m.stateErrors.Increment(1)
 	proxywasm.LogWarnf("autoglm filter: throttle state for %s: %v", s.tenant, err)
 	if s.p.cfg.Throttle.FailOpen {

@@ -66,14 +66,17 @@ func BenchmarkFilter(b *testing.B) {
 	}
 	confs := []*conf{
 		{name: "empty", bin: emptyBin, plugin: `{}`},
-		{name: "pass", bin: filter, plugin: `{}`},
-		{name: "throttle", bin: filter, plugin: `{"throttle": {"enabled": true, "requests_per_second": 1e9, "tokens_per_minute": 1e12}}`},
-		{name: "hit", bin: filter, plugin: `{"cache": {"enabled": true}}`, answers: true},
-		{name: "hit-rewritten", bin: filter, plugin: `{"cache": {"enabled": true}}`, answers: true, user: true},
-		{name: "miss", bin: filter, plugin: `{"cache": {"enabled": true, "max_bytes": 67108864}}`, vary: true},
+		// Standalone mode (autoglm-xds's): the most work per request —
+		// the model header set and the route cache cleared.
+		{name: "pass", bin: filter, plugin: `{"mode": "standalone"}`},
+		{name: "throttle", bin: filter, plugin: `{"mode": "standalone", "throttle": {"enabled": true, "requests_per_second": 1e9, "tokens_per_minute": 1e12}}`},
+		{name: "hit", bin: filter, plugin: `{"mode": "standalone", "cache": {"enabled": true}}`, answers: true},
+		{name: "hit-rewritten", bin: filter, plugin: `{"mode": "standalone", "cache": {"enabled": true}}`, answers: true, user: true},
+		{name: "miss", bin: filter, plugin: `{"mode": "standalone", "cache": {"enabled": true, "max_bytes": 67108864}}`, vary: true},
 	}
 	for _, c := range confs {
-		h, err := New(context.Background(), c.bin, Config{Plugin: []byte(c.plugin), Properties: map[string]string{peer: "spiffe://mesh.local/ns/a/sa/app"}})
+		h, err := New(context.Background(), c.bin, Config{Plugin: []byte(c.plugin), AllowOnHeadersStopIteration: true,
+			Properties: map[string]string{peer: "spiffe://mesh.local/ns/a/sa/app"}})
 		if err != nil {
 			b.Fatal(err)
 		}

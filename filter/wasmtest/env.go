@@ -55,10 +55,15 @@ func (h *Host) instantiateEnv() error {
 		}
 		wk.give(data, retData, retSize)
 		wk.mod.Memory().WriteUint32Le(retCas, cas)
-		if h.OnSharedGet != nil {
-			hook := h.OnSharedGet
-			h.OnSharedGet = nil // one interleaving per arming
+		h.mu.Lock()
+		hook := h.OnSharedGet
+		h.OnSharedGet = nil // one interleaving per arming
+		h.mu.Unlock()
+		if hook != nil {
 			hook(wk, k)
+		}
+		if h.Interleave != nil {
+			h.Interleave()
 		}
 		return statusOK
 	})
@@ -69,17 +74,24 @@ func (h *Host) instantiateEnv() error {
 		}
 		k := string(wk.read(key, ksize))
 		data := wk.read(val, vsize)
+		if h.Interleave != nil {
+			defer h.Interleave()
+		}
 		h.mu.Lock()
 		defer h.mu.Unlock()
+		// As proxy-wasm-cpp-host's SharedData::set: an absent key is
+		// written whatever the cas; an existing one when cas is 0 or
+		// matches. Cas values come from one counter, never 0.
+		h.casSeq++
 		v, ok := h.shared[k]
 		if !ok {
-			h.shared[k] = &sharedValue{data: data, cas: 1}
+			h.shared[k] = &sharedValue{data: data, cas: h.casSeq}
 			return statusOK
 		}
 		if cas != 0 && cas != v.cas {
 			return statusCasMismatch
 		}
-		v.data, v.cas = data, v.cas+1
+		v.data, v.cas = data, h.casSeq
 		return statusOK
 	})
 	for _, name := range []string{"proxy_register_shared_queue", "proxy_enqueue_shared_queue"} {
@@ -87,7 +99,20 @@ func (h *Host) instantiateEnv() error {
 	}
 	fn("proxy_resolve_shared_queue", func(_ context.Context, m api.Module, a, b, c, d, e u) u { return statusUnimpl })
 	fn("proxy_dequeue_shared_queue", func(_ context.Context, m api.Module, a, b, c u) u { return statusUnimpl })
-	fn("proxy_call_foreign_function", func(_ context.Context, m api.Module, a, b, c, d, e, f u) u { return statusUnimpl })
+	// Envoy's foreign functions (source/extensions/common/wasm/foreign.cc):
+	// clear_route_cache only; an unknown name is NotFound.
+	fn("proxy_call_foreign_function", func(_ context.Context, m api.Module, name, nsize, _, _, retData, retSize u) u {
+		wk := w(m)
+		if string(wk.read(name, nsize)) != "clear_route_cache" {
+			return statusNotFound
+		}
+		if s := wk.streams[wk.active]; s != nil {
+			s.RouteCacheCleared++
+		}
+		wk.mod.Memory().WriteUint32Le(retData, 0)
+		wk.mod.Memory().WriteUint32Le(retSize, 0)
+		return statusOK
+	})
 
 	// Headers of the active stream (or of the callout being answered).
 	headers := func(wk *Worker, mt u) *[][2]string {
@@ -103,6 +128,9 @@ func (h *Host) instantiateEnv() error {
 				return nil
 			}
 			if mt == 0 {
+				if !s.headersLive {
+					return nil // the wasm context has dropped the map: BadArgument
+				}
 				return &s.RequestHeaders
 			}
 			return &s.ResponseHeaders
@@ -224,8 +252,14 @@ func (h *Host) instantiateEnv() error {
 	})
 	fn("proxy_continue_stream", func(_ context.Context, m api.Module, st u) u {
 		wk := w(m)
-		if s := wk.streams[wk.active]; s != nil {
-			s.Resumed++
+		s := wk.streams[wk.active]
+		if s == nil {
+			return statusOK
+		}
+		s.Resumed++
+		if st == 0 { // the request
+			s.headersLive = false
+			wk.after = append(wk.after, s.continueDecoding)
 		}
 		return statusOK
 	})

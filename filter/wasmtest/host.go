@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -20,26 +21,37 @@ import (
 // Host runs the compiled filter the way Envoy does: one module instance
 // (VM) per worker, all sharing the proxy's shared data, with the proxy-wasm
 // ABI 0.2.1 host functions, a controlled clock and HTTP callouts the test
-// answers.
+// answers. Each stream goes through a model of the part of Envoy's HTTP
+// filter manager that decides what the filter and the next filter (the
+// router) see — see Stream. Workers are independent: a test may drive
+// each from its own goroutine, truly in parallel, as Envoy's worker
+// threads are (only shared data is common, under a lock as in
+// proxy-wasm-cpp-host's SharedData).
 type Host struct {
 	ctx     context.Context
 	rt      wazero.Runtime
 	Workers []*Worker
 
 	mu     sync.Mutex
+	casSeq uint32
 	shared map[string]*sharedValue
 	// OnSharedGet, when set, runs after a worker has read a shared-data
 	// key and before it can write it back: a test makes another worker
 	// write in between (a real compare-and-swap conflict).
 	OnSharedGet func(w *Worker, key string)
+	// Interleave, when set, runs after every shared-data read and write,
+	// outside the lock: parallel tests yield there to let other workers'
+	// calls fall between a read and the write that follows it.
+	Interleave func()
 	// SharedDown makes every shared-data call fail (InternalFailure).
 	SharedDown bool
 	// SharedReads counts proxy_get_shared_data calls.
 	SharedReads int
 
-	now      time.Time
-	props    map[string]string
-	clusters map[string]string
+	allowStop bool
+	now       atomic.Int64 // unix nanoseconds
+	props     map[string]string
+	clusters  map[string]string
 }
 
 // SetProperty sets (or, with "", removes) a property every VM sees.
@@ -124,6 +136,11 @@ type Config struct {
 	// Listener, when set, is told of calls to the module's functions
 	// (benchmarks time functions with it).
 	Listener experimental.FunctionListenerFactory
+	// AllowOnHeadersStopIteration is Envoy's PluginConfig field of that
+	// name (Envoy 1.35 and later; false by default, and Istio's
+	// WasmPlugin cannot set it): whether a pause from the request
+	// headers callback stays a StopIteration.
+	AllowOnHeadersStopIteration bool
 }
 
 // Worker is one VM: a module instance with its root (plugin) context.
@@ -144,6 +161,12 @@ type Worker struct {
 	values   []int64
 	Callouts []*Callout
 	callout  *Callout // whose response is being delivered
+
+	// Actions the host defers until the outermost call into the VM
+	// returns, as Envoy does for continue_stream and local replies
+	// (Context::continueStream: "We are in a reentrant call, so defer").
+	depth int
+	after []func()
 }
 
 // Callout is a proxy_http_call the filter made.
@@ -160,7 +183,31 @@ type Callout struct {
 	}
 }
 
-// Stream is one HTTP request through a worker's filter.
+// Stream is one HTTP request through a worker's filter, and what Envoy's
+// filter manager (source/common/http/filter_manager.cc) and wasm context
+// (source/extensions/common/wasm/context.cc, with proxy-wasm-cpp-host's
+// src/context.cc) make of the filter's answers:
+//
+//   - The request headers callback's StopIteration (Pause) is converted
+//     by the host to StopAllIterationAndWatermark for ABI 0.2.x plugins
+//     unless the plugin config sets allow_on_headers_stop_iteration
+//     (ContextBase::onRequestHeaders). After StopAll the filter manager
+//     withholds body data from this filter itself, buffering it, until
+//     the filter continues (ActiveStreamFilterBase::handleDataIfStopAll);
+//     then the data is delivered to it.
+//   - With a plain StopIteration (the flag set) the body is still
+//     delivered to the filter; the next filter gets nothing.
+//   - Continue from the headers passes them to the router as they are
+//     then; the wasm context drops its header map (Context::decodeHeaders
+//     nulls request_headers_), so later header calls fail BadArgument.
+//   - A body callback's Pause is StopIterationAndBuffer: the data is
+//     buffered and the next call sees the whole buffer (getBuffer returns
+//     the decoding buffer while buffering). Its Continue passes the
+//     headers (if still held) and the buffered body on.
+//   - proxy_continue_stream drops the header map at once and continues
+//     decoding after the VM call returns (Context::continueStream).
+//   - A local reply ends the request: nothing more reaches the filter or
+//     the router.
 type Stream struct {
 	w  *Worker
 	ID uint32
@@ -171,6 +218,24 @@ type Stream struct {
 	Local *LocalResponse
 	// Resumed counts proxy_continue_stream calls.
 	Resumed int
+	// Upstream is what went past the filter to the router: the request
+	// headers as they were when they went (nil: held), the body, and
+	// whether the request is complete.
+	Upstream struct {
+		Headers [][2]string
+		Body    []byte
+		End     bool
+	}
+	// RouteCacheCleared counts calls of Envoy's clear_route_cache foreign
+	// function.
+	RouteCacheCleared int
+
+	headersLive bool   // the wasm context still has the request header map
+	stopAll     bool   // the filter stopped all iteration at the headers
+	withheld    []byte // body the filter manager keeps from the filter meanwhile
+	withheldEnd bool
+	bodyEnd     bool // the filter has seen the end of the body
+	endHeaders  bool // the request had no body
 }
 
 // LocalResponse is a proxy_send_local_response.
@@ -182,8 +247,9 @@ type LocalResponse struct {
 
 // New compiles bin and starts cfg.Workers VMs with the plugin started.
 func New(ctx context.Context, bin []byte, cfg Config) (*Host, error) {
-	h := &Host{ctx: ctx, shared: map[string]*sharedValue{}, now: time.Unix(1_700_000_000, 0), props: map[string]string{},
-		clusters: cfg.Clusters}
+	h := &Host{ctx: ctx, shared: map[string]*sharedValue{}, props: map[string]string{},
+		clusters: cfg.Clusters, allowStop: cfg.AllowOnHeadersStopIteration}
+	h.now.Store(time.Unix(1_700_000_000, 0).UnixNano())
 	for k, v := range cfg.Properties {
 		h.props[k] = v
 	}
@@ -209,8 +275,8 @@ func New(ctx context.Context, bin []byte, cfg Config) (*Host, error) {
 			exports: map[string]api.Function{}, props: h.props, plugin: cfg.Plugin, metrics: map[string]uint32{}}
 		h.Workers = append(h.Workers, w)
 		mc := wazero.NewModuleConfig().WithName(w.Name).WithStartFunctions("_initialize").
-			WithWalltime(func() (int64, int32) { return h.now.Unix(), int32(h.now.Nanosecond()) }, 1).
-			WithNanotime(func() int64 { return h.now.UnixNano() }, 1)
+			WithWalltime(func() (int64, int32) { n := h.now.Load(); return n / 1e9, int32(n % 1e9) }, 1).
+			WithNanotime(func() int64 { return h.now.Load() }, 1)
 		if w.mod, err = h.rt.InstantiateModule(ctx, mod, mc); err != nil {
 			return nil, fmt.Errorf("%s: %w", w.Name, err)
 		}
@@ -229,7 +295,7 @@ func New(ctx context.Context, bin []byte, cfg Config) (*Host, error) {
 func (h *Host) Close() error { return h.rt.Close(h.ctx) }
 
 // Advance moves the clock every VM sees.
-func (h *Host) Advance(d time.Duration) { h.now = h.now.Add(d) }
+func (h *Host) Advance(d time.Duration) { h.now.Add(int64(d)) }
 
 func (h *Host) worker(m api.Module) *Worker {
 	for _, w := range h.Workers {
@@ -251,13 +317,20 @@ func (w *Worker) call(name string, args ...uint64) []uint64 {
 		w.exports[name] = f // as Envoy does: looked up once, not per call
 	}
 	prev := w.active
-	defer func() { w.active = prev }()
 	if len(args) > 0 {
 		w.active = uint32(args[0])
 	}
+	w.depth++
 	res, err := f.Call(w.h.ctx, args...)
+	w.depth--
+	w.active = prev
 	if err != nil {
 		panic(fmt.Sprintf("%s: %s trapped: %v\n%s", w.Name, name, err, strings.Join(w.Logs, "\n")))
+	}
+	for w.depth == 0 && len(w.after) > 0 {
+		a := w.after[0]
+		w.after = w.after[1:]
+		a()
 	}
 	return res
 }
@@ -277,21 +350,102 @@ const (
 	Pause    = 1
 )
 
-// SendRequestHeaders calls proxy_on_request_headers.
+// SendRequestHeaders calls proxy_on_request_headers and applies the
+// filter manager's rules to its answer.
 func (s *Stream) SendRequestHeaders(hs [][2]string, endOfStream bool) int {
 	s.RequestHeaders = lower(hs)
-	return int(s.w.call("proxy_on_request_headers", uint64(s.ID), uint64(len(hs)), b(endOfStream))[0])
-}
-
-// SendRequestBody calls proxy_on_request_body with the body so far
-// (buffered while the filter pauses).
-func (s *Stream) SendRequestBody(chunk []byte, endOfStream bool) int {
-	s.requestBody = append(s.requestBody, chunk...)
-	a := int(s.w.call("proxy_on_request_body", uint64(s.ID), uint64(len(s.requestBody)), b(endOfStream))[0])
-	if a == Continue {
-		s.requestBody = nil
+	s.headersLive, s.endHeaders = true, endOfStream
+	a := int(s.w.call("proxy_on_request_headers", uint64(s.ID), uint64(len(hs)), b(endOfStream))[0])
+	switch {
+	case s.Local != nil || s.Upstream.Headers != nil: // answered, or continued from within
+	case a == Continue:
+		s.passHeaders()
+	case a == Pause && s.w.h.allowStop:
+		// StopIteration: the body still comes to this filter.
+	default:
+		// StopIteration without the flag (or any StopAll status).
+		s.stopAll = true
 	}
 	return a
+}
+
+// SendRequestBody delivers a chunk of the body: to the filter (which
+// sees all it has buffered so far) unless the filter manager withholds it.
+func (s *Stream) SendRequestBody(chunk []byte, endOfStream bool) int {
+	if s.Local != nil {
+		return Pause
+	}
+	if s.stopAll {
+		s.withheld = append(s.withheld, chunk...)
+		s.withheldEnd = s.withheldEnd || endOfStream
+		return Pause
+	}
+	return s.deliverBody(chunk, endOfStream)
+}
+
+func (s *Stream) deliverBody(chunk []byte, endOfStream bool) int {
+	s.requestBody = append(s.requestBody, chunk...)
+	s.bodyEnd = endOfStream
+	a := int(s.w.call("proxy_on_request_body", uint64(s.ID), uint64(len(s.requestBody)), b(endOfStream))[0])
+	if a == Continue && s.Local == nil {
+		s.passBody()
+	}
+	return a
+}
+
+// passHeaders gives the request headers to the router as they are now.
+func (s *Stream) passHeaders() {
+	if s.Upstream.Headers != nil {
+		return
+	}
+	s.headersLive = false
+	s.Upstream.Headers = append([][2]string{}, s.RequestHeaders...)
+	s.Upstream.End = s.endHeaders
+}
+
+// passBody gives the router the headers (if still held) and the body
+// buffered so far.
+func (s *Stream) passBody() {
+	s.passHeaders()
+	s.Upstream.Body = append(s.Upstream.Body, s.requestBody...)
+	s.requestBody = nil
+	s.Upstream.End = s.Upstream.End || s.bodyEnd
+}
+
+// continueDecoding is the filter manager's answer to continue_stream,
+// after the VM call that asked for it.
+func (s *Stream) continueDecoding() {
+	if s.Local != nil {
+		return
+	}
+	s.passHeaders()
+	if s.stopAll {
+		s.stopAll = false
+		if len(s.withheld) > 0 || s.withheldEnd {
+			data, end := s.withheld, s.withheldEnd
+			s.withheld, s.withheldEnd = nil, false
+			s.deliverBody(data, end)
+			return
+		}
+	}
+	if len(s.requestBody) > 0 || s.bodyEnd {
+		s.passBody()
+	}
+}
+
+// Stalled says that the request is stuck: not answered, not passed on
+// whole, and with no callout left to answer — in Envoy it would wait for
+// its stream timeout.
+func (s *Stream) Stalled() bool {
+	if s.Local != nil || s.Upstream.End {
+		return false
+	}
+	for _, c := range s.w.Callouts {
+		if !c.answered {
+			return false
+		}
+	}
+	return true
 }
 
 // SendResponseHeaders calls proxy_on_response_headers.

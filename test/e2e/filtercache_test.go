@@ -56,8 +56,8 @@ func TestFilterRemoteCache(t *testing.T) {
 	// Proxy A: a miss in both tiers; the request resumes; the response is
 	// stored (PUT to the sidecar).
 	s := send(a)
-	if s.Local != nil || s.Resumed != 1 {
-		t.Fatalf("first request: local %+v, resumed %d", s.Local, s.Resumed)
+	if s.Local != nil || s.Resumed != 1 || !s.Upstream.End || string(s.Upstream.Body) != body {
+		t.Fatalf("first request: local %+v, resumed %d, upstream %+v", s.Local, s.Resumed, s.Upstream)
 	}
 	s.SendResponseHeaders([][2]string{{":status", "200"}, {"content-type", "application/json"}}, false)
 	s.SendResponseBody([]byte(reply), true)

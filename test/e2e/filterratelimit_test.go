@@ -120,7 +120,7 @@ func TestFilterGlobalRateLimit(t *testing.T) {
 	for i := range 8 {
 		s := send([]*wasmtest.Host{a, b}[i%2])
 		switch {
-		case s.Local == nil && s.Resumed == 1:
+		case s.Local == nil && s.Resumed == 1 && s.Upstream.End:
 			admitted++
 		case s.Local != nil && s.Local.Status == 429:
 			ra, err := strconv.Atoi(wasmtest.Header(s.Local.Headers, "retry-after"))

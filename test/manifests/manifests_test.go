@@ -128,8 +128,12 @@ func TestIstioSpecs(t *testing.T) {
 			switch m := msg.(type) {
 			case *extensionsv1alpha1.WasmPlugin:
 				pc, _ := jsonMarshal(d["spec"].(map[string]any)["pluginConfig"])
-				if _, err := filterconfig.Parse(pc); err != nil {
+				if fc, err := filterconfig.Parse(pc); err != nil {
 					t.Errorf("%s: pluginConfig: %v", name, err)
+				} else if fc.Mode != filterconfig.ModeIstio {
+					// WasmPlugin cannot set allow_on_headers_stop_iteration:
+					// a filter holding the headers would stall every request.
+					t.Errorf("%s: pluginConfig mode %q: a WasmPlugin needs mode istio", name, fc.Mode)
 				}
 				if !strings.HasPrefix(m.Url, "oci://") || len(m.Sha256) != 64 {
 					t.Errorf("%s: url %q sha256 %q: want oci:// and a sha256 digest", name, m.Url, m.Sha256)

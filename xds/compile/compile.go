@@ -40,11 +40,16 @@ func Compile(c *config.Config, found Discovered) *ir.Config {
 		out.HTTP = &ir.Listener{Name: h.Name, Address: h.Address, Port: uint32(h.Port)}
 	}
 	if f := c.Filter; f != nil {
-		w := &ir.Wasm{File: f.Wasm.File, URL: f.Wasm.URL, SHA256: f.Wasm.SHA256, FailOpen: f.FailOpen, Config: "{}"}
-		if f.Config != nil {
-			b, _ := json.Marshal(f.Config) // validated
-			w.Config = string(b)
+		w := &ir.Wasm{File: f.Wasm.File, URL: f.Wasm.URL, SHA256: f.Wasm.SHA256, FailOpen: f.FailOpen}
+		// The routes match the model header: the filter runs in its
+		// standalone mode, which holds the headers until it has read the
+		// body (envoygen sets allow_on_headers_stop_iteration for it).
+		plugin := map[string]any{"mode": "standalone"}
+		for k, v := range f.Config {
+			plugin[k] = v
 		}
+		b, _ := json.Marshal(plugin) // validated
+		w.Config = string(b)
 		if u, err := url.Parse(f.Wasm.URL); err == nil && f.Wasm.URL != "" {
 			w.URLHost, w.URLTLS = u.Hostname(), u.Scheme == "https"
 			w.URLPort = 80

@@ -46,7 +46,18 @@ type Filter struct {
 	// /v1/cache (backed by Redis), called over upstream_tls's mTLS when
 	// that is set. The plugin's cache.remote.cluster must name it.
 	CacheCluster *CacheCluster `yaml:"cache_cluster"`
+	// EnvoyVersion is the oldest Envoy (major.minor, e.g. "1.36") that
+	// will run this configuration; empty: a current one. The routes match
+	// the model header that the filter sets from the body (its
+	// standalone mode), which needs PluginConfig's
+	// allow_on_headers_stop_iteration: an Envoy before
+	// MinEnvoyBodyRouting ignores the field and stalls every request.
+	EnvoyVersion string `yaml:"envoy_version"`
 }
+
+// MinEnvoyBodyRouting is the first Envoy release with the wasm
+// PluginConfig field allow_on_headers_stop_iteration.
+const MinEnvoyBodyRouting = "1.35"
 
 // CacheCluster is where the filter's cache calls go: static IP endpoints
 // or one DNS name.
@@ -262,6 +273,16 @@ func (c *Config) Validate() error {
 		if _, err := json.Marshal(f.Config); err != nil {
 			bad("filter.config", "cannot be expressed as JSON: %v", err)
 		}
+		if m, ok := f.Config["mode"]; ok && m != "standalone" {
+			bad("filter.config.mode", "must be standalone (or unset) with autoglm-xds: its routes match the model header, which only standalone mode sets before routing; got %v", m)
+		}
+		if v := f.EnvoyVersion; v != "" {
+			if older, err := versionBefore(v, MinEnvoyBodyRouting); err != nil {
+				bad("filter.envoy_version", "must be a release such as 1.36, got %q", v)
+			} else if older {
+				bad("filter.envoy_version", "body-based model routing needs allow_on_headers_stop_iteration, in Envoy %s and later (an older Envoy ignores it and stalls every request); got %s", MinEnvoyBodyRouting, v)
+			}
+		}
 		if cc := f.CacheCluster; cc != nil {
 			if !nameRE.MatchString(cc.Name) {
 				bad("filter.cache_cluster.name", "must be a lower-case name, got %q", cc.Name)
@@ -473,4 +494,35 @@ func (c *Config) Resolve(ctx context.Context, lookup func(ctx context.Context, h
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// versionBefore compares release numbers (major.minor[.patch], an
+// optional leading v): whether v is older than min.
+func versionBefore(v, min string) (bool, error) {
+	parse := func(s string) ([2]int, error) {
+		var out [2]int
+		parts := strings.Split(strings.TrimPrefix(s, "v"), ".")
+		if len(parts) < 2 || len(parts) > 3 {
+			return out, fmt.Errorf("bad version %q", s)
+		}
+		for i, p := range parts {
+			n, err := strconv.Atoi(p)
+			if err != nil || n < 0 {
+				return out, fmt.Errorf("bad version %q", s)
+			}
+			if i < 2 {
+				out[i] = n
+			}
+		}
+		return out, nil
+	}
+	a, err := parse(v)
+	if err != nil {
+		return false, err
+	}
+	b, err := parse(min)
+	if err != nil {
+		return false, err
+	}
+	return a[0] < b[0] || (a[0] == b[0] && a[1] < b[1]), nil
 }

@@ -36,6 +36,10 @@ func TestBadInput(t *testing.T) {
 			[]string{"filter.wasm.file: must be an absolute path"}},
 		{"cache cluster", "apiVersion: autoglm.io/v1alpha1\nlisteners: {http: {name: h, address: 0.0.0.0, port: 80}}\nfilter: {wasm: {file: /f.wasm}, config: {cache: {remote: {cluster: other}}}, cache_cluster: {name: Cache, endpoints: [\"cache.local:80\"], dns: \"x:1\"}}\nmodels:\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n",
 			[]string{"filter.cache_cluster.name: must be a lower-case name", "filter.cache_cluster: exactly one of endpoints and dns", "filter.cache_cluster.endpoints[0]: must be an IP address", "filter.config.cache.remote.cluster: must be \"Cache\""}},
+		{"filter mode and envoy", "apiVersion: autoglm.io/v1alpha1\nlisteners: {http: {name: h, address: 0.0.0.0, port: 80}}\nfilter: {wasm: {file: /f.wasm}, config: {mode: istio}, envoy_version: \"1.34.2\"}\nmodels:\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n",
+			[]string{"filter.config.mode: must be standalone (or unset) with autoglm-xds", "filter.envoy_version: body-based model routing needs allow_on_headers_stop_iteration, in Envoy 1.35 and later"}},
+		{"envoy version syntax", "apiVersion: autoglm.io/v1alpha1\nlisteners: {http: {name: h, address: 0.0.0.0, port: 80}}\nfilter: {wasm: {file: /f.wasm}, envoy_version: latest}\nmodels:\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n",
+			[]string{"filter.envoy_version: must be a release such as 1.36"}},
 		{"wrong types", head + "models:\n  - {name: m, timeout: soon, versions: [{name: a, weight: lots, endpoints: \"1.2.3.4:80\"}]}\n",
 			[]string{"models[0].timeout (line 4)", "models[0].versions[0].weight (line 4)", "models[0].versions[0].endpoints (line 4)"}},
 	} {
@@ -47,6 +51,17 @@ func TestBadInput(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEnvoyVersion: 1.35 and later (and no version: a current Envoy) take
+// a filter config.
+func TestEnvoyVersion(t *testing.T) {
+	for _, v := range []string{"", "1.35", "v1.35.0", "1.36.2", "2.0"} {
+		y := "apiVersion: autoglm.io/v1alpha1\nlisteners: {http: {name: h, address: 0.0.0.0, port: 80}}\nfilter: {wasm: {file: /f.wasm}, config: {mode: standalone}, envoy_version: \"" + v + "\"}\nmodels:\n  - {name: m, versions: [{name: a, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n"
+		if _, err := config.Parse([]byte(y)); err != nil {
+			t.Errorf("%q: %v", v, err)
+		}
 	}
 }
 

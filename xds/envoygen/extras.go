@@ -43,9 +43,15 @@ func wasmFilter(w *ir.Wasm) (*hcm.HttpFilter, error) {
 	if w.FailOpen {
 		policy = wasmv3.FailurePolicy_FAIL_OPEN
 	}
+	// allow_on_headers_stop_iteration (Envoy 1.35+): the filter's pause at
+	// the request headers stays a StopIteration, so the body still
+	// reaches it while the router waits for the model header. Without it
+	// Envoy stops all iteration, withholds the body, and the request
+	// stalls (config.MinEnvoyBodyRouting; validate refuses older targets).
 	f, err := anypb.New(&wasmfilter.Wasm{Config: &wasmv3.PluginConfig{
 		Name: "autoglm", RootId: "autoglm", Configuration: cfg, FailurePolicy: policy,
-		Vm: &wasmv3.PluginConfig_VmConfig{VmConfig: &wasmv3.VmConfig{VmId: "autoglm", Runtime: "envoy.wasm.runtime.v8", Code: code}},
+		Vm:                          &wasmv3.PluginConfig_VmConfig{VmConfig: &wasmv3.VmConfig{VmId: "autoglm", Runtime: "envoy.wasm.runtime.v8", Code: code}},
+		AllowOnHeadersStopIteration: wrapperspb.Bool(true),
 	}})
 	if err != nil {
 		return nil, err
