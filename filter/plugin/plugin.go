@@ -5,6 +5,7 @@ package plugin
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -117,29 +118,34 @@ func sendError(status uint32, typ, code, msg string, extra [][2]string) {
 }
 
 // tenantOf is the caller's identity from the configured sources, or "";
-// header looks up a request header.
-func tenantOf(c config.Tenant, header func(string) (string, bool)) string {
+// header looks up a request header. A malformed x-forwarded-client-cert
+// is an error.
+func tenantOf(c config.Tenant, header func(string) (string, bool)) (string, error) {
 	for _, s := range c.Sources {
 		switch s {
 		case "peer_certificate":
 			if v, err := proxywasm.GetProperty([]string{"connection", "uri_san_peer_certificate"}); err == nil && len(v) > 0 {
 				// A view, not a copy: the host wrote the value into
 				// memory it asked the VM for, which nothing else holds.
-				return unsafe.String(unsafe.SliceData(v), len(v))
+				return unsafe.String(unsafe.SliceData(v), len(v)), nil
 			}
 		case "xfcc":
 			if v, ok := header("x-forwarded-client-cert"); ok {
-				if uri := xfcc.URI(v); uri != "" {
-					return uri
+				uri, err := xfcc.URI(v)
+				if err == nil {
+					return uri, nil
+				}
+				if !errors.Is(err, xfcc.ErrNoURI) {
+					return "", err // never a guess, nor a fall back to a weaker identity
 				}
 			}
 		case "api_key":
 			if v, ok := header(c.APIKeyHeader); ok && v != "" {
-				return "apikey:" + keyHash(v)
+				return "apikey:" + keyHash(v), nil
 			}
 		}
 	}
-	return ""
+	return "", nil
 }
 
 func priorityOf(v string) int {

@@ -152,6 +152,14 @@ func TestTenantSources(t *testing.T) {
 	if r.local == nil || r.local.StatusCode != 401 {
 		t.Fatalf("no identity and no anonymous tenant: %+v", r.local)
 	}
+	// A client's element with an unbalanced quote would swallow the one
+	// the proxy appends (Envoy's APPEND_FORWARD): refused, never read as
+	// the victim, nor passed to a weaker source.
+	forged := `URI=spiffe://mesh.local/ns/v/sa/victim;X=",` + `By=spiffe://mesh.local/ns/gw/sa/envoy;Hash=def;URI=spiffe://mesh.local/ns/b/sa/caller`
+	r = send(host, "/v1/chat/completions", [][2]string{{"x-forwarded-client-cert", forged}, {"x-api-key", "sk-secret"}}, chat)
+	if r.local == nil || r.local.StatusCode != 401 {
+		t.Fatalf("quote injection: %+v, upstream %v", r.local, r.upstream)
+	}
 }
 
 func errorBody(t *testing.T, r *proxytest.LocalHttpResponse) (typ, code string) {

@@ -72,7 +72,12 @@ func (s *stream) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.Ac
 		v, err := proxywasm.GetHttpRequestHeader(k)
 		return v, err == nil
 	}
-	s.tenant = tenantOf(cfg.Tenant, header)
+	var err error
+	if s.tenant, err = tenantOf(cfg.Tenant, header); err != nil {
+		s.done = true
+		sendError(401, "authentication_error", "invalid_client_certificate_header", "The x-forwarded-client-cert header is malformed.", nil)
+		return types.ActionPause
+	}
 	if s.tenant == "" {
 		if cfg.Tenant.Anonymous == "" {
 			s.done = true

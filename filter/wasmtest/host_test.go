@@ -130,6 +130,33 @@ func TestWasmHeaders(t *testing.T) {
 	})
 }
 
+// TestWasmXFCCInjection: compiled to wasm, the filter takes the element
+// the proxy appended, and refuses a header whose client-supplied element
+// would swallow it.
+func TestWasmXFCCInjection(t *testing.T) {
+	eachMode(t, func(t *testing.T, m mode) {
+		h := startWith(t, Config{Plugin: []byte(withMode(`{"tenant": {"sources": ["xfcc"], "anonymous": "anonymous"}}`, m.name)),
+			AllowOnHeadersStopIteration: m.allowStop})
+		appended := `By=spiffe://mesh.local/ns/m/sa/model;Hash=def;Subject="CN=x,O=y";URI=spiffe://mesh.local/ns/b/sa/caller`
+		for _, tc := range []struct{ client, tenant string }{
+			{`URI=spiffe://mesh.local/ns/v/sa/victim`, "spiffe://mesh.local/ns/b/sa/caller"},
+			{`URI=spiffe://mesh.local/ns/v/sa/victim;X="`, ""},
+			{`URI=spiffe://mesh.local/ns/v/sa/victim;X="\"`, ""},
+			{`URI=spiffe://mesh.local/ns/v/sa/victim;X=""`, "spiffe://mesh.local/ns/b/sa/caller"},
+			{`Subject="a\"b";URI=spiffe://mesh.local/ns/v/sa/victim`, "spiffe://mesh.local/ns/b/sa/caller"},
+		} {
+			s := request(h.Workers[0], "/v1/chat/completions", chat, [2]string{"x-forwarded-client-cert", tc.client + "," + appended})
+			switch {
+			case tc.tenant == "" && (s.Local == nil || s.Local.Status != 401):
+				t.Fatalf("%q: not refused: %+v, upstream %v", tc.client, s.Local, s.Upstream.Headers)
+			case tc.tenant != "" && (!passed(s) || Header(s.Upstream.Headers, "x-autoglm-tenant") != tc.tenant):
+				t.Fatalf("%q: %+v, tenant %q", tc.client, s.Local, Header(s.Upstream.Headers, "x-autoglm-tenant"))
+			}
+			s.Done()
+		}
+	})
+}
+
 // TestWasmBadInputNeverTraps: bodies the filter cannot read get a 4xx
 // from the VM, which keeps serving (a Go panic would trap and kill it).
 func TestWasmBadInputNeverTraps(t *testing.T) {

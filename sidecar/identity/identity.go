@@ -113,12 +113,13 @@ func (p *Policy) httpPeer(r *http.Request) (spiffeid.ID, error) {
 		if !loopback(r.RemoteAddr) {
 			return spiffeid.ID{}, fmt.Errorf("%w: x-forwarded-client-cert is trusted only from the co-located proxy", ErrUnauthenticated)
 		}
-		uri := xfcc.URI(r.Header.Get("X-Forwarded-Client-Cert"))
-		id, err := spiffeid.FromString(uri)
-		if err != nil {
-			return spiffeid.ID{}, fmt.Errorf("%w: x-forwarded-client-cert has no SPIFFE URI", ErrUnauthenticated)
+		// One header line: Envoy keeps x-forwarded-client-cert as one
+		// value; two lines are not what the proxy sent.
+		vs := r.Header.Values("X-Forwarded-Client-Cert")
+		if len(vs) != 1 {
+			return spiffeid.ID{}, fmt.Errorf("%w: want one x-forwarded-client-cert, got %d", ErrUnauthenticated, len(vs))
 		}
-		return id, nil
+		return xfccID(vs[0])
 	}
 	return spiffeid.ID{}, ErrUnauthenticated
 }
@@ -138,8 +139,8 @@ func (p *Policy) GRPC(ctx context.Context, model, xfccValue, peerAddr string) (s
 	case "xfcc":
 		if !loopback(peerAddr) {
 			err = fmt.Errorf("%w: x-forwarded-client-cert is trusted only from the co-located proxy", ErrUnauthenticated)
-		} else if id, err = spiffeid.FromString(xfcc.URI(xfccValue)); err != nil {
-			err = fmt.Errorf("%w: x-forwarded-client-cert has no SPIFFE URI", ErrUnauthenticated)
+		} else {
+			id, err = xfccID(xfccValue)
 		}
 	default:
 		err = ErrUnauthenticated
@@ -151,6 +152,20 @@ func (p *Policy) GRPC(ctx context.Context, model, xfccValue, peerAddr string) (s
 		p.count(err, "grpc")
 	}
 	return id, err
+}
+
+// xfccID is the SPIFFE ID of the element the co-located proxy appended;
+// a malformed header is refused, never guessed at.
+func xfccID(v string) (spiffeid.ID, error) {
+	uri, err := xfcc.URI(v)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
+	id, err := spiffeid.FromString(uri)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("%w: x-forwarded-client-cert has no SPIFFE URI", ErrUnauthenticated)
+	}
+	return id, nil
 }
 
 func loopback(addr string) bool {

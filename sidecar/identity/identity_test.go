@@ -65,6 +65,45 @@ func TestXFCCOnlyFromLoopback(t *testing.T) {
 	}
 }
 
+// TestXFCCInjection: with Envoy's APPEND_FORWARD the client's own
+// x-forwarded-client-cert comes first; an element with an unbalanced
+// quote would swallow the one the proxy appended and name the victim.
+// It is refused, as is a second header line; a well-formed client
+// element is ignored in favour of the proxy's.
+func TestXFCCInjection(t *testing.T) {
+	p := &Policy{Mode: "xfcc", TrustDomain: spiffeid.RequireTrustDomainFromString("mesh.local"), Denied: NewDenied(prometheus.NewRegistry())}
+	appended := `By=spiffe://mesh.local/ns/m/sa/model;Hash=1;Subject="CN=a,O=b";URI=spiffe://mesh.local/ns/apps/sa/attacker`
+	for _, tc := range []struct {
+		lines []string
+		want  string // "" for refused
+	}{
+		{[]string{`URI=spiffe://mesh.local/ns/apps/sa/victim;X=",` + appended}, ""},
+		{[]string{`URI=spiffe://mesh.local/ns/apps/sa/victim;X="\",` + appended}, ""},
+		{[]string{`URI=spiffe://mesh.local/ns/apps/sa/victim,` + appended}, "spiffe://mesh.local/ns/apps/sa/attacker"},
+		{[]string{appended, `URI=spiffe://mesh.local/ns/apps/sa/victim`}, ""},
+		{[]string{`URI=spiffe://mesh.local/ns/apps/sa/victim;URI=spiffe://mesh.local/ns/apps/sa/other`}, ""},
+	} {
+		r := httptest.NewRequest("POST", "/v1/completions", nil)
+		r.RemoteAddr = "127.0.0.1:51234"
+		for _, l := range tc.lines {
+			r.Header.Add("X-Forwarded-Client-Cert", l)
+		}
+		id, err := p.HTTP(r, "m")
+		switch {
+		case tc.want == "" && !errors.Is(err, ErrUnauthenticated):
+			t.Errorf("%q: accepted as %v (%v)", tc.lines, id, err)
+		case tc.want != "" && (err != nil || id.String() != tc.want):
+			t.Errorf("%q: %v %v, want %s", tc.lines, id, err, tc.want)
+		}
+		if len(tc.lines) == 1 {
+			gid, gerr := p.GRPC(context.Background(), "m", tc.lines[0], "127.0.0.1:9")
+			if (tc.want == "") != (gerr != nil) || (tc.want != "" && gid.String() != tc.want) {
+				t.Errorf("gRPC %q: %v %v", tc.lines, gid, gerr)
+			}
+		}
+	}
+}
+
 func TestSPIFFEModeNeedsTLS(t *testing.T) {
 	p := &Policy{Mode: "spiffe", TrustDomain: spiffeid.RequireTrustDomainFromString("td")}
 	if _, err := p.HTTP(httptest.NewRequest("GET", "/", nil), "m"); !errors.Is(err, ErrUnauthenticated) {

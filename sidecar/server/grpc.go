@@ -86,7 +86,11 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 		if p, ok := peer.FromContext(ctx); ok {
 			addr = p.Addr.String()
 		}
-		id, err := s.policy.GRPC(ctx, s.info.Model, first("x-forwarded-client-cert"), addr)
+		var xfcc string // one value only, as for HTTP: two are not what the proxy sent
+		if v := md.Get("x-forwarded-client-cert"); len(v) == 1 {
+			xfcc = v[0]
+		}
+		id, err := s.policy.GRPC(ctx, s.info.Model, xfcc, addr)
 		if err != nil {
 			s.m.Request("grpc", identityStatus(err))
 			if errors.Is(err, identity.ErrForbidden) {
