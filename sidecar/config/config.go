@@ -58,6 +58,11 @@ type Cache struct {
 	// running the filter) when identity.mode verifies callers; required
 	// then: whoever can PUT entries answers other tenants' requests.
 	Allow []string `yaml:"allow"`
+	// InsecureAllowUnauthenticated serves the endpoint with no identity
+	// mode: anyone who reaches the port can store answers for every
+	// tenant. For local development only; without it, redis_url needs
+	// identity.mode.
+	InsecureAllowUnauthenticated bool `yaml:"insecure_allow_unauthenticated"`
 }
 
 // GPU configures NVML telemetry and GPU-aware admission.
@@ -314,8 +319,15 @@ func (c *Config) Validate() error {
 		if k.Timeout <= 0 {
 			bad("cache.timeout", "must be positive, got %s", k.Timeout)
 		}
-		if c.Identity.Mode != "" && len(k.Allow) == 0 {
+		switch {
+		case c.Identity.Mode != "" && len(k.Allow) == 0:
 			bad("cache.allow", "is required when identity.mode is set: the SPIFFE IDs of the proxies that run the filter")
+		case c.Identity.Mode == "" && !k.InsecureAllowUnauthenticated:
+			bad("cache.redis_url", "the cache endpoint needs identity.mode (spiffe or xfcc) to enforce cache.allow: without it anyone can store answers for other tenants (for local development only: cache.insecure_allow_unauthenticated: true)")
+		case c.Identity.Mode == "" && len(k.Allow) > 0:
+			bad("cache.allow", "needs identity.mode (spiffe or xfcc): without it no caller is verified and the list cannot be enforced")
+		case c.Identity.Mode != "" && k.InsecureAllowUnauthenticated:
+			bad("cache.insecure_allow_unauthenticated", "contradicts identity.mode %s: cache.allow is enforced", c.Identity.Mode)
 		}
 		for i, a := range k.Allow {
 			if _, err := spiffeid.FromString(a); err != nil {

@@ -111,6 +111,23 @@ func TestIdentityAndCacheValidation(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("valid identity and cache: %v", err)
 	}
+	// The cache endpoint with no identity mode: anyone could PUT answers
+	// for other tenants. Refused, unless the dev-only switch says so.
+	for _, tc := range []struct{ yaml, want string }{
+		{"cache:\n  redis_url: redis://r:6379\n", "cache.redis_url: the cache endpoint needs identity.mode"},
+		{"cache:\n  redis_url: redis://r:6379\n  insecure_allow_unauthenticated: true\n  allow: [\"spiffe://td/x\"]\n", "cache.allow: needs identity.mode"},
+		{"identity:\n  mode: xfcc\n  trust_domain: td\ncache:\n  redis_url: redis://r:6379\n  allow: [\"spiffe://td/x\"]\n  insecure_allow_unauthenticated: true\n", "cache.insecure_allow_unauthenticated: contradicts"},
+		{"cache:\n  redis_url: redis://r:6379\n  insecure_allow_unauthenticated: true\n", ""},
+	} {
+		c = Default()
+		if err := Parse([]byte(tc.yaml), &c); err != nil {
+			t.Fatal(err)
+		}
+		err := c.Validate()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
 	c = Default()
 	Parse([]byte("identity:\n  mode: maybe\n"), &c)
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "identity.mode") {

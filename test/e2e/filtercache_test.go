@@ -25,7 +25,7 @@ func TestFilterRemoteCache(t *testing.T) {
 	redisAddr := redistest.Start(t)
 	sidecar := build(t)
 	httpAddr, grpcAddr := freePort(t), freePort(t)
-	sc := startSidecar(t, sidecar, fmt.Sprintf("server:\n  http_addr: %s\n  grpc_addr: %s\nengine:\n  kind: test\ncache:\n  redis_url: redis://%s/0\n", httpAddr, grpcAddr, redisAddr))
+	sc := startSidecar(t, sidecar, fmt.Sprintf("server:\n  http_addr: %s\n  grpc_addr: %s\nengine:\n  kind: test\ncache:\n  redis_url: redis://%s/0\n  insecure_allow_unauthenticated: true\n", httpAddr, grpcAddr, redisAddr))
 	sc.base = "http://" + httpAddr
 	waitReady(t, sc)
 

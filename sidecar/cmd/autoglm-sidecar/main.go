@@ -201,6 +201,9 @@ func run(args []string) int {
 		srv.AttachCache(cache.Handler(cache.Redis{C: rc, Prefix: k.Prefix},
 			cache.Config{MaxEntryBytes: k.MaxEntryBytes, MaxTTL: k.MaxTTL, Timeout: k.Timeout}, srv.Registry()))
 		log.Info("cache endpoint", "redis", opts.Addr, "prefix", k.Prefix)
+		if k.InsecureAllowUnauthenticated {
+			log.Warn("INSECURE: the cache endpoint accepts every caller (cache.insecure_allow_unauthenticated): anyone who reaches this port can store answers for every tenant; for local development only")
+		}
 	}
 	if id := cfg.Identity; id.Mode != "" {
 		policy := &identity.Policy{Mode: id.Mode, Denied: identity.NewDenied(srv.Registry())}
