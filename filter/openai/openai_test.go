@@ -294,3 +294,33 @@ func TestSpecial8(t *testing.T) {
 		}
 	}
 }
+
+func TestComplete(t *testing.T) {
+	chunk := func(s string) string { return "data: " + s + "\n\n" }
+	delta := `{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}`
+	stop := `{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`
+	for _, tc := range []struct {
+		name  string
+		body  string
+		sse   bool
+		store bool
+	}{
+		{"json", `{"choices":[{"index":0,"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"total_tokens":3}}`, false, true},
+		{"json length", `{"choices":[{"index":0,"message":{"content":"hi"},"finish_reason":"length"}]}`, false, true},
+		{"json error", `{"error":{"message":"boom"},"choices":[{"finish_reason":"stop"}]}`, false, false},
+		{"json unfinished", `{"choices":[{"index":0,"message":{"content":"hi"},"finish_reason":null}]}`, false, false},
+		{"json torn", `{"choices":[{"index":0,"message":{"content":"hi"`, false, false},
+		{"sse", chunk(delta) + chunk(stop) + chunk("[DONE]"), true, true},
+		{"sse cut", chunk(delta) + chunk(delta), true, false},
+		{"sse no finish", chunk(delta) + chunk("[DONE]"), true, false},
+		{"sse error event", chunk(delta) + chunk(`{"error":{"message":"deadline exceeded","type":"timeout"}}`) + chunk("[DONE]"), true, false},
+		{"sse named error event", chunk(delta) + "event: error\n" + chunk(`{"message":"x"}`) + chunk(stop) + chunk("[DONE]"), true, false},
+		{"sse one of two choices", chunk(delta) + chunk(`{"choices":[{"index":1,"delta":{"content":"x"},"finish_reason":null}]}`) + chunk(stop) + chunk("[DONE]"), true, false},
+		{"sse after done", chunk(delta) + chunk(stop) + chunk("[DONE]") + chunk(delta), true, false},
+		{"sse empty", "", true, false},
+	} {
+		if got := Complete([]byte(tc.body), tc.sse); got != tc.store {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.store)
+		}
+	}
+}

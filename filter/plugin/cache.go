@@ -79,6 +79,10 @@ func (s *stream) lookup() bool {
 	if s.p.cfg.Cache.Shared {
 		scope = ""
 	}
+	// The API path and a pinned version select another answer.
+	if s.path != s.p.cfg.Paths[0] || s.version != "" {
+		scope += "\x00" + s.path + "\x00" + s.version
+	}
 	s.cacheKey = s.p.memo.cacheKey(&s.req, scope)
 	data, _, err := proxywasm.GetSharedData(s.cacheKey)
 	if err == nil {

@@ -26,6 +26,7 @@ const (
 	HeaderTenant   = "x-autoglm-tenant"
 	HeaderPriority = "x-autoglm-priority"
 	HeaderCache    = "x-autoglm-cache"
+	HeaderVersion  = "x-autoglm-version"
 	// HeaderCacheControl opts a request in ("cache") or out ("bypass").
 	HeaderCacheControl = "x-autoglm-cache-control"
 )

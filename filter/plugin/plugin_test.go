@@ -380,7 +380,7 @@ func TestCacheStoresOnly200AndReplaysSSE(t *testing.T) {
 		t.Fatal("a 500 was stored")
 	}
 	stream := strings.Replace(chat, `"max_tokens"`, `"stream":true,"max_tokens"`, 1)
-	sse := []string{"data: {\"choices\":[{\"delta\":{\"content\":\"h\"}}]}\n\n", "data: {\"choices\":[{\"delta\":{\"content\":\"i\"}}]}\n\ndata: [DONE]\n\n"}
+	sse := []string{"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"h\"}}]}\n\n", "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"i\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n"}
 	r = send(host, "/v1/chat/completions", nil, stream)
 	respond(host, r.id, 200, "text/event-stream", sse...)
 	r = send(host, "/v1/chat/completions", nil, stream)
@@ -396,7 +396,7 @@ func TestCacheSizeBound(t *testing.T) {
 	// Entries of ~1 KB; the bound, 16 × 1500 bytes, is kept per index
 	// shard (1500 each): one entry per shard survives, the latest.
 	host, _ := newHost(t, `{"cache": {"enabled": true, "max_bytes": 24000, "max_entry_bytes": 1500}}`, "spiffe://m/a")
-	big := `{"pad":"` + strings.Repeat("x", 1000) + `"}`
+	big := `{"choices":[{"index":0,"text":"` + strings.Repeat("x", 1000) + `","finish_reason":"stop"}]}`
 	prompt := func(i int) string { return fmt.Sprintf(`{"model":"m","prompt":"p%d","temperature":0}`, i) }
 	const n = 60
 	for i := range n {

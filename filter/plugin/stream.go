@@ -36,8 +36,9 @@ type stream struct {
 	done     bool // answered locally, or passed through unread
 	sent     bool // the tenant (and model) headers are set
 	req      openai.Request
-	// cacheControl is the request's x-autoglm-cache-control.
-	cacheControl string
+	// cacheControl is the request's x-autoglm-cache-control, version its
+	// x-autoglm-version, path its path.
+	cacheControl, version, path string
 
 	// The token reservation, settled when the response's usage is known.
 	reserved           float64
@@ -104,8 +105,11 @@ func (s *stream) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.Ac
 	if cfg.Cache.Enabled {
 		// Read now: in istio mode the request headers are gone by the
 		// time the body is (Envoy's wasm context drops its header map
-		// once the headers continue).
+		// once the headers continue). The path and the pinned version
+		// select a different answer: both are in the cache key.
 		s.cacheControl, _ = header(HeaderCacheControl)
+		s.version, _ = header(HeaderVersion)
+		s.path = path
 	}
 	if cfg.Mode == config.ModeIstio {
 		// Without allow_on_headers_stop_iteration (Istio's WasmPlugin has
@@ -455,6 +459,12 @@ func (s *stream) OnHttpResponseHeaders(numHeaders int, endOfStream bool) types.A
 	}
 	if s.record = s.cacheState == "MISS" && s.status == "200"; s.record {
 		s.ctype, _ = proxywasm.GetHttpResponseHeader("content-type")
+		// What the upstream says must not be kept, or is one caller's.
+		if cc, _ := proxywasm.GetHttpResponseHeader("cache-control"); noStore(cc) {
+			s.record = false
+		} else if _, err := proxywasm.GetHttpResponseHeader("set-cookie"); err == nil {
+			s.record = false
+		}
 	}
 	if endOfStream {
 		s.finish()
@@ -507,7 +517,23 @@ func (s *stream) finish() {
 		s.reserved = 0
 	}
 	if s.record {
-		s.store()
+		// Only a whole, successful answer: not a stream cut short or
+		// one that reported an error in its events.
+		if openai.Complete(s.buf, strings.HasPrefix(s.ctype, "text/event-stream")) {
+			s.store()
+		}
 		s.record = false
 	}
+}
+
+// noStore reads a Cache-Control response header (RFC 9111): no-store and
+// private forbid a shared cache to keep the response.
+func noStore(cc string) bool {
+	for _, d := range strings.Split(cc, ",") {
+		d, _, _ = strings.Cut(strings.TrimSpace(d), "=")
+		if strings.EqualFold(d, "no-store") || strings.EqualFold(d, "private") {
+			return true
+		}
+	}
+	return false
 }

@@ -87,7 +87,7 @@ func respond(s *Stream, status int, ctype string, chunks ...string) {
 }
 
 func usage(total int) string {
-	return fmt.Sprintf(`{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`, total-5, total)
+	return fmt.Sprintf(`{"choices":[{"index":0,"message":{"content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":%d,"total_tokens":%d}}`, total-5, total)
 }
 
 // TestWasmHeaders: the request reaches the router with the verified

@@ -42,7 +42,7 @@ func TestFilterRemoteCache(t *testing.T) {
 	clusters := map[string]string{"autoglm-cache": sc.base}
 	a, b := proxy(clusters), proxy(clusters)
 	body := `{"model":"m","messages":[{"role":"user","content":"cache me"}],"temperature":0}`
-	reply := `{"choices":[{"message":{"content":"cached"}}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}`
+	reply := `{"choices":[{"index":0,"message":{"content":"cached"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}`
 	send := func(h *wasmtest.Host) *wasmtest.Stream {
 		s := h.Workers[0].NewStream()
 		s.SendRequestHeaders([][2]string{{":method", "POST"}, {":path", "/v1/chat/completions"}, {":authority", "gw"}}, false)

@@ -1,0 +1,87 @@
+package wasmtest
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestWasmCacheStoresOnlyWholeAnswers: a 200 is stored only when it is a
+// whole, successful answer that the upstream lets a shared cache keep.
+func TestWasmCacheStoresOnlyWholeAnswers(t *testing.T) {
+	done := `data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}` + "\n\ndata: [DONE]\n\n"
+	part := `data: {"choices":[{"index":0,"delta":{"content":"h"},"finish_reason":null}]}` + "\n\n"
+	for _, tc := range []struct {
+		name   string
+		ctype  string
+		extra  [][2]string
+		chunks []string
+		stored bool
+	}{
+		{"whole stream", "text/event-stream", nil, []string{part, done}, true},
+		{"stream cut short", "text/event-stream", nil, []string{part, part}, false},
+		{"error event", "text/event-stream", nil, []string{part, `data: {"error":{"message":"deadline exceeded"}}` + "\n\n", "data: [DONE]\n\n"}, false},
+		{"no-store", "application/json", [][2]string{{"cache-control", "no-store"}}, []string{usage(9)}, false},
+		{"private", "application/json", [][2]string{{"cache-control", "max-age=60, private"}}, []string{usage(9)}, false},
+		{"set-cookie", "application/json", [][2]string{{"set-cookie", "session=abc"}}, []string{usage(9)}, false},
+		{"error body", "application/json", nil, []string{`{"error":{"message":"x"}}`}, false},
+		{"whole json", "application/json", [][2]string{{"cache-control", "max-age=60"}}, []string{usage(9)}, true},
+	} {
+		eachMode(t, func(t *testing.T, m mode) {
+			h := m.start(t, 2, `{"cache": {"enabled": true}}`)
+			body := fmt.Sprintf(`{"model":"qwen","messages":[{"role":"user","content":%q}],"temperature":0}`, tc.name)
+			s := request(h.Workers[0], "/v1/chat/completions", body)
+			if !passed(s) {
+				t.Fatalf("%s: first request %+v", tc.name, s.Local)
+			}
+			s.SendResponseHeaders(append([][2]string{{":status", "200"}, {"content-type", tc.ctype}}, tc.extra...), false)
+			for i, c := range tc.chunks {
+				s.SendResponseBody([]byte(c), i == len(tc.chunks)-1)
+			}
+			s.Done()
+			s = request(h.Workers[1], "/v1/chat/completions", body)
+			if hit := s.Local != nil && s.Local.Status == 200; hit != tc.stored {
+				t.Fatalf("%s: served from the cache %v, want %v", tc.name, hit, tc.stored)
+			}
+			if tc.stored && string(s.Local.Body) != strings.Join(tc.chunks, "") {
+				t.Fatalf("%s: replayed %q", tc.name, s.Local.Body)
+			}
+		})
+	}
+}
+
+// TestWasmCacheKeyVariants: the same body on another API path, or pinned
+// to another version, is another answer.
+func TestWasmCacheKeyVariants(t *testing.T) {
+	eachMode(t, func(t *testing.T, m mode) {
+		h := m.start(t, 1, `{"cache": {"enabled": true}, "paths": ["/v1/chat/completions", "/v1/completions"]}`)
+		w := h.Workers[0]
+		body := `{"model":"qwen","prompt":"hi","messages":[{"role":"user","content":"hi"}],"temperature":0}`
+		store := func(path string, extra ...[2]string) {
+			s := request(w, path, body, extra...)
+			if !passed(s) {
+				t.Fatalf("%s %v: not a miss: %+v", path, extra, s.Local)
+			}
+			respond(s, 200, "application/json", usage(9))
+		}
+		hit := func(path string, extra ...[2]string) bool {
+			s := request(w, path, body, extra...)
+			defer s.Done()
+			return s.Local != nil && s.Local.Status == 200
+		}
+		store("/v1/chat/completions")
+		if hit("/v1/completions") {
+			t.Fatal("a chat answer served a completions request")
+		}
+		if hit("/v1/chat/completions", [2]string{"x-autoglm-version", "v2"}) {
+			t.Fatal("an unpinned answer served a request pinned to v2")
+		}
+		store("/v1/chat/completions", [2]string{"x-autoglm-version", "v2"})
+		if !hit("/v1/chat/completions", [2]string{"x-autoglm-version", "v2"}) || hit("/v1/chat/completions", [2]string{"x-autoglm-version", "v1"}) {
+			t.Fatal("pinned answers are not kept per version")
+		}
+		if !hit("/v1/chat/completions") {
+			t.Fatal("the unpinned answer is gone")
+		}
+	})
+}
