@@ -45,6 +45,7 @@ bench: ## benchmarks recorded in BENCHMARKS.md
 
 fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./sidecar/api/
+	$(GO) test -run '^$$' -fuzz FuzzFilterAgrees -fuzztime $${FUZZTIME:-30s} ./sidecar/api/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./sidecar/config/
 	$(GO) test -run '^$$' -fuzz FuzzStream -fuzztime $${FUZZTIME:-30s} ./inference/remote/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./xds/config/
@@ -56,6 +57,7 @@ fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	cd filter && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./config/
 	cd filter && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./openai/
 	cd filter && $(GO) test -run '^$$' -fuzz FuzzURI -fuzztime $${FUZZTIME:-30s} ./xfcc/
+	cd filter && $(GO) test -run '^$$' -fuzz FuzzRoundTrip -fuzztime $${FUZZTIME:-30s} ./xfcc/
 	cd filter && $(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime $${FUZZTIME:-30s} ./ratelimit/
 	cd filter && $(GO) test -run '^$$' -fuzz FuzzRequest -fuzztime $${FUZZTIME:-30s} ./ratelimit/
 

@@ -67,6 +67,12 @@ var (
 	ErrNotJSON  = errors.New("the request body is not a JSON object")
 	ErrNoModel  = errors.New(`"model" is required and must be a non-empty string`)
 	ErrBadField = errors.New("invalid field")
+	// ErrDuplicate: two members of the request object have names that
+	// are equal without case. encoding/json (the sidecar) would take the
+	// last for one field where an exact reader takes another: the filter
+	// could cache as deterministic what the model samples at 0.9. The
+	// sidecar refuses such bodies too.
+	ErrDuplicate = errors.New("duplicate member names (compared without case) in the request object")
 )
 
 // Parse reads a chat or completions request, in one pass over the body.
@@ -84,6 +90,8 @@ func Parse(body []byte) (Request, error) {
 	from := sc.i
 	sc.i++
 	sc.depth = 1
+	var keys [][]byte // for the duplicate check (a request has a few)
+	dup := false
 	for first := true; ; first = false {
 		key, complex, done, ok := sc.nextKey(first)
 		if !ok {
@@ -95,6 +103,13 @@ func Parse(body []byte) (Request, error) {
 		if complex {
 			key = unquote(nil, key)
 		}
+		for _, k := range keys {
+			dup = dup || bytes.EqualFold(k, key) // refused once the body is known to be JSON
+		}
+		if len(keys) >= maxMembers {
+			return r, ErrNotJSON
+		}
+		keys = append(keys, key)
 		f := field(key)
 		var v span
 		switch f {
@@ -124,6 +139,9 @@ func Parse(body []byte) (Request, error) {
 	root := span{k: kObject, from: from, to: sc.i}
 	if sc.ws(); sc.i != len(body) {
 		return r, ErrNotJSON
+	}
+	if dup {
+		return r, ErrDuplicate
 	}
 	if model.k != kString {
 		return r, ErrNoModel
@@ -163,6 +181,9 @@ func Parse(body []byte) (Request, error) {
 	r.body, r.root = body, root
 	return r, nil
 }
+
+// maxMembers bounds the request object's members.
+const maxMembers = 1024
 
 // canonical writes a value's canonical form: a kind byte, then for
 // strings and numbers their length and bytes, for arrays their elements,

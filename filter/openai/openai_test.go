@@ -82,6 +82,19 @@ func reference(body []byte) (r Request, m map[string]any, err error) {
 	if err := d.Decode(&m); err != nil || m == nil {
 		return r, nil, ErrNotJSON
 	}
+	// Members are matched as encoding/json matches struct fields: without
+	// case; names equal without case are refused (ErrDuplicate).
+	keys := topKeys(body)
+	for i := range keys {
+		for j := range i {
+			if strings.EqualFold(keys[i], keys[j]) {
+				return r, nil, ErrDuplicate
+			}
+		}
+	}
+	orig := m
+	defer func() { m = orig }() // the key check re-encodes the body as it was
+	m = foldKeys(m)
 	model, ok := m["model"].(string)
 	if !ok || model == "" {
 		return r, nil, ErrNoModel
@@ -116,6 +129,91 @@ func reference(body []byte) (r Request, m map[string]any, err error) {
 	return r, m, nil
 }
 
+// topKeys are the top-level member names in order, duplicates kept.
+func topKeys(body []byte) []string {
+	d := json.NewDecoder(bytes.NewReader(body))
+	var keys []string
+	depth := 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return keys
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+			if depth == 1 || tok == json.Delim('[') {
+				continue
+			}
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+			continue
+		}
+		if k, ok := tok.(string); ok && depth == 1 && d.More() {
+			keys = append(keys, k)
+			var skip json.RawMessage
+			if d.Decode(&skip) != nil {
+				return keys
+			}
+		}
+	}
+}
+
+// foldKeys renames the members the filter reads to their lower-case
+// names (encoding/json's matching); with two names equal without case in
+// one nested object the estimate is not compared (nestedDup).
+func foldKeys(v map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, x := range v {
+		for _, n := range []string{"role", "text", "model", "stream", "prompt", "content", "messages", "max_tokens", "temperature", "max_completion_tokens"} {
+			if strings.EqualFold(k, n) {
+				k = n
+			}
+		}
+		out[k] = foldAny(x)
+	}
+	return out
+}
+
+func foldAny(x any) any {
+	switch y := x.(type) {
+	case map[string]any:
+		return foldKeys(y)
+	case []any:
+		z := make([]any, len(y))
+		for i, e := range y {
+			z[i] = foldAny(e)
+		}
+		return z
+	}
+	return x
+}
+
+// foldDup reports an object, at any depth, with two member names equal
+// without case but not byte for byte (which a map cannot order).
+func foldDup(v any) bool {
+	switch x := v.(type) {
+	case map[string]any:
+		for k := range x {
+			for k2 := range x {
+				if k != k2 && strings.EqualFold(k, k2) {
+					return true
+				}
+			}
+			if foldDup(x[k]) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if foldDup(e) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func refEstimate(v any) int {
 	switch x := v.(type) {
 	case string:
@@ -146,6 +244,26 @@ func refUsage(body []byte) (Usage, bool) {
 	return r.Usage.total(), true
 }
 
+// TestDuplicateMembers: names equal without case (as encoding/json
+// matches them, Unicode folding included) are refused, and a field in
+// another case is read as that field.
+func TestDuplicateMembers(t *testing.T) {
+	for _, body := range []string{
+		`{"model":"m","prompt":"b","n":1,"prompt":"a"}`,
+		`{"model":"m","temperature":0,"Temperature":0.9}`,
+		`{"model":"m","max_tokens":5,"max_to\u212aens":9}`,
+		`{"model":"m","x":1,"X":2}`,
+	} {
+		if _, err := Parse([]byte(body)); !errors.Is(err, ErrDuplicate) {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+	r, err := Parse([]byte(`{"Model":"m","TEMPERATURE":0,"Max_Tokens":7}`))
+	if err != nil || r.Model != "m" || !r.Deterministic() || r.MaxTokens != 7 {
+		t.Fatalf("%+v %v", r, err)
+	}
+}
+
 func TestKeyCanonical(t *testing.T) {
 	key := func(body string) string {
 		r, err := Parse([]byte(body))
@@ -158,7 +276,6 @@ func TestKeyCanonical(t *testing.T) {
 	for _, same := range []string{
 		`{ "n" : 1 , "prompt" : "a" , "model" : "m" }`,
 		`{"model":"m","prompt":"\u0061","n":1}`,
-		`{"model":"m","prompt":"b","n":1,"prompt":"a"}`, // the last of duplicates
 		`{"model":"m","prompt":"a","n":1,"user":"x","metadata":{"k":1},"store":true}`,
 	} {
 		if key(same) != base {
@@ -212,14 +329,16 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r, err := Parse(body)
 		want, m, werr := reference(body)
-		for _, e := range []error{ErrNotJSON, ErrNoModel, ErrBadField} {
+		for _, e := range []error{ErrNotJSON, ErrNoModel, ErrBadField, ErrDuplicate} {
 			if errors.Is(err, e) != errors.Is(werr, e) {
 				t.Fatalf("error %v, encoding/json's %v", err, werr)
 			}
 		}
 		if err == nil {
+			var raw map[string]any
+			_ = json.Unmarshal(body, &raw)
 			if r.Model != want.Model || r.Stream != want.Stream || r.MaxTokens != want.MaxTokens ||
-				r.HasTemperature != want.HasTemperature || r.PromptTokens != want.PromptTokens ||
+				r.HasTemperature != want.HasTemperature || (r.PromptTokens != want.PromptTokens && !foldDup(raw)) ||
 				r.Temperature != want.Temperature {
 				t.Fatalf("%+v, encoding/json's %+v", r, want)
 			}

@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/binary"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -534,8 +535,22 @@ func field(k []byte) int {
 			return fMaxCompletion
 		}
 	}
+	// Not an exact name: the sidecar (encoding/json) matches field names
+	// without case, Unicode's simple folding included (the Kelvin sign is
+	// a k), so the filter reads the same member as the same field.
+	for _, f := range foldFields {
+		if bytes.EqualFold(k, []byte(f.name)) {
+			return f.f
+		}
+	}
 	return fOther
 }
+
+var foldFields = [...]struct {
+	name string
+	f    int
+}{{"role", fRole}, {"text", fText}, {"model", fModel}, {"stream", fStream}, {"prompt", fPrompt}, {"content", fContent},
+	{"messages", fMessages}, {"max_tokens", fMaxTokens}, {"temperature", fTemperature}, {"max_completion_tokens", fMaxCompletion}}
 
 // special8 reports whether any of the 8 bytes in x is a quote, a
 // backslash, a control character or ≥ 0x80 (the classic "has a zero

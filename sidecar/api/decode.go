@@ -48,7 +48,63 @@ func decode(body []byte, v any) *Error {
 	if d.More() {
 		return Invalid("", "invalid JSON body: unexpected data after the top-level object")
 	}
-	return nil
+	return uniqueMembers(body)
+}
+
+// uniqueMembers refuses an object, at any depth, with two member names
+// equal without case. encoding/json gives the last of them to one field
+// while a reader matching names exactly (the mesh filter reads the body
+// before this sidecar) may take another: {"temperature":0,
+// "Temperature":0.9} would be cached as deterministic and sampled at 0.9.
+// The filter refuses the same bodies.
+func uniqueMembers(body []byte) *Error {
+	d := json.NewDecoder(bytes.NewReader(body))
+	type frame struct {
+		object bool
+		keys   []string
+	}
+	var stack []frame
+	expectKey := func() bool { return len(stack) > 0 && stack[len(stack)-1].object }
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return nil // decoded above: the end
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{object: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, frame{})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			continue
+		}
+		if k, ok := tok.(string); ok && expectKey() {
+			top := &stack[len(stack)-1]
+			for _, seen := range top.keys {
+				if strings.EqualFold(seen, k) {
+					return Invalid(k, fmt.Sprintf("duplicate member %q (member names are compared without case)", k))
+				}
+			}
+			top.keys = append(top.keys, k)
+			// The value: a scalar is the next token; an object or array
+			// pushes a frame, its keys then read in turn.
+			if d.More() {
+				vt, err := d.Token()
+				if err != nil {
+					return nil
+				}
+				switch vt {
+				case json.Delim('{'):
+					stack = append(stack, frame{object: true})
+				case json.Delim('['):
+					stack = append(stack, frame{})
+				}
+			}
+		}
+	}
 }
 
 func jsonError(err error) *Error {
