@@ -49,6 +49,7 @@ fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./sidecar/config/
 	$(GO) test -run '^$$' -fuzz FuzzStream -fuzztime $${FUZZTIME:-30s} ./inference/remote/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./xds/config/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./internal/strictyaml/
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./inference/gguf/
 	$(GO) test -run '^$$' -fuzz FuzzRoundTrip -fuzztime $${FUZZTIME:-30s} ./inference/tokenizer/
 	$(GO) test -run '^$$' -fuzz FuzzSPMRoundTrip -fuzztime $${FUZZTIME:-30s} ./inference/tokenizer/

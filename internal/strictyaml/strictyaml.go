@@ -14,10 +14,21 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
+// Limits on what a document may make the decoder do. Aliases let a small
+// file stand for an enormous one (a 116 KB file of nested aliases is
+// billions of nodes): the expanded size is bounded before anything is
+// decoded, and so is the error list (an 11 KB invalid file once gave a
+// million errors).
+const (
+	MaxNodes   = 100_000 // nodes of the document with its aliases expanded
+	MaxAliases = 1_000
+	MaxErrors  = 50
+)
+
 // Decode decodes YAML over v, a pointer to a struct, strictly: every
-// unknown field and every value of the wrong type is reported with its
-// path and line, all at once. Fields not in the document keep their values
-// (defaults).
+// unknown field, duplicate key and value of the wrong type is reported
+// with its path and line, all at once (the first MaxErrors of them).
+// Fields not in the document keep their values (defaults).
 func Decode(data []byte, v any) error {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -26,9 +37,66 @@ func Decode(data []byte, v any) error {
 	if len(doc.Content) == 0 {
 		return nil
 	}
+	if err := bound(doc.Content[0]); err != nil {
+		return err
+	}
 	var errs []error
 	decodeNode(doc.Content[0], reflect.ValueOf(v).Elem(), "", &errs)
+	if len(errs) > MaxErrors {
+		errs = append(errs[:MaxErrors], fmt.Errorf("… and %d more errors", len(errs)-MaxErrors))
+	}
 	return errors.Join(errs...)
+}
+
+// bound refuses a document whose aliases expand it past MaxNodes, or that
+// has more than MaxAliases aliases. The expanded size is computed once
+// per node (memoised), so the check itself is linear in the file.
+func bound(root *yaml.Node) error {
+	size := map[*yaml.Node]int{}
+	aliases := 0
+	var walk func(n *yaml.Node, depth int) int
+	walk = func(n *yaml.Node, depth int) int {
+		if s, ok := size[n]; ok {
+			return s
+		}
+		if depth > 1000 {
+			return MaxNodes + 1
+		}
+		size[n] = MaxNodes + 1 // a cycle, if it comes back here
+		s := 1
+		if n.Kind == yaml.AliasNode {
+			aliases++
+			if n.Alias != nil {
+				s += walk(n.Alias, depth+1)
+			}
+		}
+		for _, c := range n.Content {
+			if s += walk(c, depth+1); s > MaxNodes {
+				break
+			}
+		}
+		size[n] = min(s, MaxNodes+1)
+		return size[n]
+	}
+	if n := walk(root, 0); n > MaxNodes {
+		return fmt.Errorf("parse: the document expands to more than %d nodes (aliases): refused", MaxNodes)
+	}
+	if aliases > MaxAliases {
+		return fmt.Errorf("parse: the document has %d aliases, more than %d: refused", aliases, MaxAliases)
+	}
+	return nil
+}
+
+// duplicate reports a key of mapping n seen before at index below i:
+// YAML forbids it, and taking the last silently (weight: 90, then
+// weight: 10) hides a mistake.
+func duplicate(n *yaml.Node, i int) (line int, dup bool) {
+	for j := 0; j < i; j += 2 {
+		if n.Content[j].Value == n.Content[i].Value && n.Content[j].Kind == yaml.ScalarNode {
+			return n.Content[j].Line, true
+		}
+	}
+	return 0, false
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: (unmarshal errors:\n\s*)?line \d+: `)
@@ -82,6 +150,10 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string, errs *[]error) {
 			v.Set(reflect.MakeMap(v.Type()))
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
+			if line, dup := duplicate(n, i); dup {
+				*errs = append(*errs, fmt.Errorf("%s.%s (line %d): duplicate key (first at line %d)", path, n.Content[i].Value, n.Content[i].Line, line))
+				continue
+			}
 			elem := reflect.New(v.Type().Elem()).Elem()
 			decodeNode(n.Content[i+1], elem, path+"."+n.Content[i].Value, errs)
 			v.SetMapIndex(reflect.ValueOf(n.Content[i].Value).Convert(v.Type().Key()), elem)
@@ -106,6 +178,10 @@ func decodeNode(n *yaml.Node, v reflect.Value, path string, errs *[]error) {
 		sub := key
 		if path != "" {
 			sub = path + "." + key
+		}
+		if line, dup := duplicate(n, i); dup {
+			*errs = append(*errs, fmt.Errorf("%s (line %d): duplicate key (first at line %d)", sub, n.Content[i].Line, line))
+			continue
 		}
 		f, ok := fieldByTag(v, key)
 		if !ok {

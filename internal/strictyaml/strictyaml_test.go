@@ -1,6 +1,7 @@
 package strictyaml
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -61,4 +62,73 @@ items2: 3
 	if err := Decode([]byte("items: 3\n"), &d); err == nil || !strings.Contains(err.Error(), "items (line 1): must be a list") {
 		t.Errorf("%v", err)
 	}
+}
+
+// TestAliasBomb: nested aliases that would expand to billions of nodes are
+// refused at once, with little memory.
+func TestAliasBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n")
+	for i := 1; i <= 9; i++ {
+		fmt.Fprintf(&b, "a%d: &a%d [*a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d, *a%d]\n", i, i, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1, i-1)
+	}
+	b.WriteString("tags: *a9\n")
+	var d doc
+	err := Decode([]byte(b.String()), &d)
+	if err == nil || !strings.Contains(err.Error(), "expands to more than") {
+		t.Fatalf("alias bomb: %v", err)
+	}
+	// Many aliases of a small value.
+	var c strings.Builder
+	c.WriteString("name: &n x\ntags:\n")
+	for range MaxAliases + 1 {
+		c.WriteString("  - *n\n")
+	}
+	if err := Decode([]byte(c.String()), &d); err == nil || !strings.Contains(err.Error(), "aliases") {
+		t.Fatalf("aliases: %v", err)
+	}
+	// A few aliases are fine.
+	if err := Decode([]byte("name: &n x\nitems: [{name: *n}, {name: *n}]\n"), &d); err != nil || d.Items[1].Name != "x" {
+		t.Fatalf("%v %+v", err, d)
+	}
+}
+
+// TestErrorsCapped: an invalid file reports its first MaxErrors problems.
+func TestErrorsCapped(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("items:\n")
+	for i := range 10_000 {
+		fmt.Fprintf(&b, "  - {bogus%d: 1}\n", i)
+	}
+	err := Decode([]byte(b.String()), &doc{})
+	if err == nil || strings.Count(err.Error(), "\n") != MaxErrors || !strings.Contains(err.Error(), "and 9950 more errors") {
+		t.Fatalf("%d lines: %.200v", strings.Count(fmt.Sprint(err), "\n"), err)
+	}
+}
+
+// TestDuplicateKeys: a key given twice is an error, not the last one.
+func TestDuplicateKeys(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"keep: 90\nkeep: 10\n", "keep (line 2): duplicate key (first at line 1)"},
+		{"items:\n  - {name: a, name: b}\n", "items[0].name (line 2): duplicate key"},
+		{"named:\n  x: {name: a}\n  x: {name: b}\n", "named.x (line 3): duplicate key"},
+		{"plain: {a: 1, a: 2}\n", "already defined"},
+	} {
+		if err := Decode([]byte(tc.yaml), &doc{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+// FuzzDecode: no input panics, and none makes the decoder do more than
+// the bounds allow.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte("name: top\nitems: [{name: a, every: 5s}]\nptr: {name: p}\nnamed: {x: {name: y}}\n"))
+	f.Add([]byte("a: &a [1, 2]\nb: [*a, *a]\ntags: *a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var d doc
+		if err := Decode(data, &d); err != nil && strings.Count(err.Error(), "\n") > MaxErrors {
+			t.Fatalf("%d error lines", strings.Count(err.Error(), "\n"))
+		}
+	})
 }
