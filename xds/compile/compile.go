@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"net"
 	"net/url"
-	"regexp"
 	"sort"
 	"strconv"
 	"time"
@@ -19,13 +18,9 @@ import (
 // DefaultTimeout suits generation, which outlasts Envoy's 15 s default.
 const DefaultTimeout = 300 * time.Second
 
-var unsafe = regexp.MustCompile(`[^a-zA-Z0-9._-]`)
-
 // ClusterName is the cluster of a model version ("-grpc" appended for the
-// gRPC port's).
-func ClusterName(model, version string) string {
-	return unsafe.ReplaceAllString(model, "_") + "-" + version
-}
+// gRPC port's): config.ClusterName, whose collisions Validate refuses.
+func ClusterName(model, version string) string { return config.ClusterName(model, version) }
 
 // Discovered are the endpoints (host:port of the sidecars' HTTP API) found
 // for the Services that versions name.

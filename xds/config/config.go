@@ -218,6 +218,8 @@ func Parse(data []byte) (*Config, error) {
 
 var (
 	nameRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
+	modelRE  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$`)
+	unsafeRE = regexp.MustCompile(`[^a-zA-Z0-9._-]`)
 	sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	tdRE     = regexp.MustCompile(`^[a-z0-9._-]+$`)
 )
@@ -327,12 +329,31 @@ func (c *Config) Validate() error {
 		bad("models", "at least one model is required")
 	}
 	models := map[string]int{}
+	// Generated cluster names and what they belong to: two must never
+	// meet (a-b/c and a/b-c, team/a and team_a, a version v1-grpc beside
+	// v1's gRPC cluster), or one version's traffic reaches another's.
+	clusters := map[string]string{}
+	for _, r := range ReservedClusters {
+		clusters[r] = "a cluster autoglm-xds adds"
+	}
+	if f := c.Filter; f != nil && f.CacheCluster != nil {
+		clusters[f.CacheCluster.Name] = "filter.cache_cluster"
+	}
+	claim := func(name, path string) {
+		if other, taken := clusters[name]; taken {
+			bad(path, "its generated cluster name %q is also %s's: rename the model or version", name, other)
+			return
+		}
+		clusters[name] = path
+	}
 	for i, m := range c.Models {
 		p := fmt.Sprintf("models[%d]", i)
 		if m.Name == "" {
 			bad(p+".name", "is required")
 		} else if j, dup := models[m.Name]; dup {
 			bad(p+".name", "duplicate model %q (also models[%d])", m.Name, j)
+		} else if !modelRE.MatchString(m.Name) {
+			bad(p+".name", "must be 1-128 characters of A-Z a-z 0-9 . _ : / @ + - starting with a letter or digit, got %q", m.Name)
 		}
 		models[m.Name] = i
 		m.Policy.validate(p, bad)
@@ -385,6 +406,12 @@ func (c *Config) Validate() error {
 			}
 			if v.GRPCPort < 0 || v.GRPCPort > 65535 {
 				bad(vp+".grpc_port", "must be 0..65535, got %d", v.GRPCPort)
+			}
+			if m.Name != "" && v.Name != "" {
+				claim(ClusterName(m.Name, v.Name), vp)
+				if v.GRPCPort > 0 {
+					claim(ClusterName(m.Name, v.Name)+"-grpc", vp+".grpc_port")
+				}
 			}
 		}
 		if len(m.Versions) > 0 && total == 0 {
@@ -526,3 +553,15 @@ func versionBefore(v, min string) (bool, error) {
 	}
 	return a[0] < b[0] || (a[0] == b[0] && a[1] < b[1]), nil
 }
+
+// ClusterName is the Envoy cluster of a model version: the model with
+// characters outside [A-Za-z0-9._-] replaced by _, a dash, the version
+// ("-grpc" appended for the gRPC port's). It is not injective by itself;
+// Validate refuses a configuration in which two names meet.
+func ClusterName(model, version string) string {
+	return unsafeRE.ReplaceAllString(model, "_") + "-" + version
+}
+
+// ReservedClusters are the names of the clusters envoygen adds (its
+// tests check that they are the same).
+var ReservedClusters = []string{"autoglm-wasm-source", "spire-agent"}
