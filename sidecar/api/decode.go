@@ -1,6 +1,7 @@
 package api
 
 import (
+	"math"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -237,6 +238,18 @@ func isSet(raw json.RawMessage) bool {
 func (s *Sampling) validate(p *problems) {
 	if s.Model == "" {
 		p.add("model", "is required")
+	}
+	// JSON has no NaN or infinity; gRPC's doubles do, and every range
+	// check below is false for NaN: one rule for both APIs.
+	for _, f := range []struct {
+		name string
+		v    *float64
+	}{{"temperature", s.Temperature}, {"top_p", s.TopP}, {"min_p", s.MinP}, {"repetition_penalty", s.RepetitionPenalty},
+		{"presence_penalty", s.PresencePenalty}, {"frequency_penalty", s.FrequencyPenalty}} {
+		if f.v != nil && (math.IsNaN(*f.v) || math.IsInf(*f.v, 0)) {
+			p.add(f.name, "must be a finite number, got %g", *f.v)
+			return
+		}
 	}
 	if s.MaxTokens != nil && *s.MaxTokens < 1 {
 		p.add("max_tokens", "must be at least 1, got %d", *s.MaxTokens)

@@ -19,6 +19,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// DefaultMaxTTL caps entries' time to live when the configuration sets no
+// cap.
+const DefaultMaxTTL = time.Hour
+
 // HeaderTTL carries an entry's time to live, in seconds.
 const HeaderTTL = "x-autoglm-cache-ttl"
 
@@ -126,15 +130,21 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) put(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
-	ttlS, err := strconv.Atoi(r.Header.Get(HeaderTTL))
-	ttl := time.Duration(ttlS) * time.Second
+	ttlS, err := strconv.ParseInt(r.Header.Get(HeaderTTL), 10, 64)
 	if !ValidKey(key) || err != nil || ttlS < 1 {
 		h.ops.WithLabelValues("put", "rejected").Inc()
 		http.Error(w, "need a valid key and "+HeaderTTL+" (seconds ≥ 1)", http.StatusBadRequest)
 		return
 	}
-	if h.c.MaxTTL > 0 && ttl > h.c.MaxTTL {
-		ttl = h.c.MaxTTL
+	// Capped before multiplying: a huge TTL must not wrap to a negative
+	// duration, which Redis takes as "no expiry". An entry always expires.
+	maxTTL := h.c.MaxTTL
+	if maxTTL <= 0 {
+		maxTTL = DefaultMaxTTL
+	}
+	ttl := maxTTL
+	if ttlS < int64(maxTTL/time.Second) {
+		ttl = time.Duration(ttlS) * time.Second
 	}
 	val, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(h.c.MaxEntryBytes)))
 	if err != nil {

@@ -53,8 +53,14 @@ func TestEndpointWithRedis(t *testing.T) {
 	}
 	// A TTL beyond max_ttl is capped.
 	do("PUT", "k2", entry, "999999")
-	if ttl := rc.TTL(context.Background(), "autoglm:k2").Val(); ttl > time.Hour {
+	if ttl := rc.TTL(context.Background(), "autoglm:k2").Val(); ttl > time.Hour || ttl <= 0 {
 		t.Fatalf("capped TTL %v", ttl)
+	}
+	// One so large that seconds × 10^9 wraps negative (Redis would keep
+	// the key forever): capped too.
+	do("PUT", "k3", entry, "9223372036854775807")
+	if ttl := rc.TTL(context.Background(), "autoglm:k3").Val(); ttl > time.Hour || ttl <= 0 {
+		t.Fatalf("huge TTL: Redis TTL %v (want an expiry within the cap)", ttl)
 	}
 	for _, tc := range []struct {
 		method, key, ttl string

@@ -2,7 +2,9 @@ package server
 
 import (
 	"context"
+	"google.golang.org/protobuf/proto"
 	"io"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -129,6 +131,11 @@ func TestGRPCErrors(t *testing.T) {
 		{"two prompts", &autoglmv1.GenerateRequest{Model: "autoglm-test", Prompt: "x", PromptTokens: []int32{1}}, codes.InvalidArgument},
 		{"negative max", &autoglmv1.GenerateRequest{Model: "autoglm-test", Prompt: "x", MaxTokens: -1}, codes.InvalidArgument},
 		{"beyond context", &autoglmv1.GenerateRequest{Model: "autoglm-test", Prompt: "x", MaxTokens: 5000}, codes.InvalidArgument},
+		// Values JSON cannot carry, refused as HTTP refuses out-of-range ones.
+		{"NaN temperature", &autoglmv1.GenerateRequest{Model: "autoglm-test", Prompt: "x", Temperature: proto.Float64(math.NaN())}, codes.InvalidArgument},
+		{"infinite top_p", &autoglmv1.GenerateRequest{Model: "autoglm-test", Prompt: "x", TopP: proto.Float64(math.Inf(-1))}, codes.InvalidArgument},
+		{"NaN min_p", &autoglmv1.GenerateRequest{Model: "autoglm-test", Prompt: "x", MinP: math.NaN()}, codes.InvalidArgument},
+		{"infinite repetition penalty", &autoglmv1.GenerateRequest{Model: "autoglm-test", Prompt: "x", RepetitionPenalty: math.Inf(1)}, codes.InvalidArgument},
 	} {
 		if err := call(context.Background(), tc.req); status.Code(err) != tc.code {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.code)

@@ -73,6 +73,8 @@ func TestBadInput(t *testing.T) {
 		{"bad grpc timeout", chat, chatBody, map[string]string{HeaderGRPCTimeout: "5x"}, 400, "unknown unit"},
 		{"token out of vocabulary", sc.url + "/v1/completions", `{"model":"autoglm-test","prompt":[1,99999]}`, nil, 400, "outside the vocabulary"},
 		{"unknown path", sc.url + "/v2/anything", `{}`, nil, 404, "Unknown path"},
+		// Numbers at the edges: none may wrap (a sum or a product past 2^63).
+		{"max tokens near 2^63", chat, `{"model":"autoglm-test","max_tokens":9223372036854775807,"messages":[{"role":"user","content":"hi"}]}`, nil, 400, "maximum context length is 512"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, e := post(t, tc.url, tc.body, tc.hdr)
@@ -308,6 +310,29 @@ func TestDrainTimeoutWithoutGRPC(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("drain did not end at its timeout")
+	}
+}
+
+// TestHugeTimeoutsCapped: timeouts so large that their nanoseconds pass
+// 2^63 are capped at max_timeout like any long one, not wrapped into the
+// past (an instant 429).
+func TestHugeTimeoutsCapped(t *testing.T) {
+	sc := startWith(t, testConfig(), testengine.New(testengine.Config{Model: "autoglm-test", ContextLength: 512}))
+	chat := sc.url + "/v1/chat/completions"
+	for _, tc := range []struct {
+		body string
+		hdr  map[string]string
+	}{
+		{chatBody, map[string]string{HeaderEnvoyTimeout: "9223372036854775807"}},
+		{chatBody, map[string]string{HeaderGRPCTimeout: "99999999H"}},
+		{`{"model":"autoglm-test","max_tokens":4,"timeout_ms":9223372036854775807,"messages":[{"role":"user","content":"hi"}]}`, nil},
+	} {
+		if resp, e := post(t, chat, tc.body, tc.hdr); resp.StatusCode != 200 {
+			t.Errorf("%v %s: %d %s", tc.hdr, tc.body, resp.StatusCode, e.Error.Message)
+		}
+	}
+	if d, err := ParseGRPCTimeout("99999999H"); err != nil || d <= 0 {
+		t.Fatalf("99999999H: %v %v", d, err)
 	}
 }
 

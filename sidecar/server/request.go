@@ -1,6 +1,7 @@
 package server
 
 import (
+	"math"
 	"context"
 	"errors"
 	"fmt"
@@ -95,10 +96,15 @@ func (l *local) request(g *generation) (batch.Request, *api.Error) {
 	default:
 		r.MaxTokens = max(room, 1)
 	}
-	if len(r.Prompt)+r.MaxTokens > info.ContextLength {
+	// Compared without adding: max_tokens near 2^63 would wrap the sum.
+	if r.MaxTokens > info.ContextLength-len(r.Prompt) {
+		total := len(r.Prompt) + r.MaxTokens
+		if total < r.MaxTokens {
+			total = math.MaxInt
+		}
 		e := api.NewError(http.StatusBadRequest, "invalid_request_error", "context_length_exceeded", fmt.Sprintf(
 			"This model's maximum context length is %d tokens. However, you requested %d tokens (%d in the prompt, %d for the completion). Please reduce the prompt or the completion length.",
-			info.ContextLength, len(r.Prompt)+r.MaxTokens, len(r.Prompt), r.MaxTokens))
+			info.ContextLength, total, len(r.Prompt), r.MaxTokens))
 		return r, e
 	}
 	r.Stop, r.Sampling = g.stop, g.sampling
@@ -131,7 +137,7 @@ func (s *Server) deadline(md meta, timeoutMS *int64, now time.Time) (time.Time, 
 			return time.Time{}, api.Invalid(HeaderEnvoyTimeout, fmt.Sprintf("%s: must be milliseconds, got %q", HeaderEnvoyTimeout, md.envoyTimeout))
 		}
 		if ms > 0 { // Envoy sends 0 for "no timeout"
-			tighten(time.Duration(ms) * time.Millisecond)
+			tighten(saturate(ms, time.Millisecond))
 		}
 	}
 	if md.grpcTimeout != "" {
@@ -142,7 +148,7 @@ func (s *Server) deadline(md meta, timeoutMS *int64, now time.Time) (time.Time, 
 		tighten(v)
 	}
 	if timeoutMS != nil {
-		tighten(time.Duration(*timeoutMS) * time.Millisecond)
+		tighten(saturate(*timeoutMS, time.Millisecond))
 	}
 	if d == 0 {
 		d = s.opts.DefaultTimeout
@@ -177,7 +183,20 @@ func ParseGRPCTimeout(v string) (time.Duration, error) {
 	default:
 		return 0, fmt.Errorf("%s: unknown unit in %q", HeaderGRPCTimeout, v)
 	}
-	return time.Duration(n) * unit, nil
+	return saturate(n, unit), nil
+}
+
+// saturate is n units, capped at the longest duration instead of
+// wrapping negative (99999999H is past 2^63 ns): a huge timeout is then
+// cut to max_timeout like any long one.
+func saturate(n int64, unit time.Duration) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	if n > math.MaxInt64/int64(unit) {
+		return math.MaxInt64
+	}
+	return time.Duration(n) * unit
 }
 
 // failure maps a scheduling error to an API error; nil means the client
