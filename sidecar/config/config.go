@@ -92,6 +92,19 @@ type Server struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// DrainTimeout bounds the wait for in-flight requests on SIGTERM.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Connection limits: a request's headers must arrive within
+	// HeaderTimeout and its body within BodyTimeout; a keep-alive
+	// connection idle for IdleTimeout is closed; a response write (an SSE
+	// event included) that makes no progress for WriteTimeout ends the
+	// response (a long stream that is read is never cut); at most
+	// MaxConnections are open (more wait to be accepted); request headers
+	// are at most MaxHeaderBytes (431 past it).
+	HeaderTimeout  time.Duration `yaml:"header_timeout"`
+	BodyTimeout    time.Duration `yaml:"body_timeout"`
+	IdleTimeout    time.Duration `yaml:"idle_timeout"`
+	WriteTimeout   time.Duration `yaml:"write_timeout"`
+	MaxConnections int           `yaml:"max_connections"`
+	MaxHeaderBytes int           `yaml:"max_header_bytes"`
 }
 
 // Engine chooses and shapes the inference engine.
@@ -191,7 +204,9 @@ type Log struct {
 // Default returns the configuration used where the file and flags are silent.
 func Default() Config {
 	return Config{
-		Server: Server{HTTPAddr: ":8080", GRPCAddr: ":9090", MaxBodyBytes: 4 << 20, DrainTimeout: 30 * time.Second},
+		Server: Server{HTTPAddr: ":8080", GRPCAddr: ":9090", MaxBodyBytes: 4 << 20, DrainTimeout: 30 * time.Second,
+			HeaderTimeout: 10 * time.Second, BodyTimeout: 30 * time.Second, IdleTimeout: 90 * time.Second, WriteTimeout: 30 * time.Second,
+			MaxConnections: 4096, MaxHeaderBytes: 64 << 10},
 		Engine: Engine{Kind: "native", Test: TestEngine{
 			Slots: 64, ContextLength: 4096, StepCost: 2 * time.Millisecond, SeqCost: 50 * time.Microsecond,
 		}, Native: NativeEngine{Slots: 16, ContextLength: 2048}, Remote: RemoteEngine{ConcurrencyMetric: "autoglm_max_running_sequences"}},
@@ -334,6 +349,21 @@ func (c *Config) Validate() error {
 				bad(fmt.Sprintf("cache.allow[%d]", i), "%q is not a SPIFFE ID: %v", a, err)
 			}
 		}
+	}
+	sv := c.Server
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"header_timeout", sv.HeaderTimeout}, {"body_timeout", sv.BodyTimeout}, {"idle_timeout", sv.IdleTimeout}, {"write_timeout", sv.WriteTimeout}} {
+		if d.v <= 0 {
+			bad("server."+d.name, "must be positive, got %s", d.v)
+		}
+	}
+	if sv.MaxConnections < 1 {
+		bad("server.max_connections", "must be at least 1, got %d", sv.MaxConnections)
+	}
+	if sv.MaxHeaderBytes < 4096 || sv.MaxHeaderBytes > 1<<20 {
+		bad("server.max_header_bytes", "must be 4096..1048576, got %d", sv.MaxHeaderBytes)
 	}
 	a := c.Admission
 	if a.PriorityLevels < 1 || a.PriorityLevels > 16 {

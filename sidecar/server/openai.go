@@ -64,12 +64,27 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.
 		size = int(r.ContentLength) + 1
 	}
 	buf := make([]byte, 0, size)
+	// The body within body_timeout: a slow-body client holds no
+	// connection for long. Cleared after, so the stream that follows is
+	// not cut by it.
+	rc := http.NewResponseController(w)
+	if s.opts.BodyTimeout > 0 {
+		_ = rc.SetReadDeadline(time.Now().Add(s.opts.BodyTimeout))
+	}
 	body := http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
 	for {
 		n, err := body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if err == io.EOF {
+			if s.opts.BodyTimeout > 0 {
+				_ = rc.SetReadDeadline(time.Time{})
+			}
 			return buf, nil
+		}
+		if err != nil {
+			// The rest of the body is not waited for: the connection
+			// closes after the answer (the deadline stays).
+			w.Header().Set("Connection", "close")
 		}
 		var tooBig *http.MaxBytesError
 		switch {
@@ -147,9 +162,18 @@ func (s *Server) stream(w http.ResponseWriter, apiName, id string, f format, seq
 	s.m.Request(apiName, http.StatusOK)
 	rc := http.NewResponseController(w)
 	var buf []byte
+	// Each event must be taken by the client within write_timeout: a
+	// reader that stops ends the stream (and frees its slot), one that
+	// reads is never cut however long the stream runs.
+	progress := func() {
+		if s.opts.WriteTimeout > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+		}
+	}
 	send := func(v any) bool {
 		b, _ := json.Marshal(v)
 		buf = append(append(append(buf[:0], "data: "...), b...), "\n\n"...)
+		progress()
 		if _, werr := w.Write(buf); werr != nil {
 			return false
 		}
@@ -221,6 +245,9 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 	h := w.Header()
 	h["Content-Type"] = jsonContentType
 	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	if s.opts.WriteTimeout > 0 { // a client that does not read cannot hold the handler
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+	}
 	w.WriteHeader(status)
 	w.Write(b)
 }

@@ -1,10 +1,10 @@
 package server
 
 import (
-	"math"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"

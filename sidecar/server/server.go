@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/net/netutil"
 	"io"
 	"log/slog"
 	"net"
@@ -38,6 +39,9 @@ type Options struct {
 	MaxTimeout     time.Duration
 	RetryAfter     time.Duration
 	DrainTimeout   time.Duration
+	// Connection limits (config.Server's).
+	HeaderTimeout, BodyTimeout, IdleTimeout, WriteTimeout time.Duration
+	MaxConnections, MaxHeaderBytes                        int
 }
 
 // Server serves one model: an in-process engine through the batch
@@ -145,6 +149,8 @@ func newServer(cfg config.Config, be backend, info inference.Info, log *slog.Log
 		opts: Options{
 			MaxBodyBytes: cfg.Server.MaxBodyBytes, DefaultTimeout: cfg.Admission.DefaultTimeout,
 			MaxTimeout: cfg.Admission.MaxTimeout, RetryAfter: cfg.Admission.RetryAfter, DrainTimeout: cfg.Server.DrainTimeout,
+			HeaderTimeout: cfg.Server.HeaderTimeout, BodyTimeout: cfg.Server.BodyTimeout, IdleTimeout: cfg.Server.IdleTimeout,
+			WriteTimeout: cfg.Server.WriteTimeout, MaxConnections: cfg.Server.MaxConnections, MaxHeaderBytes: cfg.Server.MaxHeaderBytes,
 		},
 		be: be, info: info, health: newHealth(), m: m, reg: reg, log: log,
 		created: now.Unix(), idPrefix: strconv.FormatInt(now.UnixNano()%(1<<40), 36),
@@ -223,7 +229,15 @@ type Listeners struct {
 // requests get 503, in-flight ones finish within the drain timeout, and
 // Run returns nil.
 func (s *Server) Run(ctx context.Context, ls Listeners) error {
-	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	// No ReadTimeout or WriteTimeout on the server: they are whole-request
+	// deadlines, and a passed read deadline cancels the request's context
+	// mid-stream. Bodies get a read deadline while they are read, and
+	// each response write one of its own (readBody, the writers).
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: s.opts.HeaderTimeout, IdleTimeout: s.opts.IdleTimeout,
+		MaxHeaderBytes: s.opts.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	if s.opts.MaxConnections > 0 {
+		ls.HTTP = netutil.LimitListener(ls.HTTP, s.opts.MaxConnections)
+	}
 	var gs *grpc.Server
 	if ls.GRPC != nil {
 		gs = s.GRPCServer()
