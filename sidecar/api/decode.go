@@ -1,12 +1,12 @@
 package api
 
 import (
-	"math"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"unicode/utf8"
 )

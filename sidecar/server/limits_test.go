@@ -64,7 +64,7 @@ func TestIdleKeepAliveClosed(t *testing.T) {
 func TestSlowHeadersAndBodyClosed(t *testing.T) {
 	_, addr := limitedSidecar(t, nil)
 	for _, send := range []string{
-		"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n",                                                  // headers never end
+		"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n",                                                   // headers never end
 		"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"model\":\"autoglm-te", // body never ends
 	} {
 		conn, err := net.Dial("tcp", addr)
