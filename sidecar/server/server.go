@@ -281,7 +281,7 @@ func (s *Server) Run(ctx context.Context, ls Listeners) error {
 	}
 	g.Go(func() error {
 		<-gctx.Done()
-		s.drain(hs, gs)
+		s.drain(hs, gs, stopSched)
 		stopSched()
 		<-schedDone
 		return nil
@@ -289,7 +289,11 @@ func (s *Server) Run(ctx context.Context, ls Listeners) error {
 	return g.Wait()
 }
 
-func (s *Server) drain(hs *http.Server, gs *grpc.Server) {
+// drainGrace is how long requests ended at the drain timeout get to write
+// their answer before their connections close.
+const drainGrace = 2 * time.Second
+
+func (s *Server) drain(hs *http.Server, gs *grpc.Server, stopSched func()) {
 	s.draining.Store(true)
 	s.setServing(false)
 	s.be.close()
@@ -305,8 +309,18 @@ func (s *Server) drain(hs *http.Server, gs *grpc.Server) {
 		}
 	}()
 	if err := hs.Shutdown(ctx); err != nil {
-		s.log.Warn("drain timeout: closing remaining connections", "err", err)
-		hs.Close()
+		// Past drain_timeout: what still runs ends with an answer, not a
+		// cut connection — the scheduler stops, so a running stream ends
+		// with an error event and [DONE] and a queued request gets 503
+		// with Retry-After — and only then are connections closed.
+		l, queued := s.be.load()
+		s.log.Warn("drain timeout: ending what still runs", "running", l.Running, "queued", queued)
+		stopSched()
+		grace, cancelGrace := context.WithTimeout(context.Background(), drainGrace)
+		if err := hs.Shutdown(grace); err != nil {
+			hs.Close()
+		}
+		cancelGrace()
 	}
 	select {
 	case <-done:
