@@ -277,3 +277,33 @@ func (r *recorder) report(rep *Report, el time.Duration) {
 	}
 	sort.Strings(rep.Warnings)
 }
+
+// Thresholds are the limits a run must stay within (zero: not checked),
+// as k6's thresholds are: crossing one makes autoglm-load exit non-zero.
+type Thresholds struct {
+	MaxErrorRate float64 // failed requests / requests
+	MaxTTFTP99   float64 // ms
+	MaxE2EP99    float64 // ms
+}
+
+// Check returns what the report crossed: every threshold, and — always —
+// a run in which no request succeeded.
+func (r *Report) Check(t Thresholds) []string {
+	var out []string
+	failed := r.Requests - r.OK
+	if r.Requests > 0 && r.OK == 0 {
+		out = append(out, fmt.Sprintf("every request failed (%d): %v", r.Requests, r.Errors))
+	} else if r.Requests == 0 {
+		out = append(out, "no request completed")
+	}
+	if t.MaxErrorRate > 0 && r.Requests > 0 && float64(failed)/float64(r.Requests) > t.MaxErrorRate {
+		out = append(out, fmt.Sprintf("error rate %.4f > %.4f", float64(failed)/float64(r.Requests), t.MaxErrorRate))
+	}
+	if p := r.Latency["ttft"].P99; t.MaxTTFTP99 > 0 && p > t.MaxTTFTP99 {
+		out = append(out, fmt.Sprintf("ttft p99 %.1f ms > %.1f ms", p, t.MaxTTFTP99))
+	}
+	if p := r.Latency["e2e"].P99; t.MaxE2EP99 > 0 && p > t.MaxE2EP99 {
+		out = append(out, fmt.Sprintf("e2e p99 %.1f ms > %.1f ms", p, t.MaxE2EP99))
+	}
+	return out
+}

@@ -254,6 +254,7 @@ func runClosed(ctx context.Context, cfg Config, t Target, rec *recorder, lim *ra
 // target waits to be needed again.
 func vu(ctx context.Context, cfg *Config, t Target, rec *recorder, lim *rate.Limiter, id int, target *atomic.Int64, end time.Time, inflight *atomic.Int64) {
 	s := &session{rng: rand.New(rand.NewPCG(cfg.Seed, uint64(id)+2))}
+	var backoff time.Duration // after transport errors: the target is down or refusing
 	for ctx.Err() == nil && time.Now().Before(end) {
 		if int64(id) >= target.Load() {
 			time.Sleep(20 * time.Millisecond)
@@ -273,6 +274,19 @@ func vu(ctx context.Context, cfg *Config, t Target, rec *recorder, lim *rate.Lim
 			s.reply(res.Text)
 		} else {
 			s.turn = 0 // a failed turn ends the session
+		}
+		// A refused connection fails at once: without a pause each VU would
+		// spin at tens of thousands of attempts a second against a target
+		// that is down. Doubling from 10 ms to 1 s; a success resets it.
+		if res.Class == ClassTransport {
+			backoff = min(max(2*backoff, 10*time.Millisecond), time.Second)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+		} else {
+			backoff = 0
 		}
 		if cfg.Think > 0 {
 			select {

@@ -285,6 +285,27 @@ func TestErrorClasses(t *testing.T) {
 	if rep.Errors[ClassTransport] != rep.Requests || rep.Requests == 0 {
 		t.Fatalf("transport errors %v of %d", rep.Errors, rep.Requests)
 	}
+	if crossed := rep.Check(Thresholds{}); len(crossed) == 0 {
+		t.Fatal("a run where every request failed passed its check")
+	}
+	// Closed model against a target that is down: the VUs back off
+	// (doubling from 10 ms to 1 s) instead of spinning.
+	rep, _ = Run(context.Background(), Config{Model: "closed", VUs: Constant(4, time.Second), Workload: workload(false)}, NewHTTP(closed, "m"), closed)
+	if rep.Requests == 0 || rep.Requests > 4*8 {
+		t.Fatalf("%d attempts by 4 VUs in 1 s against a closed port: want at most 8 each (10+20+…+640 ms)", rep.Requests)
+	}
+}
+
+// TestThresholds: a run exits non-zero past the limits a user sets.
+func TestThresholds(t *testing.T) {
+	r := &Report{Requests: 100, OK: 97, Errors: map[string]int{"5xx": 3},
+		Latency: map[string]Percentiles{"ttft": {P99: 250}, "e2e": {P99: 900}}}
+	if c := r.Check(Thresholds{MaxErrorRate: 0.05, MaxTTFTP99: 300, MaxE2EP99: 1000}); len(c) != 0 {
+		t.Fatalf("within limits: %v", c)
+	}
+	if c := r.Check(Thresholds{MaxErrorRate: 0.01, MaxTTFTP99: 200, MaxE2EP99: 800}); len(c) != 3 {
+		t.Fatalf("past three limits: %v", c)
+	}
 }
 
 func TestConfigErrors(t *testing.T) {

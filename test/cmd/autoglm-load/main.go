@@ -99,6 +99,10 @@ func run(args []string) int {
 	think := fs.Duration("think", 0, "closed model: pause after each reply")
 	duration := fs.Duration("duration", 30*time.Second, "length of a constant -rate or -vus run")
 	capF := fs.Float64("cap", 0, "cap on requests sent per second, either model (0: none)")
+	var th load.Thresholds
+	fs.Float64Var(&th.MaxErrorRate, "max-error-rate", 0, "threshold: exit 1 when more than this share of requests fail (0: not checked; a run where every request fails always exits 1)")
+	fs.Float64Var(&th.MaxTTFTP99, "max-ttft-p99", 0, "threshold: exit 1 when the time to first token's p99 exceeds this many ms (0: not checked)")
+	fs.Float64Var(&th.MaxE2EP99, "max-e2e-p99", 0, "threshold: exit 1 when the end-to-end latency's p99 exceeds this many ms (0: not checked)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "per-request timeout")
 	prompt := fs.String("prompt", "128", "synthetic prompt length in words: N, uniform:MIN-MAX or normal:MEAN,STDDEV")
 	output := fs.String("output", "64", "max_tokens: N, uniform:MIN-MAX or normal:MEAN,STDDEV")
@@ -228,6 +232,12 @@ func run(args []string) int {
 		}
 	}
 	summary(rep)
+	if crossed := rep.Check(th); len(crossed) > 0 {
+		for _, c := range crossed {
+			fmt.Fprintln(os.Stderr, "autoglm-load: threshold crossed:", c)
+		}
+		return 1
+	}
 	return 0
 }
 
