@@ -20,7 +20,7 @@ import (
 // decoded, and so is the error list (an 11 KB invalid file once gave a
 // million errors).
 const (
-	MaxNodes   = 100_000 // nodes of the document with its aliases expanded
+	MaxNodes   = 100_000 // nodes aliases may add to the document when expanded
 	MaxAliases = 1_000
 	MaxErrors  = 50
 )
@@ -48,41 +48,55 @@ func Decode(data []byte, v any) error {
 	return errors.Join(errs...)
 }
 
-// bound refuses a document whose aliases expand it past MaxNodes, or that
-// has more than MaxAliases aliases. The expanded size is computed once
-// per node (memoised), so the check itself is linear in the file.
+// bound refuses a document whose aliases add more than MaxNodes nodes
+// when expanded, or that has more than MaxAliases aliases. (A document
+// without aliases is as large as its file, which the parser has read
+// already.) The expanded size is computed once per node (memoised), so
+// the check is linear in the file.
 func bound(root *yaml.Node) error {
+	actual, aliases := 0, 0
+	var count func(n *yaml.Node)
+	count = func(n *yaml.Node) {
+		actual++
+		if n.Kind == yaml.AliasNode {
+			aliases++
+		}
+		for _, c := range n.Content {
+			count(c)
+		}
+	}
+	count(root)
+	if aliases > MaxAliases {
+		return fmt.Errorf("parse: the document has %d aliases, more than %d: refused", aliases, MaxAliases)
+	}
+	if aliases == 0 {
+		return nil
+	}
+	limit := actual + MaxNodes
 	size := map[*yaml.Node]int{}
-	aliases := 0
 	var walk func(n *yaml.Node, depth int) int
 	walk = func(n *yaml.Node, depth int) int {
 		if s, ok := size[n]; ok {
 			return s
 		}
-		if depth > 1000 {
-			return MaxNodes + 1
+		if depth > 10000 {
+			return limit + 1
 		}
-		size[n] = MaxNodes + 1 // a cycle, if it comes back here
+		size[n] = limit + 1 // a cycle, if it comes back here
 		s := 1
-		if n.Kind == yaml.AliasNode {
-			aliases++
-			if n.Alias != nil {
-				s += walk(n.Alias, depth+1)
-			}
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			s += walk(n.Alias, depth+1)
 		}
 		for _, c := range n.Content {
-			if s += walk(c, depth+1); s > MaxNodes {
+			if s += walk(c, depth+1); s > limit {
 				break
 			}
 		}
-		size[n] = min(s, MaxNodes+1)
+		size[n] = min(s, limit+1)
 		return size[n]
 	}
-	if n := walk(root, 0); n > MaxNodes {
-		return fmt.Errorf("parse: the document expands to more than %d nodes (aliases): refused", MaxNodes)
-	}
-	if aliases > MaxAliases {
-		return fmt.Errorf("parse: the document has %d aliases, more than %d: refused", aliases, MaxAliases)
+	if walk(root, 0) > limit {
+		return fmt.Errorf("parse: the document's aliases expand it by more than %d nodes: refused", MaxNodes)
 	}
 	return nil
 }

@@ -75,7 +75,7 @@ func TestAliasBomb(t *testing.T) {
 	b.WriteString("tags: *a9\n")
 	var d doc
 	err := Decode([]byte(b.String()), &d)
-	if err == nil || !strings.Contains(err.Error(), "expands to more than") {
+	if err == nil || !strings.Contains(err.Error(), "aliases expand it by more than") {
 		t.Fatalf("alias bomb: %v", err)
 	}
 	// Many aliases of a small value.

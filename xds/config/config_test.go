@@ -39,7 +39,7 @@ func TestBadInput(t *testing.T) {
 		{"duplicate keys", head + "models:\n  - name: m\n    versions:\n      - name: a\n        weight: 90\n        weight: 10\n        endpoints: [\"1.2.3.4:80\"]\n",
 			[]string{"models[0].versions[0].weight (line 8): duplicate key (first at line 7)"}},
 		{"alias bomb", head + "x0: &x0 [a, a, a, a, a, a, a, a, a, a]\nx1: &x1 [*x0, *x0, *x0, *x0, *x0, *x0, *x0, *x0, *x0, *x0]\nx2: &x2 [*x1, *x1, *x1, *x1, *x1, *x1, *x1, *x1, *x1, *x1]\nx3: &x3 [*x2, *x2, *x2, *x2, *x2, *x2, *x2, *x2, *x2, *x2]\nx4: &x4 [*x3, *x3, *x3, *x3, *x3, *x3, *x3, *x3, *x3, *x3]\nx5: [*x4, *x4, *x4, *x4, *x4, *x4, *x4, *x4, *x4, *x4]\n",
-			[]string{"expands to more than 100000 nodes"}},
+			[]string{"aliases expand it by more than 100000 nodes"}},
 		{"cluster name collisions", head + "models:\n  - {name: a-b, versions: [{name: c, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n  - {name: a, versions: [{name: b-c, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n  - {name: team/x, versions: [{name: v1, weight: 1, endpoints: [\"1.2.3.4:80\"], grpc_port: 9000}, {name: v1-grpc, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n  - {name: team_x, versions: [{name: v1, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n  - {name: \"team x\", versions: [{name: v2, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n  - {name: spire, versions: [{name: agent, weight: 1, endpoints: [\"1.2.3.4:80\"]}]}\n",
 			[]string{`models[1].versions[0]: its generated cluster name "a-b-c" is also models[0].versions[0]'s`,
 				`models[2].versions[1]: its generated cluster name "team_x-v1-grpc" is also models[2].versions[0].grpc_port's`,
