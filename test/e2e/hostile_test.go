@@ -160,7 +160,7 @@ identity:
 			"", // connect and say nothing
 			"POST " + chat + " HTTP/1.1\r\nHost: x\r\n",                                      // headers never end
 			"POST " + chat + " HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"model\"", // body never ends
-			"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",                                        // then idle keep-alive
+			"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",                                       // then idle keep-alive
 		} {
 			for range 50 {
 				wg.Add(1)
