@@ -33,10 +33,11 @@ run: build ## the local stack: autoglm-xds, two sidecar versions (90/10), Envoy 
 run-sidecar: build ## just one sidecar on the embedded default engine
 	./$(BIN)/autoglm-sidecar -config sidecar/cmd/autoglm-sidecar/dev.yaml -http-addr $(RUN_ADDR) -grpc-addr $(RUN_GRPC) -log-format text
 
-test: lint check-generate deps spire istioctl kube ratelimit ## vet, format check, generated-code check and all tests (race detector on concurrent packages)
+test: lint check-generate deps spire istioctl kube ratelimit ## vet, format check, generated-code check and all tests (race detector on every package with concurrency: test/tools/race-packages.sh)
 	$(GO) test -count=1 -timeout 15m ./...
 	cd filter && $(GO) test -count=1 -timeout 5m ./...
-	$(GO) test -count=1 -timeout 5m -race ./sidecar/admission/ ./sidecar/batch/ ./sidecar/stream/ ./sidecar/dispatch/ ./sidecar/server/ ./inference/gpu/ ./inference/remote/ ./test/load/ ./xds/server/ ./xds/rollout/ ./inference/llama/ ./inference/native/
+	$(GO) test -count=1 -timeout 10m -race $$(./test/tools/race-packages.sh)
+	cd filter && $(GO) test -count=1 -timeout 10m -race $$(../test/tools/race-packages.sh .)
 
 bench: ## benchmarks recorded in BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./test/bench/

@@ -14,7 +14,8 @@ import (
 
 // The local tier lives in the proxy's shared data, common to all workers:
 // an entry per key, and 16 indexes (by the key's first hex digit; key,
-// size, expiry per line, oldest first) that each bound their share of the
+// size, expiry per line, least recently used first: a hit moves its line to
+// the end, see touch) that each bound their share of the
 // total size, so that a store rewrites a sixteenth of the index; shared
 // data cannot delete, so an
 // evicted entry is overwritten with an empty value.
@@ -87,6 +88,7 @@ func (s *stream) lookup() bool {
 	data, _, err := proxywasm.GetSharedData(s.cacheKey)
 	if err == nil {
 		if e, ok := decodeEntry(data); ok && e.expires > Now().UnixNano() {
+			s.touch()
 			s.hit(e)
 			return true
 		}
@@ -104,6 +106,45 @@ func (s *stream) miss() {
 	s.cacheState = "MISS"
 	s.p.m.cacheMiss.Increment(1)
 }
+
+// touch moves a hit entry to the young end of its index, so eviction —
+// oldest first — is least recently used, not first stored: a hot entry
+// survives a stream of cold stores. Each VM moves a key at most once per
+// touchEvery (the move is a compare-and-swap of the index shard); an
+// entry hit that often is never the oldest of its shard unless the shard
+// takes its whole size in stores within touchEvery.
+func (s *stream) touch() {
+	now := Now().UnixNano()
+	if last, ok := s.p.touched[s.cacheKey]; ok && now-last < touchEvery {
+		return
+	}
+	if len(s.p.touched) >= maxTouched {
+		clear(s.p.touched)
+	}
+	s.p.touched[s.cacheKey] = now
+	err := s.casUpdate(cacheIndex+s.cacheKey[len(cachePrefix):len(cachePrefix)+1], false, func(old []byte) ([]byte, bool) {
+		lines := parseIndex(old)
+		for i, l := range lines {
+			if l.key != s.cacheKey {
+				continue
+			}
+			if i == len(lines)-1 {
+				return nil, false // the youngest already
+			}
+			moved := append(append(lines[:i:i], lines[i+1:]...), l)
+			return formatIndex(moved), true
+		}
+		return nil, false // not indexed (evicted meanwhile)
+	})
+	if err != nil {
+		s.p.m.stateErrors.Increment(1)
+	}
+}
+
+const (
+	touchEvery = int64(100 * time.Millisecond)
+	maxTouched = 4096
+)
 
 // remoteKey is the key in the remote tier (the sidecar's /v1/cache).
 func (s *stream) remoteKey() string { return strings.TrimPrefix(s.cacheKey, cachePrefix) }

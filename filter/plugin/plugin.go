@@ -50,6 +50,7 @@ type Plugin struct {
 	scratch [2 * bucket.Size]byte
 	lockVal [9]byte // the creation lock's value while this VM holds it
 	memo    keyMemo
+	touched map[string]int64 // cache keys this VM moved up its index, and when
 	tenants map[string]*tenantState
 	// Streams ended, for the next requests: an allocation less each
 	// (bounded by the requests a worker has at once).
@@ -84,6 +85,7 @@ func (p *Plugin) OnPluginStart(size int) types.OnPluginStartStatus {
 		ensureCreateLock()
 	}
 	p.memo = newKeyMemo()
+	p.touched = map[string]int64{}
 	p.tenants = map[string]*tenantState{}
 	p.m = metrics{
 		throttled:   proxywasm.DefineCounterMetric("autoglm_filter_throttled_total"),

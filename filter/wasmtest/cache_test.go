@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestWasmCacheStoresOnlyWholeAnswers: a 200 is stored only when it is a
@@ -82,6 +83,49 @@ func TestWasmCacheKeyVariants(t *testing.T) {
 		}
 		if !hit("/v1/chat/completions") {
 			t.Fatal("the unpinned answer is gone")
+		}
+	})
+}
+
+// TestWasmCacheHotEntrySurvives: eviction is least recently used — an
+// entry hit now and then survives a stream of cold stores many times the
+// cache's size.
+func TestWasmCacheHotEntrySurvives(t *testing.T) {
+	eachMode(t, func(t *testing.T, m mode) {
+		// About 1.1 KB an entry; 16 index shards of 4800 bytes: 4 entries
+		// a shard, 64 in all.
+		h := m.start(t, 2, `{"cache": {"enabled": true, "ttl": "1h", "max_bytes": 76800, "max_entry_bytes": 1500}}`)
+		answer := `{"choices":[{"index":0,"message":{"content":"` + strings.Repeat("x", 1000) + `"},"finish_reason":"stop"}]}`
+		body := func(name string) string {
+			return fmt.Sprintf(`{"model":"qwen","messages":[{"role":"user","content":%q}],"temperature":0}`, name)
+		}
+		store := func(w *Worker, name string) {
+			s := request(w, "/v1/chat/completions", body(name))
+			if !passed(s) {
+				t.Fatalf("%s: not a miss: %+v", name, s.Local)
+			}
+			respond(s, 200, "application/json", answer)
+		}
+		hit := func(w *Worker, name string) bool {
+			s := request(w, "/v1/chat/completions", body(name))
+			defer s.Done()
+			return s.Local != nil && s.Local.Status == 200
+		}
+		store(h.Workers[0], "hot")
+		cold := 0
+		for round := range 60 {
+			for range 8 {
+				store(h.Workers[cold%2], fmt.Sprintf("cold-%d", cold))
+				cold++
+			}
+			h.Advance(150 * time.Millisecond)
+			if !hit(h.Workers[round%2], "hot") {
+				t.Fatalf("the hot entry was evicted after %d cold stores (round %d)", cold, round)
+			}
+		}
+		// The cache stayed within its size: the oldest cold entries went.
+		if hit(h.Workers[0], "cold-0") {
+			t.Fatal("the first cold entry is still there after 480 stores into 64 places")
 		}
 	})
 }
