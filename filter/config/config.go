@@ -75,6 +75,10 @@ type Cache struct {
 	// Remote is the cache cluster (the sidecar's cache endpoint); empty
 	// Cluster: local tier only.
 	Remote Remote
+	// Coalesce makes concurrent identical misses wait for the first one's
+	// answer (at most CoalesceWait) instead of each reaching the upstream.
+	Coalesce     bool
+	CoalesceWait time.Duration
 }
 
 // Remote is an HTTP cache service reached with DispatchHttpCall.
@@ -134,7 +138,8 @@ func Default() Config {
 		Paths:        []string{"/v1/chat/completions", "/v1/completions"},
 		MaxBodyBytes: 1 << 20,
 		Tenant:       Tenant{Sources: []string{"peer_certificate", "xfcc"}, Anonymous: "anonymous"},
-		Cache:        Cache{TTL: 5 * time.Minute, MaxBytes: 16 << 20, MaxEntryBytes: 256 << 10, Remote: Remote{Timeout: 50 * time.Millisecond}},
+		Cache: Cache{TTL: 5 * time.Minute, MaxBytes: 16 << 20, MaxEntryBytes: 256 << 10, Remote: Remote{Timeout: 50 * time.Millisecond},
+			Coalesce: true, CoalesceWait: 30 * time.Second},
 		Throttle: Throttle{PriorityReserve: 0.1, FailOpen: true, MaxCASRetries: 8,
 			Global: Global{Domain: "autoglm", Path: "/json", Timeout: 100 * time.Millisecond}},
 	}
@@ -169,6 +174,8 @@ func Parse(data []byte) (Config, error) {
 				"max_bytes":       func(p string, r json.RawMessage) { d.int(p, r, &c.Cache.MaxBytes) },
 				"max_entry_bytes": func(p string, r json.RawMessage) { d.int(p, r, &c.Cache.MaxEntryBytes) },
 				"shared":          func(p string, r json.RawMessage) { d.bool(p, r, &c.Cache.Shared) },
+				"coalesce":        func(p string, r json.RawMessage) { d.bool(p, r, &c.Cache.Coalesce) },
+				"coalesce_wait":   func(p string, r json.RawMessage) { d.duration(p, r, &c.Cache.CoalesceWait) },
 				"remote": func(p string, r json.RawMessage) {
 					d.object(p, r, map[string]func(string, json.RawMessage){
 						"cluster":   func(p string, r json.RawMessage) { d.string(p, r, &c.Cache.Remote.Cluster) },
@@ -277,6 +284,9 @@ func (c *Config) validate(d *decoder) {
 		}
 		if c.Cache.MaxEntryBytes < 1 || c.Cache.MaxBytes < c.Cache.MaxEntryBytes {
 			d.fail("cache.max_bytes", "must be at least cache.max_entry_bytes (%d), got %d", c.Cache.MaxEntryBytes, c.Cache.MaxBytes)
+		}
+		if c.Cache.Coalesce && (c.Cache.CoalesceWait < time.Millisecond || c.Cache.CoalesceWait > 10*time.Minute) {
+			d.fail("cache.coalesce_wait", "must be 1ms..10m, got %s", c.Cache.CoalesceWait)
 		}
 		if c.Cache.Remote.Cluster != "" && (c.Cache.Remote.Timeout < time.Millisecond || c.Cache.Remote.Timeout > time.Minute) {
 			d.fail("cache.remote.timeout", "must be 1ms..1m, got %s", c.Cache.Remote.Timeout)

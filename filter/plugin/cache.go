@@ -98,6 +98,9 @@ func (s *stream) lookup() bool {
 	if s.p.cfg.Cache.Remote.Cluster != "" && s.remoteLookup() {
 		return true
 	}
+	if s.coalesce() {
+		return true
+	}
 	s.miss()
 	return false
 }
@@ -168,6 +171,9 @@ func (s *stream) remoteLookup() bool {
 			}
 		} else if status == "" || status[0] == '5' {
 			s.p.m.stateErrors.Increment(1)
+		}
+		if s.coalesce() {
+			return // held until the request that leads answers
 		}
 		s.miss()
 		s.forward()

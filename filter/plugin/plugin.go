@@ -51,6 +51,7 @@ type Plugin struct {
 	lockVal [9]byte // the creation lock's value while this VM holds it
 	memo    keyMemo
 	touched map[string]int64 // cache keys this VM moved up its index, and when
+	waiters []*stream        // requests waiting for an identical one's answer
 	tenants map[string]*tenantState
 	// Streams ended, for the next requests: an allocation less each
 	// (bounded by the requests a worker has at once).
@@ -61,7 +62,7 @@ type Plugin struct {
 }
 
 type metrics struct {
-	throttled, cacheHit, cacheMiss, cacheBypass, badRequest, stateErrors, conflicts proxywasm.MetricCounter
+	throttled, cacheHit, cacheMiss, cacheBypass, badRequest, stateErrors, conflicts, coalesced proxywasm.MetricCounter
 }
 
 // OnPluginStart parses the configuration; a bad one fails the start, and
@@ -95,6 +96,13 @@ func (p *Plugin) OnPluginStart(size int) types.OnPluginStartStatus {
 		badRequest:  proxywasm.DefineCounterMetric("autoglm_filter_bad_requests_total"),
 		stateErrors: proxywasm.DefineCounterMetric("autoglm_filter_shared_state_errors_total"),
 		conflicts:   proxywasm.DefineCounterMetric("autoglm_filter_throttle_conflicts_total"),
+		coalesced:   proxywasm.DefineCounterMetric("autoglm_filter_cache_coalesced_total"),
+	}
+	if cfg.Cache.Enabled && cfg.Cache.Coalesce {
+		if err := proxywasm.SetTickPeriodMilliSeconds(coalesceTick); err != nil {
+			proxywasm.LogWarnf("autoglm filter: no tick, so no request coalescing: %v", err)
+			p.cfg.Cache.Coalesce = false
+		}
 	}
 	proxywasm.LogInfof("autoglm filter started: cache %v, throttle %v", cfg.Cache.Enabled, cfg.Throttle.Enabled)
 	return types.OnPluginStartStatusOK

@@ -52,7 +52,10 @@ type stream struct {
 	record     bool
 	status     string
 	ctype      string
-	awaiting   bool   // a remote cache lookup is out
+	awaiting   bool   // a remote cache lookup is out, or the request waits for another's answer
+	leading    bool   // this request's answer is awaited by identical ones (coalescing)
+	ended      bool   // the stream is done
+	waitUntil  int64  // unix ns: a waiting request goes upstream then
 	buf        []byte // the response, while it may be stored
 	tail       []byte // the response's last bytes, for its usage
 }
@@ -231,6 +234,8 @@ func (s *stream) admitted() types.Action {
 // OnHttpStreamDone is the stream's last callback (proxy_on_log): it is
 // reused unless a callout it waits for may still answer.
 func (s *stream) OnHttpStreamDone() {
+	s.lead() // a leader that never stored lets its followers go
+	s.ended = true
 	if !s.awaiting {
 		s.p.free = append(s.p.free, s)
 	}
@@ -524,6 +529,7 @@ func (s *stream) finish() {
 		}
 		s.record = false
 	}
+	s.lead()
 }
 
 // noStore reads a Cache-Control response header (RFC 9111): no-store and

@@ -129,3 +129,63 @@ func TestWasmCacheHotEntrySurvives(t *testing.T) {
 		}
 	})
 }
+
+// TestWasmCacheCoalescing: identical cacheable misses in flight at once,
+// on any worker, reach the upstream once; the others are answered from the
+// cache when the first's answer is stored, or go upstream when it will
+// not be (an error, a client gone) or after cache.coalesce_wait.
+func TestWasmCacheCoalescing(t *testing.T) {
+	eachMode(t, func(t *testing.T, m mode) {
+		h := m.start(t, 2, `{"cache": {"enabled": true, "coalesce_wait": "5s"}}`)
+		body := func(n int) string {
+			return fmt.Sprintf(`{"model":"qwen","messages":[{"role":"user","content":"same %d"}],"temperature":0}`, n)
+		}
+		held := func(s *Stream) bool { return s.Local == nil && !s.Upstream.End }
+
+		// Stored: the followers are answered from the cache.
+		lead := request(h.Workers[0], "/v1/chat/completions", body(1))
+		f1 := request(h.Workers[1], "/v1/chat/completions", body(1))
+		f2 := request(h.Workers[0], "/v1/chat/completions", body(1))
+		if !passed(lead) || !held(f1) || !held(f2) {
+			t.Fatalf("lead %+v, followers held %v %v", lead.Local, held(f1), held(f2))
+		}
+		h.Tick()
+		if !held(f1) || !held(f2) {
+			t.Fatal("followers released before the answer")
+		}
+		respond(lead, 200, "application/json", usage(9))
+		h.Tick()
+		for _, f := range []*Stream{f1, f2} {
+			if f.Local == nil || f.Local.Status != 200 || string(f.Local.Body) != usage(9) || f.Upstream.End {
+				t.Fatalf("follower: %+v, upstream %v", f.Local, f.Upstream.End)
+			}
+		}
+		n := h.Workers[0].Metric("autoglm_filter_cache_coalesced_total") + h.Workers[1].Metric("autoglm_filter_cache_coalesced_total")
+		if n != 2 {
+			t.Fatalf("coalesced counter %d", n)
+		}
+
+		// Not stored (a 500): the follower goes upstream.
+		lead = request(h.Workers[0], "/v1/chat/completions", body(2))
+		f1 = request(h.Workers[1], "/v1/chat/completions", body(2))
+		respond(lead, 500, "application/json", `{"error":{"message":"boom"}}`)
+		h.Tick()
+		if !passed(f1) || f1.Resumed != 1 {
+			t.Fatalf("after the leader's 500: %+v, upstream %v", f1.Local, f1.Upstream.End)
+		}
+
+		// The leader never answers: the follower goes after coalesce_wait.
+		request(h.Workers[0], "/v1/chat/completions", body(3))
+		f1 = request(h.Workers[1], "/v1/chat/completions", body(3))
+		h.Advance(time.Second)
+		h.Tick()
+		if !held(f1) {
+			t.Fatal("released before coalesce_wait")
+		}
+		h.Advance(5 * time.Second)
+		h.Tick()
+		if !passed(f1) {
+			t.Fatalf("still held after coalesce_wait: %+v", f1.Local)
+		}
+	})
+}

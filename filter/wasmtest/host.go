@@ -294,6 +294,14 @@ func New(ctx context.Context, bin []byte, cfg Config) (*Host, error) {
 // Close releases the runtime.
 func (h *Host) Close() error { return h.rt.Close(h.ctx) }
 
+// Tick runs each VM's timer callback (proxy_on_tick on its root context),
+// as Envoy does every period the plugin set.
+func (h *Host) Tick() {
+	for _, w := range h.Workers {
+		w.call("proxy_on_tick", uint64(w.root))
+	}
+}
+
 // Advance moves the clock every VM sees.
 func (h *Host) Advance(d time.Duration) { h.now.Add(int64(d)) }
 
