@@ -44,24 +44,8 @@ bench: ## benchmarks recorded in BENCHMARKS.md
 	cd filter && $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./wasmtest/
 	cd filter && $(GO) test -run '^$$' -bench . -benchmem ./openai/
 
-fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./sidecar/api/
-	$(GO) test -run '^$$' -fuzz FuzzFilterAgrees -fuzztime $${FUZZTIME:-30s} ./sidecar/api/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./sidecar/config/
-	$(GO) test -run '^$$' -fuzz FuzzStream -fuzztime $${FUZZTIME:-30s} ./inference/remote/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./xds/config/
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $${FUZZTIME:-30s} ./internal/strictyaml/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./inference/gguf/
-	$(GO) test -run '^$$' -fuzz FuzzRoundTrip -fuzztime $${FUZZTIME:-30s} ./inference/tokenizer/
-	$(GO) test -run '^$$' -fuzz FuzzSPMRoundTrip -fuzztime $${FUZZTIME:-30s} ./inference/tokenizer/
-	$(GO) test -run '^$$' -fuzz FuzzReadDataset -fuzztime $${FUZZTIME:-30s} ./test/load/
-	$(GO) test -run '^$$' -fuzz FuzzParseDist -fuzztime $${FUZZTIME:-30s} ./test/load/
-	cd filter && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./config/
-	cd filter && $(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s} ./openai/
-	cd filter && $(GO) test -run '^$$' -fuzz FuzzURI -fuzztime $${FUZZTIME:-30s} ./xfcc/
-	cd filter && $(GO) test -run '^$$' -fuzz FuzzRoundTrip -fuzztime $${FUZZTIME:-30s} ./xfcc/
-	cd filter && $(GO) test -run '^$$' -fuzz FuzzParseResponse -fuzztime $${FUZZTIME:-30s} ./ratelimit/
-	cd filter && $(GO) test -run '^$$' -fuzz FuzzRequest -fuzztime $${FUZZTIME:-30s} ./ratelimit/
+fuzz: ## run every fuzz target (test/tools/fuzz-all.sh finds them) for a while each (FUZZTIME=30s)
+	./test/tools/fuzz-all.sh
 
 lint: ## go vet and a gofmt check
 	$(GO) vet ./...
