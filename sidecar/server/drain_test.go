@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -25,13 +24,8 @@ func TestDrainPastTimeoutAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, Listeners{HTTP: hl}) }()
-	for !srv.Ready() {
-		time.Sleep(time.Millisecond)
-	}
-	url := "http://" + hl.Addr().String() + "/v1/chat/completions"
+	base, stop := runHTTP(t, srv, hl)
+	url := base + "/v1/chat/completions"
 	type answer struct {
 		status     int
 		retryAfter string
@@ -60,7 +54,8 @@ func TestDrainPastTimeoutAnswers(t *testing.T) {
 	for _, q, _ := srv.sched.Load(); q == 0; _, q, _ = srv.sched.Load() {
 		time.Sleep(time.Millisecond)
 	}
-	cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
 	s := <-streamed
 	if s.err != nil || s.status != 200 || !strings.Contains(s.body, `"error"`) || !strings.HasSuffix(s.body, "data: [DONE]\n\n") {
 		t.Fatalf("the running stream: %d %v, ends %q", s.status, s.err, s.body[max(0, len(s.body)-200):])
@@ -69,7 +64,7 @@ func TestDrainPastTimeoutAnswers(t *testing.T) {
 	if q.err != nil || q.status != 503 || q.retryAfter == "" || !strings.Contains(q.body, "shutting down") {
 		t.Fatalf("the queued request: %+v", q)
 	}
-	if err := <-done; err != nil {
+	if err := <-stopped; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 }

@@ -291,25 +291,14 @@ func TestDrainTimeoutWithoutGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, Listeners{HTTP: hl}) }()
-	for !srv.Ready() {
-		time.Sleep(time.Millisecond)
-	}
+	url, stop := runHTTP(t, srv, hl)
 	long := `{"model":"autoglm-test","max_tokens":90000,"messages":[{"role":"user","content":"hi"}]}`
-	go http.Post("http://"+hl.Addr().String()+"/v1/chat/completions", "application/json", strings.NewReader(long))
+	go http.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(long))
 	for r, _, _ := srv.sched.Load(); r == 0; r, _, _ = srv.sched.Load() {
 		time.Sleep(time.Millisecond)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("drain did not end at its timeout")
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }
 

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -154,14 +153,9 @@ func stalledStream(t *testing.T, set func(*Server)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, Listeners{HTTP: smallBuffers{hl}}) }()
-	defer func() { cancel(); <-done }()
-	sc := &sidecar{Server: srv, url: "http://" + hl.Addr().String()}
-	for !srv.Ready() {
-		time.Sleep(time.Millisecond)
-	}
+	url, stop := runHTTP(t, srv, smallBuffers{hl})
+	defer stop()
+	sc := &sidecar{Server: srv, url: url}
 	addr := hl.Addr().String()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -112,3 +113,25 @@ func TestHealthAndReadiness(t *testing.T) {
 }
 
 func batchRequest() batch.Request { return batch.Request{Prompt: []int{'x'}, MaxTokens: 1} }
+
+// runHTTP runs srv on l alone (no gRPC listener) until it is ready, and
+// returns its URL and the stop that cancels it and waits for Run (its
+// error, or a failure after 10 s).
+func runHTTP(t *testing.T, srv *Server, l net.Listener) (url string, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, Listeners{HTTP: l}) }()
+	for !srv.Ready() {
+		time.Sleep(time.Millisecond)
+	}
+	return "http://" + l.Addr().String(), func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			return errors.New("Run did not return 10 s after its context ended")
+		}
+	}
+}
