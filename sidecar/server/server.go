@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"golang.org/x/net/netutil"
@@ -220,9 +221,12 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// Listeners are where Run serves; GRPC may be nil.
+// Listeners are where Run serves; GRPC may be nil. With TLS, HTTP
+// connections are TLS (Run wraps HTTP after its connection cap, so that
+// the handlers still see the TLS connection state).
 type Listeners struct {
 	HTTP, GRPC net.Listener
+	TLS        *tls.Config
 }
 
 // Run serves until ctx ends, then drains: readiness turns false, new
@@ -237,6 +241,9 @@ func (s *Server) Run(ctx context.Context, ls Listeners) error {
 		MaxHeaderBytes: s.opts.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	if s.opts.MaxConnections > 0 {
 		ls.HTTP = netutil.LimitListener(ls.HTTP, s.opts.MaxConnections)
+	}
+	if ls.TLS != nil {
+		ls.HTTP = tls.NewListener(ls.HTTP, ls.TLS)
 	}
 	var gs *grpc.Server
 	if ls.GRPC != nil {

@@ -226,7 +226,7 @@ func run(args []string) int {
 			// Every caller with an SVID of the bundle's trust domains
 			// completes the handshake; the policy then answers 403 or
 			// PERMISSION_DENIED (counted) to those it does not allow.
-			ls.HTTP = tls.NewListener(ls.HTTP, tlsconfig.MTLSServerConfig(source, source, tlsconfig.AuthorizeAny()))
+			ls.TLS = tlsconfig.MTLSServerConfig(source, source, tlsconfig.AuthorizeAny())
 			srv.SetGRPCOptions(grpc.Creds(grpccredentials.MTLSServerCredentials(source, source, tlsconfig.AuthorizeAny())))
 		}
 		srv.SetIdentity(policy)
