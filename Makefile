@@ -13,7 +13,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 RUN_ADDR  ?= 127.0.0.1:8080
 RUN_GRPC  ?= 127.0.0.1:9090
 
-.PHONY: help deps spire istioctl kube ratelimit build filter filter-image run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz clean
+.PHONY: help deps spire istioctl kube ratelimit golangci-lint build filter filter-image run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -47,9 +47,16 @@ bench: ## benchmarks recorded in BENCHMARKS.md
 fuzz: ## run every fuzz target (test/tools/fuzz-all.sh finds them) for a while each (FUZZTIME=30s)
 	./test/tools/fuzz-all.sh
 
-lint: ## go vet and a gofmt check
+GOLANGCI_LINT = $(dir $(TOOLS))golangci-lint-$(shell awk '$$1 == "require" && $$2 == "github.com/golangci/golangci-lint/v2" { print $$3 }' test/golangci-lint/go.mod)/bin/golangci-lint
+
+golangci-lint: ## build golangci-lint (pinned by test/golangci-lint) once into the tools cache (cold: ~3 min)
+	./test/tools/build-gotool.sh golangci-lint github.com/golangci/golangci-lint/v2 github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+
+lint: golangci-lint ## go vet, golangci-lint (.golangci.yml: a small set of bug-finding linters) and a gofmt check, both modules
 	$(GO) vet ./...
 	cd filter && $(GO) vet ./...
+	$(GOLANGCI_LINT) run ./...
+	cd filter && $(GOLANGCI_LINT) run --config ../.golangci.yml ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 

@@ -3,6 +3,7 @@ package wasmtest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -246,7 +247,7 @@ func BenchmarkFilterV8(b *testing.B) {
 		out, err := cmd.Output()
 		if err != nil {
 			var stderr []byte
-			if ee, ok := err.(*exec.ExitError); ok {
+			if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 				stderr = ee.Stderr
 			}
 			b.Fatalf("%s: %v\n%s", cmd, err, stderr)

@@ -49,7 +49,7 @@ func (b *built) get(pkg string) ([]byte, error) {
 		cmd := exec.Command("sh", filepath.Join(root, "build.sh"), out, pkg)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("build.sh %s: %v\n%s", pkg, err, out)
+			b.err = fmt.Errorf("build.sh %s: %w\n%s", pkg, err, out)
 			return
 		}
 		b.bin, b.err = os.ReadFile(out)

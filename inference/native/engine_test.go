@@ -3,6 +3,7 @@ package native
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/open-autoglm/autoglm/inference"
@@ -124,10 +125,10 @@ func TestBatchMatchesAlone(t *testing.T) {
 
 func TestSlotErrors(t *testing.T) {
 	e := engine(t, 2)
-	if err := e.Start(2, inference.Sampling{}); err != inference.ErrSlot {
+	if err := e.Start(2, inference.Sampling{}); !errors.Is(err, inference.ErrSlot) {
 		t.Fatalf("%v", err)
 	}
-	if _, err := e.Step(context.Background(), []inference.Input{{Slot: 1, Tokens: []int{1}}}); err != inference.ErrSlot {
+	if _, err := e.Step(context.Background(), []inference.Input{{Slot: 1, Tokens: []int{1}}}); !errors.Is(err, inference.ErrSlot) {
 		t.Fatalf("unstarted slot: %v", err)
 	}
 }

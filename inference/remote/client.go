@@ -225,8 +225,8 @@ func decodeError(b []byte) *Error {
 			Code    json.RawMessage `json:"code"`
 		} `json:"error"`
 	}
-	if json.Unmarshal(b, &v) != nil || v.Error == nil {
-		return nil
+	if err := json.Unmarshal(b, &v); err != nil || v.Error == nil {
+		return nil //nolint:nilerr // a body that is not OpenAI's error shape carries no error to return
 	}
 	e := &Error{Message: v.Error.Message, Type: v.Error.Type}
 	if v.Error.Param != nil {

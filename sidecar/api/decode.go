@@ -69,7 +69,7 @@ func uniqueMembers(body []byte) *Error {
 	for {
 		tok, err := d.Token()
 		if err != nil {
-			return nil // decoded above: the end
+			return nil //nolint:nilerr // the body was decoded above: this is its end, not a failure
 		}
 		switch tok {
 		case json.Delim('{'):
@@ -95,7 +95,7 @@ func uniqueMembers(body []byte) *Error {
 			if d.More() {
 				vt, err := d.Token()
 				if err != nil {
-					return nil
+					return nil //nolint:nilerr // the body was decoded above: this is its end, not a failure
 				}
 				switch vt {
 				case json.Delim('{'):

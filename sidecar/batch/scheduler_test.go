@@ -207,11 +207,10 @@ func TestQueuedCancelLeavesDuringLongStep(t *testing.T) {
 func TestDisconnectFreesSlot(t *testing.T) {
 	s := start(t, Config{MaxBatchSize: 1}, testengine.New(testengine.Config{Slots: 1, StepCost: time.Millisecond}))
 	ctx, cancel := context.WithCancel(context.Background())
-	hog, err := s.Submit(ctx, Request{Prompt: []int{'a'}, MaxTokens: 100000 - 1})
-	if err == nil {
+	if _, err := s.Submit(ctx, Request{Prompt: []int{'a'}, MaxTokens: 100000 - 1}); err == nil {
 		t.Fatal("max tokens beyond the context must fail")
 	}
-	hog, err = s.Submit(ctx, Request{Prompt: []int{'a'}, MaxTokens: 4000})
+	hog, err := s.Submit(ctx, Request{Prompt: []int{'a'}, MaxTokens: 4000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +268,7 @@ func TestWaitMatchesNext(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := seq.Wait()
-	if err != io.EOF || got != want || seq.Result().CompletionTokens != 30 {
+	if !errors.Is(err, io.EOF) || got != want || seq.Result().CompletionTokens != 30 {
 		t.Fatalf("Wait: %q %v, Next: %q", got, err, want)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -214,7 +214,7 @@ func (d *Dispatcher) run(ctx context.Context, it *admission.Item[*Job]) {
 			}
 			j.Deliver(text)
 		}
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			u := s.Usage()
 			r.Finish, r.PromptTokens, r.CompletionTokens = s.Finish(), u.PromptTokens, u.CompletionTokens
 			if r.Finish == "" {

@@ -274,7 +274,7 @@ func (s *Server) Run(ctx context.Context, ls Listeners) error {
 	g.Go(func() error {
 		if err := s.warmup(gctx); err != nil {
 			if gctx.Err() != nil {
-				return nil
+				return nil //nolint:nilerr // stopped while warming up: not a failure
 			}
 			return fmt.Errorf("warm-up: %w", err)
 		}

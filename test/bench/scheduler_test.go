@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -88,7 +89,7 @@ func driveStreams(b *testing.B, eng inference.Engine, cfg batch.Config, streams 
 						mu.Unlock()
 						first = false
 					}
-					if err == io.EOF {
+					if errors.Is(err, io.EOF) {
 						tokens.Add(int64(seq.Result().CompletionTokens))
 						break
 					}

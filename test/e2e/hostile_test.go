@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -57,7 +58,7 @@ identity:
 		io.WriteString(c, req)
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 				t.Fatalf("%.60q: no answer and no close within 5 s", req)
 			}
 			return 0

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -60,7 +61,7 @@ func TestLoadBinary(t *testing.T) {
 		{"bench"},
 	} {
 		out, err := exec.Command(loadBin, bad...).CombinedOutput()
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || len(out) == 0 {
+		if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 2 || len(out) == 0 {
 			t.Errorf("%v: exit %v, want 2 with a message:\n%s", bad, err, out)
 		}
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -129,7 +130,7 @@ func TestSidecarBadConfig(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "bad.yaml")
 	os.WriteFile(cfg, []byte("batch:\n  max_batch_size: 0\n  max_batch_sise: 3\n"), 0o600)
 	out, err := exec.Command(bin, "-config", cfg).CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 2 {
 		t.Fatalf("exit %v, want 2:\n%s", err, out)
 	}
 	if !strings.Contains(string(out), "batch.max_batch_sise (line 3): unknown field") {

@@ -61,7 +61,7 @@ func (g *GRPC) Do(ctx context.Context, r *Request) Result {
 	for {
 		msg, err := stream.Recv()
 		now := time.Now()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			res.Done, res.Text = now, text.String()
 			return res
 		}

@@ -101,7 +101,7 @@ func ReadReport(path string) (*Report, error) {
 	}
 	var r Report
 	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("%s: not an autoglm-load report: %v", path, err)
+		return nil, fmt.Errorf("%s: not an autoglm-load report: %w", path, err)
 	}
 	return &r, nil
 }

@@ -109,7 +109,7 @@ func ReadDataset(r io.Reader) ([][]Message, error) {
 		dec := json.NewDecoder(strings.NewReader(line))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&v); err != nil {
-			return nil, fmt.Errorf("line %d: %v", n, err)
+			return nil, fmt.Errorf("line %d: %w", n, err)
 		}
 		switch {
 		case v.Prompt != nil && v.Messages == nil:

@@ -516,7 +516,7 @@ func (c *Config) Resolve(ctx context.Context, lookup func(ctx context.Context, h
 			}
 			host, _, _ := net.SplitHostPort(v.DNS)
 			if _, err := lookup(ctx, host); err != nil {
-				errs = append(errs, fmt.Errorf("models[%d].versions[%d].dns: %s does not resolve: %v", i, j, host, err))
+				errs = append(errs, fmt.Errorf("models[%d].versions[%d].dns: %s does not resolve: %w", i, j, host, err))
 			}
 		}
 	}
