@@ -1,9 +1,15 @@
 package rollout
 
 import (
+	"context"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 func TestQuantile(t *testing.T) {
@@ -47,5 +53,37 @@ func TestPlanValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%v does not say %q", err, want)
 		}
+	}
+}
+
+// TestScrapedQuantiles: p99s read from real client_golang exposition (the
+// sidecars' histogram buckets, text format with its +Inf bucket) tell a
+// version 25× slower from its stable one.
+func TestScrapedQuantiles(t *testing.T) {
+	serve := func(seconds float64) string {
+		reg := prometheus.NewRegistry()
+		h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "autoglm_time_to_first_token_seconds",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}})
+		reg.MustRegister(h)
+		for range 200 {
+			h.Observe(seconds)
+		}
+		srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		t.Cleanup(srv.Close)
+		return srv.URL + "/metrics"
+	}
+	p99 := func(url string) float64 {
+		s, err := Scrape(context.Background(), http.DefaultClient, []string{url})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Since(Sample{}).TTFTP99
+	}
+	stable, canary := p99(serve(0.04)), p99(serve(1.0))
+	if stable < 0.025 || stable > 0.05 || canary < 0.5 || canary > 1 {
+		t.Fatalf("p99 stable %v s (observed 0.04), canary %v s (observed 1.0)", stable, canary)
+	}
+	if canary/stable < 10 {
+		t.Fatalf("a canary 25× slower reads only %.1f× slower", canary/stable)
 	}
 }
