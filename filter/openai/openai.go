@@ -90,7 +90,12 @@ func Parse(body []byte) (Request, error) {
 	from := sc.i
 	sc.i++
 	sc.depth = 1
-	var keys [][]byte // for the duplicate check (a request has a few)
+	type name struct {
+		b     []byte
+		lower bool // lower-case ASCII: equal without case only if equal
+	}
+	var first [16]name // for the duplicate check: a request has a few
+	keys := first[:0]
 	dup := false
 	for first := true; ; first = false {
 		key, complex, done, ok := sc.nextKey(first)
@@ -103,13 +108,19 @@ func Parse(body []byte) (Request, error) {
 		if complex {
 			key = unquote(nil, key)
 		}
+		lower := lowerASCII(key)
 		for _, k := range keys {
-			dup = dup || bytes.EqualFold(k, key) // refused once the body is known to be JSON
+			// Refused once the body is known to be JSON.
+			if k.lower && lower {
+				dup = dup || string(k.b) == string(key)
+			} else {
+				dup = dup || bytes.EqualFold(k.b, key)
+			}
 		}
 		if len(keys) >= maxMembers {
 			return r, ErrNotJSON
 		}
-		keys = append(keys, key)
+		keys = append(keys, name{key, lower})
 		f := field(key)
 		var v span
 		switch f {

@@ -537,14 +537,30 @@ func field(k []byte) int {
 	}
 	// Not an exact name: the sidecar (encoding/json) matches field names
 	// without case, Unicode's simple folding included (the Kelvin sign is
-	// a k), so the filter reads the same member as the same field.
-	for _, f := range foldFields {
-		if bytes.EqualFold(k, []byte(f.name)) {
-			return f.f
+	// a k), so the filter reads the same member as the same field. A
+	// lower-case ASCII key cannot fold to a name it is not: only others
+	// are compared (the common unknown keys — n, stop, user — cost nothing).
+	if !lowerASCII(k) {
+		for _, f := range foldFields {
+			if bytes.EqualFold(k, []byte(f.name)) {
+				return f.f
+			}
 		}
 	}
 	return fOther
 }
+
+// lowerASCII reports a key of lower-case ASCII (and no letters that fold):
+// two lowerASCII keys are equal without case only when equal byte for byte.
+func lowerASCII(k []byte) bool {
+	for _, c := range k {
+		if c >= 0x80 || c >= 'A' && c <= 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
 
 var foldFields = [...]struct {
 	name string
