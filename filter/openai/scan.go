@@ -561,7 +561,6 @@ func lowerASCII(k []byte) bool {
 	return true
 }
 
-
 var foldFields = [...]struct {
 	name string
 	f    int
