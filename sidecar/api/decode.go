@@ -61,50 +61,46 @@ func decode(body []byte, v any) *Error {
 func uniqueMembers(body []byte) *Error {
 	d := json.NewDecoder(bytes.NewReader(body))
 	type frame struct {
-		object bool
-		keys   []string
+		object  bool
+		wantKey bool // in an object: the next token is a member name
+		keys    []string
 	}
 	var stack []frame
-	expectKey := func() bool { return len(stack) > 0 && stack[len(stack)-1].object }
 	for {
 		tok, err := d.Token()
 		if err != nil {
 			return nil //nolint:nilerr // the body was decoded above: this is its end, not a failure
 		}
+		var top *frame
+		if len(stack) > 0 {
+			top = &stack[len(stack)-1]
+		}
 		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, frame{object: true})
-			continue
-		case json.Delim('['):
-			stack = append(stack, frame{})
+		case json.Delim('{'), json.Delim('['):
+			if top != nil && top.object {
+				top.wantKey = true // this container is the member's value
+			}
+			stack = append(stack, frame{object: tok == json.Delim('{'), wantKey: true})
 			continue
 		case json.Delim('}'), json.Delim(']'):
 			stack = stack[:len(stack)-1]
 			continue
 		}
-		if k, ok := tok.(string); ok && expectKey() {
-			top := &stack[len(stack)-1]
-			for _, seen := range top.keys {
-				if strings.EqualFold(seen, k) {
-					return Invalid(k, fmt.Sprintf("duplicate member %q (member names are compared without case)", k))
-				}
-			}
-			top.keys = append(top.keys, k)
-			// The value: a scalar is the next token; an object or array
-			// pushes a frame, its keys then read in turn.
-			if d.More() {
-				vt, err := d.Token()
-				if err != nil {
-					return nil //nolint:nilerr // the body was decoded above: this is its end, not a failure
-				}
-				switch vt {
-				case json.Delim('{'):
-					stack = append(stack, frame{object: true})
-				case json.Delim('['):
-					stack = append(stack, frame{})
-				}
+		if top == nil || !top.object {
+			continue
+		}
+		if !top.wantKey { // a scalar value
+			top.wantKey = true
+			continue
+		}
+		k := tok.(string)
+		for _, seen := range top.keys {
+			if strings.EqualFold(seen, k) {
+				return Invalid(k, fmt.Sprintf("duplicate member %q (member names are compared without case)", k))
 			}
 		}
+		top.keys = append(top.keys, k)
+		top.wantKey = false
 	}
 }
 

@@ -131,3 +131,20 @@ func TestContentEscapes(t *testing.T) {
 		t.Fatalf("%q %q", r.Messages[0].Content.Text, r.Messages[1].Content.Text)
 	}
 }
+
+// TestDuplicateMembers: names equal without case are refused at any
+// depth; the same name in different objects is not a duplicate.
+func TestDuplicateMembers(t *testing.T) {
+	for body, dup := range map[string]bool{
+		`{"model":"m","temperature":0,"Temperature":0.9,"messages":[{"role":"user","content":"x"}]}`:             true,
+		`{"model":"m","messages":[{"role":"user","content":"x","Content":"y"}]}`:                                 true,
+		`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a","TEXT":"b"}]}]}`:           true,
+		`{"model":"m","messages":[{"role":"user","content":"x"},{"role":"assistant","content":"y"}]}`:            false,
+		`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"model"}]}],"stop":["model"]}`: false,
+	} {
+		_, err := DecodeChat([]byte(body))
+		if got := err != nil && strings.Contains(err.Message, "duplicate member"); got != dup {
+			t.Errorf("%s: duplicate %v (%v), want %v", body, got, err, dup)
+		}
+	}
+}
