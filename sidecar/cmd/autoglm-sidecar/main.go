@@ -102,7 +102,7 @@ func quantize(args []string) int {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("autoglm-sidecar", flag.ContinueOnError)
-	path := fs.String("config", "", "YAML configuration file (see README.md)")
+	path := fs.String("config", "", "YAML configuration file (see docs/sidecar-config.md)")
 	apply := config.Flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
