@@ -17,7 +17,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/filter/bucket"
 	"github.com/open-autoglm/autoglm/filter/config"
-	"github.com/open-autoglm/autoglm/filter/xfcc"
+	"github.com/open-autoglm/autoglm/xfcc"
 )
 
 // Header names (ARCHITECTURE.md's header contract).

@@ -17,7 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
-	"github.com/open-autoglm/autoglm/filter/xfcc"
+	"github.com/open-autoglm/autoglm/xfcc"
 )
 
 // Errors: no identity, or one that is not allowed.

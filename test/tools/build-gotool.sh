@@ -15,7 +15,7 @@ if [ -x "$out/$name" ]; then
 fi
 mkdir -p "$out.tmp"
 echo "building $name ($module $version) into $out (once; a few minutes)"
-GOCACHE=$tools/$name-$version/gocache GOFLAGS=-mod=mod go build -trimpath -o "$out.tmp/$name" "$pkg"
+GOCACHE=$tools/$name-$version/gocache GOWORK=off GOFLAGS=-mod=mod go build -trimpath -o "$out.tmp/$name" "$pkg"
 rm -rf "$tools/$name-$version/gocache"
 rm -rf "$out"
 mv "$out.tmp" "$out"

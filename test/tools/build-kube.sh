@@ -15,12 +15,12 @@ mkdir -p "$dir/bin.tmp" "$dir/crds"
 cd "$root/test/kube"
 if ! [ -x "$dir/bin/kube-apiserver" ]; then
 	echo "building etcd and kube-apiserver into $dir/bin (once; several minutes)"
-	GOCACHE=$dir/gocache GOFLAGS=-mod=mod go build -trimpath -o "$dir/bin.tmp/etcd" go.etcd.io/etcd/server/v3
-	GOCACHE=$dir/gocache GOFLAGS=-mod=mod go build -trimpath -o "$dir/bin.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+	GOCACHE=$dir/gocache GOWORK=off GOFLAGS=-mod=mod go build -trimpath -o "$dir/bin.tmp/etcd" go.etcd.io/etcd/server/v3
+	GOCACHE=$dir/gocache GOWORK=off GOFLAGS=-mod=mod go build -trimpath -o "$dir/bin.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
 	rm -rf "$dir/gocache" "$dir/bin"
 	mv "$dir/bin.tmp" "$dir/bin"
 fi
-moddir() { (cd "$dir" && GOFLAGS= go mod download -json "$1") | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'; }
+moddir() { (cd "$dir" && GOWORK=off GOFLAGS= go mod download -json "$1") | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'; }
 istio=$(sed -n 's/^require istio.io\/istio \(.*\)$/\1/p' "$root/test/istioctl/go.mod")
 cp "$(moddir istio.io/istio@$istio)/manifests/charts/base/files/crd-all.gen.yaml" "$dir/crds/istio.yaml"
 cp "$(moddir github.com/prometheus-operator/prometheus-operator@v0.85.0)/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" "$dir/crds/servicemonitors.yaml"

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../spire"
 mkdir -p "$out.tmp"
 echo "building SPIRE v1.15.3 into $out (once; several minutes)"
 # A private build cache keeps SPIRE's ~1 GB of objects out of the shared one.
-GOCACHE=$tools/spire-1.15.3/gocache GOFLAGS=-mod=mod go build -trimpath -o "$out.tmp/" \
+GOCACHE=$tools/spire-1.15.3/gocache GOWORK=off GOFLAGS=-mod=mod go build -trimpath -o "$out.tmp/" \
 	github.com/spiffe/spire/cmd/spire-server github.com/spiffe/spire/cmd/spire-agent
 rm -rf "$tools/spire-1.15.3/gocache"
 rm -rf "$out"
