@@ -38,6 +38,7 @@ test: lint check-generate deps spire istioctl kube ratelimit ## vet, format chec
 	cd filter && $(GO) test -count=1 -timeout 5m ./...
 	$(GO) test -count=1 -timeout 10m -race $$(./test/tools/race-packages.sh)
 	cd filter && $(GO) test -count=1 -timeout 10m -race $$(../test/tools/race-packages.sh .)
+	./test/tools/check-install.sh
 
 bench: ## benchmarks recorded in BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./test/bench/
