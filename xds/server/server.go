@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"sync"
@@ -67,9 +68,16 @@ type Server struct {
 	status Status
 	nacks  map[string]*Nack // node|type
 	// last is the last good configuration as given; weights holds the
-	// versions' weights a rollout has taken over, by model.
+	// versions' weights a rollout has taken over, by model; found the
+	// endpoints discovered for it. All three are written only by the
+	// publisher goroutine (and replaced, never changed in place).
 	last    *config.Config
 	weights map[string]map[string]int
+	found   compile.Discovered
+	// changed is closed and replaced at every status change (Wait).
+	changed chan struct{}
+	start   sync.Once
+	inputs  chan input
 	// discover finds the endpoints of the Services a configuration names.
 	discover func(*config.Config) compile.Discovered
 	// NackBackoff is the base delay before a stream that NACKed gets an
@@ -85,39 +93,58 @@ type Server struct {
 
 // New returns a server with nothing published.
 func New(log *slog.Logger) *Server {
-	return &Server{cache: cache.NewSnapshotCache(false, allNodes{}, nil), log: log, nacks: map[string]*Nack{}, NackBackoff: 250 * time.Millisecond}
+	return &Server{cache: cache.NewSnapshotCache(false, allNodes{}, nil), log: log, nacks: map[string]*Nack{}, NackBackoff: 250 * time.Millisecond, changed: make(chan struct{})}
 }
+
+// The configuration that Envoy gets is composed of three inputs — the
+// configuration file, the endpoints discovery finds, and the weights a
+// rollout holds — and published by one goroutine that owns it, as in
+// Contour's and Envoy Gateway's runners: the file watcher, discovery and
+// the rollout send it inputs, and it applies them in the order they arrive
+// and publishes the composition. Two publications can then never race (a
+// re-publish that began before a file edit cannot put the old file back
+// after it). The goroutine starts with the first input and lives as long as
+// the Server.
+
+// input is one change sent to the publisher, answered on done with the
+// outcome of the publication that included it.
+type input struct {
+	config    *config.Config // a new configuration (nil: keep)
+	model     string         // with weights: a rollout's weights for model
+	weights   map[string]int
+	republish bool // discovered endpoints may have changed
+	done      chan error
+}
+
+func (s *Server) send(in input) error {
+	s.start.Do(func() {
+		s.inputs = make(chan input, 64)
+		go s.publisher()
+	})
+	in.done = make(chan error, 1)
+	s.inputs <- in
+	return <-in.done
+}
+
+// Publish makes c the configuration and publishes it (with the weights a
+// rollout holds and the discovered endpoints). On failure the served
+// snapshot stays and the error is recorded and returned.
+func (s *Server) Publish(c *config.Config) error { return s.send(input{config: c}) }
 
 // SetWeights makes the weights of a model's versions those given, in the
 // served configuration and every later one (a rollout owns them), and
-// republishes.
+// republishes. Weights that cannot be published are dropped again.
 func (s *Server) SetWeights(model string, weights map[string]int) error {
-	s.mu.Lock()
-	if s.weights == nil {
-		s.weights = map[string]map[string]int{}
-	}
-	s.weights[model] = weights
-	last := s.last
-	s.mu.Unlock()
-	if last == nil {
-		return errors.New("nothing published yet")
-	}
-	return s.Publish(last)
+	return s.send(input{model: model, weights: maps.Clone(weights)})
 }
+
+// Republish composes and publishes again, e.g. after discovered endpoints
+// changed; an unchanged result is not pushed.
+func (s *Server) Republish() error { return s.send(input{republish: true}) }
 
 // SetDiscovery makes every publication use the endpoints d finds for the
 // configuration's Services. Call before the first Publish.
 func (s *Server) SetDiscovery(d func(*config.Config) compile.Discovered) { s.discover = d }
-
-// Republish publishes the last good configuration again, e.g. after
-// discovered endpoints changed; an unchanged result is not pushed.
-func (s *Server) Republish() error {
-	last := s.Config()
-	if last == nil {
-		return nil
-	}
-	return s.Publish(last)
-}
 
 // Config is the last good configuration as given (nil before the first).
 func (s *Server) Config() *config.Config {
@@ -126,18 +153,121 @@ func (s *Server) Config() *config.Config {
 	return s.last
 }
 
-// withWeights is c with the overridden weights (c itself is not changed).
-func (s *Server) withWeights(c *config.Config) (*config.Config, error) {
+// Discovered are the endpoints the last publication found for the
+// configuration's Services (nil without discovery).
+func (s *Server) Discovered() compile.Discovered {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.weights) == 0 {
+	return s.found
+}
+
+// Wait blocks until cond holds for the status (checked now and after every
+// change of it), or ctx ends.
+func (s *Server) Wait(ctx context.Context, cond func(Status) bool) error {
+	for {
+		s.mu.Lock()
+		changed := s.changed
+		s.mu.Unlock()
+		if cond(s.Status()) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+// notify wakes the Waits; s.mu is held.
+func (s *Server) notify() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// publisher owns publication: it takes the inputs that are waiting,
+// applies them in order and publishes once for all of them.
+func (s *Server) publisher() {
+	for in := range s.inputs {
+		batch := []input{in}
+	more:
+		for {
+			select {
+			case in := <-s.inputs:
+				batch = append(batch, in)
+			default:
+				break more
+			}
+		}
+		s.handle(batch)
+	}
+}
+
+// handle applies a batch of inputs and publishes. A configuration that
+// fails is answered with its error and dropped (the last good one stays
+// the base); weights that fail are dropped again.
+func (s *Server) handle(batch []input) {
+	s.mu.Lock()
+	base, weights := s.last, s.weights
+	s.mu.Unlock()
+	var answered []input
+	candidate := base
+	for _, in := range batch {
+		switch {
+		case in.config != nil:
+			if err := s.check(in.config); err != nil {
+				s.Reject(err)
+				in.done <- err
+				continue
+			}
+			candidate = in.config
+		case in.weights != nil:
+			weights = maps.Clone(weights)
+			if weights == nil {
+				weights = map[string]map[string]int{}
+			}
+			weights[in.model] = in.weights
+		}
+		answered = append(answered, in)
+	}
+	if len(answered) == 0 {
+		return
+	}
+	var err error
+	if candidate == nil {
+		err = errors.New("nothing published yet")
+	} else {
+		err = s.publish(candidate, weights)
+	}
+	if err != nil {
+		s.Reject(err)
+	}
+	for _, in := range answered {
+		in.done <- err
+	}
+}
+
+// check validates a given configuration.
+func (s *Server) check(c *config.Config) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if s.Check != nil {
+		return s.Check(c)
+	}
+	return nil
+}
+
+// withWeights is c with the overridden weights (c itself is not changed).
+func withWeights(c *config.Config, weights map[string]map[string]int) (*config.Config, error) {
+	if len(weights) == 0 {
 		return c, nil
 	}
 	out := *c
 	out.Models = append([]config.Model(nil), c.Models...)
 	for i := range out.Models {
 		m := &out.Models[i]
-		w, ok := s.weights[m.Name]
+		w, ok := weights[m.Name]
 		if !ok {
 			continue
 		}
@@ -154,23 +284,11 @@ func (s *Server) withWeights(c *config.Config) (*config.Config, error) {
 	return &out, nil
 }
 
-// Publish compiles, generates, validates and publishes c (with the weights
-// a rollout holds). On failure the served snapshot stays and the error is
-// recorded and returned.
-func (s *Server) Publish(given *config.Config) error {
-	if err := given.Validate(); err != nil {
-		s.Reject(err)
-		return err
-	}
-	if s.Check != nil {
-		if err := s.Check(given); err != nil {
-			s.Reject(err)
-			return err
-		}
-	}
-	c, err := s.withWeights(given)
+// publish composes given, weights and the discovered endpoints, and sets
+// the snapshot; only the publisher goroutine calls it.
+func (s *Server) publish(given *config.Config, weights map[string]map[string]int) error {
+	c, err := withWeights(given, weights)
 	if err != nil {
-		s.Reject(err)
 		return err
 	}
 	var found compile.Discovered
@@ -178,32 +296,34 @@ func (s *Server) Publish(given *config.Config) error {
 		found = d(c)
 	}
 	res, err := envoygen.Generate(compile.Compile(c, found))
-	if err == nil {
-		var snap *cache.Snapshot
-		if snap, err = snapshot.Build(res); err == nil {
-			s.mu.Lock()
-			same := snap.GetVersion(typeListener) == s.status.Version
-			s.mu.Unlock()
-			if !same {
-				err = s.cache.SetSnapshot(context.Background(), "autoglm", snap)
-			}
-			if err == nil {
-				s.mu.Lock()
-				if !same {
-					s.status.Version, s.status.Published = snap.GetVersion(typeListener), time.Now()
-				}
-				s.status.LastError = ""
-				s.last = given
-				s.mu.Unlock()
-				if !same {
-					s.log.Info("published", "version", snap.GetVersion(typeListener), "models", len(c.Models))
-				}
-				return nil
-			}
+	if err != nil {
+		return err
+	}
+	snap, err := snapshot.Build(res)
+	if err != nil {
+		return err
+	}
+	version := snap.GetVersion(typeListener)
+	s.mu.Lock()
+	same := version == s.status.Version
+	s.mu.Unlock()
+	if !same {
+		if err := s.cache.SetSnapshot(context.Background(), "autoglm", snap); err != nil {
+			return err
 		}
 	}
-	s.Reject(err)
-	return err
+	s.mu.Lock()
+	if !same {
+		s.status.Version, s.status.Published = version, time.Now()
+	}
+	s.status.LastError = ""
+	s.last, s.weights, s.found = given, weights, found
+	s.notify()
+	s.mu.Unlock()
+	if !same {
+		s.log.Info("published", "version", version, "models", len(c.Models))
+	}
+	return nil
 }
 
 const typeListener = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -213,6 +333,7 @@ func (s *Server) Reject(err error) {
 	s.mu.Lock()
 	s.status.LastError = err.Error()
 	version := s.status.Version
+	s.notify()
 	s.mu.Unlock()
 	s.log.Error("configuration rejected; serving the last good version", "version", version, "err", err)
 }

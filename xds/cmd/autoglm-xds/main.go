@@ -306,12 +306,9 @@ func serve(args []string) int {
 	})
 	if ro != nil {
 		g.Go(func() error {
-			for s.Status().Version == "" { // the rollout starts from a served configuration
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(100 * time.Millisecond):
-				}
+			// the rollout starts from a served configuration
+			if s.Wait(ctx, func(st server.Status) bool { return st.Version != "" }) != nil {
+				return nil
 			}
 			if err := ro.Run(ctx); err != nil && ctx.Err() == nil {
 				log.Error("rollout", "err", err)
