@@ -6,6 +6,7 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"math"
 	"strconv"
 	"time"
 
@@ -37,6 +38,29 @@ type Metrics struct {
 
 var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
 
+// The TTFT and TPOT histograms are what canary rollouts compare (p99 of the
+// canary over the stable version's, limits such as 1.5× and 1.2×): their
+// buckets grow by a constant factor (1.2 and 1.15) so that a quantile read
+// from them is never off by more than that within one bucket — the
+// 2.5× steps of latencyBuckets could not tell 1.2× apart at all.
+var (
+	ttftBuckets = rounded(prometheus.ExponentialBucketsRange(0.002, 120, 61))
+	tpotBuckets = rounded(prometheus.ExponentialBucketsRange(0.0005, 2, 60))
+)
+
+// rounded keeps three significant digits of each bound, so that the le
+// labels read 0.00241, not 0.0024025135726842928.
+func rounded(b []float64) []float64 {
+	for i, v := range b {
+		e := math.Pow(10, math.Floor(math.Log10(v))-2)
+		b[i] = math.Round(v/e) * e
+		if s, err := strconv.ParseFloat(strconv.FormatFloat(b[i], 'g', 3, 64), 64); err == nil {
+			b[i] = s
+		}
+	}
+	return b
+}
+
 // New registers the metrics with reg. depths reports the queue depth per
 // priority level and load the running sequences, their limit and KV use,
 // both read at scrape time.
@@ -52,11 +76,11 @@ func New(reg prometheus.Registerer, depths func() []int, load func() Load) *Metr
 		}),
 		ttft: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "autoglm_time_to_first_token_seconds", Help: "Time from arrival to the first generated token.",
-			Buckets: latencyBuckets,
+			Buckets: ttftBuckets,
 		}),
 		tpot: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "autoglm_time_per_output_token_seconds", Help: "Mean time per output token after the first, per request.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+			Buckets: tpotBuckets,
 		}),
 		e2e: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "autoglm_request_duration_seconds", Help: "End-to-end latency of generation requests.",

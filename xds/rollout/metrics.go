@@ -2,46 +2,125 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"sort"
 	"strconv"
-	"strings"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
 
-// Sample is one version's cumulative counters, summed over its sidecars.
-type Sample struct {
-	Requests, Errors float64
+// Counters are one sidecar's cumulative counters.
+type Counters struct {
+	// Requests are finished requests; Errors those answered 5xx, Shed
+	// those answered 429 (load shed).
+	Requests, Errors, Shed float64
 	// TTFT and TPOT are cumulative histogram buckets: upper bound → count.
 	TTFT, TPOT map[float64]float64
 }
 
+// Sample is one version's counters, by the /metrics URL of each sidecar
+// that answered.
+type Sample struct {
+	Targets map[string]Counters
+	// Ready is how many of the version's endpoints are ready and answered.
+	Ready int
+	// Source says where the sample came from (for /rollout).
+	Source string
+}
+
 // Window is what happened between two samples.
 type Window struct {
-	Requests, Errors float64
-	TTFTP99, TPOTP99 float64 // seconds; NaN without observations
+	Requests, Errors, Shed float64
+	TTFTP99, TPOTP99       float64 // seconds; NaN without observations
+	// TTFT is the window's cumulative TTFT histogram (for goodput).
+	TTFT map[float64]float64
 }
 
 // ErrorRate is errors per request (0 without requests).
-func (w Window) ErrorRate() float64 {
-	if w.Requests == 0 {
-		return 0
+func (w Window) ErrorRate() float64 { return ratio(w.Errors, w.Requests) }
+
+// ShedRate is 429s per request (0 without requests).
+func (w Window) ShedRate() float64 { return ratio(w.Shed, w.Requests) }
+
+// Goodput is the share of requests whose first token came within ttft
+// (errors and shed requests have none), read from the histogram by linear
+// interpolation within the bucket that holds ttft.
+func (w Window) Goodput(ttft float64) float64 {
+	if w.Requests <= 0 {
+		return 1
 	}
-	return w.Errors / w.Requests
+	return min(cumulativeAt(ttft, w.TTFT)/w.Requests, 1)
 }
 
-// Since is the window from before to s.
-func (s Sample) Since(before Sample) Window {
-	return Window{
-		Requests: s.Requests - before.Requests, Errors: s.Errors - before.Errors,
-		TTFTP99: quantile(0.99, s.TTFT, before.TTFT), TPOTP99: quantile(0.99, s.TPOT, before.TPOT),
+func ratio(a, b float64) float64 {
+	if b <= 0 {
+		return 0
 	}
+	return a / b
+}
+
+// Since is the window from before to s: per sidecar, the increase of its
+// counters, as PromQL's increase() takes it — a sidecar that is new, or
+// whose counters went down (it restarted), counts from zero; one that is
+// gone no longer counts.
+func (s Sample) Since(before Sample) Window {
+	w := Window{TTFT: map[float64]float64{}}
+	tpot := map[float64]float64{}
+	for url, now := range s.Targets {
+		was, ok := before.Targets[url]
+		if !ok || now.Requests < was.Requests {
+			was = Counters{}
+		}
+		w.Requests += now.Requests - was.Requests
+		w.Errors += max(now.Errors-was.Errors, 0)
+		w.Shed += max(now.Shed-was.Shed, 0)
+		addDiff(w.TTFT, now.TTFT, was.TTFT)
+		addDiff(tpot, now.TPOT, was.TPOT)
+	}
+	w.TTFTP99, w.TPOTP99 = quantile(0.99, w.TTFT, nil), quantile(0.99, tpot, nil)
+	return w
+}
+
+func addDiff(into, now, before map[float64]float64) {
+	reset := false
+	for b, c := range now {
+		if c < before[b] {
+			reset = true
+		}
+	}
+	for b, c := range now {
+		if !reset {
+			c -= before[b]
+		}
+		into[b] += c
+	}
+}
+
+// cumulativeAt is how many observations of the cumulative histogram h are
+// at most x, interpolating linearly within x's bucket.
+func cumulativeAt(x float64, h map[float64]float64) float64 {
+	bounds := make([]float64, 0, len(h))
+	for b := range h {
+		bounds = append(bounds, b)
+	}
+	sort.Float64s(bounds)
+	prevBound, prevCount := 0.0, 0.0
+	for _, b := range bounds {
+		if x <= b {
+			if math.IsInf(b, 1) {
+				return prevCount
+			}
+			return prevCount + (h[b]-prevCount)*(x-prevBound)/(b-prevBound)
+		}
+		prevBound, prevCount = b, h[b]
+	}
+	return prevCount
 }
 
 // quantile interpolates within the bucket that holds q, like PromQL's
@@ -77,38 +156,58 @@ func quantile(q float64, now, before map[float64]float64) float64 {
 	return bounds[len(bounds)-1]
 }
 
-// Scrape reads and sums the sidecars' metrics at the given /metrics URLs.
-// A failed request (a 5xx or a 429) counts as an error.
+// Scrape reads the sidecars' metrics at the given /metrics URLs. A
+// sidecar that does not answer is left out of the sample (and not Ready);
+// the error says which, and is nil when every one answered.
 func Scrape(ctx context.Context, c *http.Client, urls []string) (Sample, error) {
-	s := Sample{TTFT: map[float64]float64{}, TPOT: map[float64]float64{}}
+	s := Sample{Targets: map[string]Counters{}}
+	var errs []error
 	for _, u := range urls {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		cs, err := scrapeOne(ctx, c, u)
 		if err != nil {
-			return s, err
+			errs = append(errs, err)
+			continue
 		}
-		resp, err := c.Do(req)
-		if err != nil {
-			return s, fmt.Errorf("scrape %s: %w", u, err)
-		}
-		p := expfmt.NewTextParser(model.UTF8Validation)
-		fams, err := p.TextToMetricFamilies(io.LimitReader(resp.Body, 32<<20))
-		resp.Body.Close()
-		if err != nil {
-			return s, fmt.Errorf("scrape %s: %w", u, err)
-		}
-		if f := fams["autoglm_requests_total"]; f != nil {
-			for _, m := range f.GetMetric() {
-				v := m.GetCounter().GetValue()
-				s.Requests += v
-				if code, _ := strconv.Atoi(label(m, "code")); code >= 500 || code == 429 {
-					s.Errors += v
-				}
+		s.Targets[u] = cs
+		s.Ready++
+	}
+	return s, errors.Join(errs...)
+}
+
+func scrapeOne(ctx context.Context, c *http.Client, u string) (Counters, error) {
+	cs := Counters{TTFT: map[float64]float64{}, TPOT: map[float64]float64{}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return cs, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return cs, fmt.Errorf("scrape %s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return cs, fmt.Errorf("scrape %s: %s", u, resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return cs, fmt.Errorf("scrape %s: %w", u, err)
+	}
+	if f := fams["autoglm_requests_total"]; f != nil {
+		for _, m := range f.GetMetric() {
+			v := m.GetCounter().GetValue()
+			cs.Requests += v
+			switch code, _ := strconv.Atoi(label(m, "code")); {
+			case code == http.StatusTooManyRequests:
+				cs.Shed += v
+			case code >= 500:
+				cs.Errors += v
 			}
 		}
-		addBuckets(s.TTFT, fams["autoglm_time_to_first_token_seconds"])
-		addBuckets(s.TPOT, fams["autoglm_time_per_output_token_seconds"])
 	}
-	return s, nil
+	addBuckets(cs.TTFT, fams["autoglm_time_to_first_token_seconds"])
+	addBuckets(cs.TPOT, fams["autoglm_time_per_output_token_seconds"])
+	return cs, nil
 }
 
 func label(m *dto.Metric, name string) string {
@@ -139,13 +238,4 @@ func addBuckets(into map[float64]float64, f *dto.MetricFamily) {
 			into[math.Inf(1)] += float64(h.GetSampleCount())
 		}
 	}
-}
-
-// MetricsURLs are the /metrics URLs of a version's static endpoints.
-func MetricsURLs(endpoints []string) []string {
-	out := make([]string, len(endpoints))
-	for i, e := range endpoints {
-		out[i] = "http://" + strings.TrimPrefix(e, "http://") + "/metrics"
-	}
-	return out
 }

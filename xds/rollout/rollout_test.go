@@ -57,10 +57,27 @@ func startSidecar(t *testing.T, eng inference.Engine) (string, int) {
 	return hl.Addr().String(), gl.Addr().(*net.TCPAddr).Port
 }
 
-// rollOut runs a plan against v1 (healthy) and v2 (canary) sidecars that
-// receive real traffic from a proxyless gRPC client through autoglm-xds.
-func rollOut(t *testing.T, canary inference.Engine) (rollout.Status, map[string]int) {
-	h1, g1 := startSidecar(t, testengine.New(testengine.Config{Model: "autoglm-test"}))
+// The versions' engines: the stable one spends 6 ms per step and 0.1 ms
+// per token fed (a 40-byte prompt: a 10 ms prefill, ~6.3 ms a decode
+// step). One canary is slow to the first token (0.5 ms per token fed: a
+// 26 ms prefill), one slow per output token (10 ms a step, nothing per
+// token fed: the same prefill, ~1.6× a decode step). The steps are long
+// enough that CPU contention (two cores in CI, the clients and both
+// sidecars in this process) does not hide them.
+var (
+	stableEngine   = testengine.Config{Model: "autoglm-test", StepCost: 6 * time.Millisecond, TokenCost: 100 * time.Microsecond}
+	slowFirstToken = testengine.Config{Model: "autoglm-test", StepCost: 6 * time.Millisecond, TokenCost: 500 * time.Microsecond}
+	slowPerToken   = testengine.Config{Model: "autoglm-test", StepCost: 10 * time.Millisecond}
+	// realistic limits: p99 TTFT within 1.5× and TPOT within 1.2× of
+	// the stable version's, under 1 % errors.
+	realistic = rollout.SLO{MaxErrorRate: 0.01, MaxTTFTRatio: 1.5, MaxTPOTRatio: 1.2, MinRequests: 100}
+)
+
+// rollOut runs a plan against v1 (stable) and v2 (canary) sidecars that
+// receive real traffic from a proxyless gRPC client through autoglm-xds,
+// and reads the SLOs from the sidecars' real /metrics.
+func rollOut(t *testing.T, canary inference.Engine, slo rollout.SLO) (rollout.Status, map[string]int) {
+	h1, g1 := startSidecar(t, testengine.New(stableEngine))
 	h2, g2 := startSidecar(t, canary)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`apiVersion: autoglm.io/v1alpha1
 listeners: {grpc: [inference]}
@@ -96,7 +113,7 @@ models:
 	call := func() error {
 		cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-autoglm-model", "autoglm-test"), 5*time.Second)
 		defer cancel()
-		st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "autoglm-test", Prompt: "hello", MaxTokens: 4})
+		st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "autoglm-test", Prompt: prompt, MaxTokens: 8})
 		if err != nil {
 			return err
 		}
@@ -106,11 +123,10 @@ models:
 			}
 		}
 	}
-	for range 4 { // steady load
+	for range 6 { // steady load
 		go func() {
 			for ctx.Err() == nil {
 				call()
-				time.Sleep(2 * time.Millisecond)
 			}
 		}()
 	}
@@ -118,9 +134,9 @@ models:
 	hc := &http.Client{Timeout: 5 * time.Second}
 	urls := map[string][]string{"v1": rollout.MetricsURLs([]string{h1}), "v2": rollout.MetricsURLs([]string{h2})}
 	c, err := rollout.New(rollout.Plan{
-		Model: "autoglm-test", Stable: "v1", Canary: "v2", Interval: 50 * time.Millisecond,
-		Steps: []rollout.Step{{Weight: 10, Hold: 300 * time.Millisecond}, {Weight: 50, Hold: 300 * time.Millisecond}, {Weight: 100, Hold: 200 * time.Millisecond}},
-		SLO:   rollout.SLO{MaxErrorRate: 0.05, MaxTTFTRatio: 20, MinRequests: 5},
+		Model: "autoglm-test", Stable: "v1", Canary: "v2", Interval: 200 * time.Millisecond,
+		Steps: []rollout.Step{{Weight: 50, Hold: 3 * time.Second}, {Weight: 100, Hold: 500 * time.Millisecond}},
+		SLO:   slo,
 	}, func(w int) error {
 		return s.SetWeights("autoglm-test", map[string]int{"v1": 100 - w, "v2": w})
 	}, func(ctx context.Context, version string) (rollout.Sample, error) {
@@ -144,9 +160,13 @@ models:
 	return c.Status(), map[string]int{"v1": int(a1.Since(b1).Requests), "v2": int(a2.Since(b2).Requests)}
 }
 
+var prompt = strings.Repeat("0123456789", 4)
+
+// TestHealthyCanaryPromoted: the same engine on both sides (an A/A run)
+// passes the realistic limits.
 func TestHealthyCanaryPromoted(t *testing.T) {
-	st, traffic := rollOut(t, testengine.New(testengine.Config{Model: "autoglm-test"}))
-	if st.State != rollout.Promoted || st.Weight != 100 || len(st.History) < 4 {
+	st, traffic := rollOut(t, testengine.New(stableEngine), realistic)
+	if st.State != rollout.Promoted || st.Weight != 100 || len(st.History) < 3 {
 		t.Fatalf("status %+v", st)
 	}
 	if traffic["v2"] == 0 || traffic["v1"] != 0 {
@@ -155,11 +175,35 @@ func TestHealthyCanaryPromoted(t *testing.T) {
 }
 
 func TestFaultyCanaryRolledBack(t *testing.T) {
-	st, traffic := rollOut(t, &failing{Engine: testengine.New(testengine.Config{Model: "autoglm-test"})})
+	st, traffic := rollOut(t, &failing{Engine: testengine.New(stableEngine)}, realistic)
 	if st.State != rollout.RolledBack || st.Weight != 0 || !strings.Contains(st.Reason, "error rate") {
 		t.Fatalf("status %+v", st)
 	}
 	if traffic["v1"] == 0 || traffic["v2"] != 0 {
+		t.Fatalf("after the rollback the traffic went %v", traffic)
+	}
+}
+
+// TestSlowFirstTokenRolledBack: a canary ~2× slower to the first token is
+// rolled back on the 1.5× TTFT limit.
+func TestSlowFirstTokenRolledBack(t *testing.T) {
+	st, traffic := rollOut(t, testengine.New(slowFirstToken), realistic)
+	if st.State != rollout.RolledBack || st.Weight != 0 || !strings.Contains(st.Reason, "time to first token") {
+		t.Fatalf("status %+v", st)
+	}
+	if traffic["v2"] != 0 {
+		t.Fatalf("after the rollback the traffic went %v", traffic)
+	}
+}
+
+// TestSlowPerTokenRolledBack: a canary with the same prefill and ~1.6×
+// slower decode steps is rolled back on the 1.2× TPOT limit.
+func TestSlowPerTokenRolledBack(t *testing.T) {
+	st, traffic := rollOut(t, testengine.New(slowPerToken), realistic)
+	if st.State != rollout.RolledBack || st.Weight != 0 || !strings.Contains(st.Reason, "time per output token") {
+		t.Fatalf("status %+v", st)
+	}
+	if traffic["v2"] != 0 {
 		t.Fatalf("after the rollback the traffic went %v", traffic)
 	}
 }

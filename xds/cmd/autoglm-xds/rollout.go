@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -29,24 +29,12 @@ func loadPlan(path string) (rollout.Plan, error) {
 
 // newRollout builds the controller of plan over s: weights are published
 // by s (or, with istio set, written to that VirtualService), SLO samples
-// scraped from the versions' sidecars.
+// scraped from every ready endpoint of each version (rollout.Targets).
 func newRollout(s *server.Server, plan rollout.Plan, istio func(int) error) (*rollout.Controller, error) {
 	hc := &http.Client{Timeout: 5 * time.Second}
+	targets := rollout.Targets{Config: s.Config, Discovered: s.Discovered, Resolver: net.DefaultResolver}
 	sample := func(ctx context.Context, version string) (rollout.Sample, error) {
-		for _, m := range s.Config().Models {
-			if m.Name != plan.Model {
-				continue
-			}
-			for _, v := range m.Versions {
-				if v.Name == version {
-					if len(v.Endpoints) == 0 {
-						return rollout.Sample{}, fmt.Errorf("version %s: the rollout reads metrics from static endpoints; it has none", version)
-					}
-					return rollout.Scrape(ctx, hc, rollout.MetricsURLs(v.Endpoints))
-				}
-			}
-		}
-		return rollout.Sample{}, fmt.Errorf("model %s has no version %s", plan.Model, version)
+		return targets.Sample(ctx, hc, plan.Model, version)
 	}
 	apply := func(w int) error {
 		return s.SetWeights(plan.Model, map[string]int{plan.Stable: 100 - w, plan.Canary: w})
