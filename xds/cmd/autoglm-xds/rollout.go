@@ -16,11 +16,16 @@ import (
 
 // loadPlan reads a rollout plan (YAML, strict).
 func loadPlan(path string) (rollout.Plan, error) {
-	var p rollout.Plan
 	data, err := os.ReadFile(path)
-	if err == nil {
-		err = strictyaml.Decode(data, &p)
+	if err != nil {
+		return rollout.Plan{}, err
 	}
+	return loadPlanText(string(data))
+}
+
+func loadPlanText(text string) (rollout.Plan, error) {
+	var p rollout.Plan
+	err := strictyaml.Decode([]byte(text), &p)
 	if err == nil {
 		err = p.Validate()
 	}
