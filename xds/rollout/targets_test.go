@@ -35,9 +35,11 @@ models:
 		t.Fatal(err)
 	}
 	tg := Targets{
-		Config:     func() *config.Config { return c },
-		Discovered: func() compile.Discovered { return compile.Discovered{{Namespace: "ns", Name: "m-svc", Port: 8080}: {"10.1.0.7:8080"}} },
-		Resolver:   resolver{"m-dns.example": {"10.2.0.1", "fd00::1"}},
+		Config: func() *config.Config { return c },
+		Discovered: func() compile.Discovered {
+			return compile.Discovered{{Namespace: "ns", Name: "m-svc", Port: 8080}: {"10.1.0.7:8080"}}
+		},
+		Resolver: resolver{"m-dns.example": {"10.2.0.1", "fd00::1"}},
 	}
 	for _, tc := range []struct {
 		version string
