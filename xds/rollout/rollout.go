@@ -10,6 +10,9 @@ package rollout
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -162,6 +165,8 @@ type Status struct {
 	Plan   Plan   `json:"plan"`
 	State  string `json:"state"`
 	Weight int    `json:"weight"`
+	// Step is the index of the step being held (or the last one held).
+	Step   int    `json:"step"`
 	Reason string `json:"reason,omitempty"`
 	// Source says where the versions' metrics are read from; Window is
 	// what the last check measured.
@@ -175,6 +180,9 @@ type Controller struct {
 	plan Plan
 	// Apply sets the canary's weight (the stable version gets the rest).
 	apply func(canaryWeight int) error
+	// OnChange, when set before Run, gets the status after every change
+	// (to save it where the next leader finds it).
+	OnChange func(Status)
 	// sample reads a version's cumulative counters.
 	sample func(ctx context.Context, version string) (Sample, error)
 
@@ -201,7 +209,6 @@ func (c *Controller) Status() Status {
 
 func (c *Controller) record(weight int, state, format string, args ...any) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	msg := fmt.Sprintf(format, args...)
 	c.status.Weight = weight
 	if state != "" {
@@ -211,13 +218,67 @@ func (c *Controller) record(weight int, state, format string, args ...any) {
 		}
 	}
 	c.status.History = append(c.status.History, Event{At: time.Now(), Weight: weight, Message: msg})
+	c.mu.Unlock()
+	if c.OnChange != nil {
+		c.OnChange(c.Status())
+	}
+}
+
+// Saved is what a controller needs to resume a plan: written by
+// OnChange's receiver where every replica can read it, and given to
+// Resume by the next leader.
+type Saved struct {
+	// Plan is the plan's fingerprint (PlanID): a changed plan starts over.
+	Plan   string `json:"plan"`
+	State  string `json:"state"`
+	Step   int    `json:"step"`
+	Weight int    `json:"weight"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// PlanID fingerprints a plan: model, versions, steps and SLOs.
+func PlanID(p Plan) string {
+	b, _ := json.Marshal(p)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
+}
+
+// Save is the resumable part of a status.
+func (st Status) Save() Saved {
+	return Saved{Plan: PlanID(st.Plan), State: st.State, Step: st.Step, Weight: st.Weight, Reason: st.Reason}
+}
+
+// Resume continues from what a previous leader saved for this plan: a
+// finished rollout stays finished (Run returns at once), one in progress
+// holds its step again from the start. Saved state of another plan is
+// ignored. Call before Run.
+func (c *Controller) Resume(sv Saved) {
+	if sv.Plan != PlanID(c.plan) || sv.Step < 0 || sv.Step >= len(c.plan.Steps) {
+		return
+	}
+	c.mu.Lock()
+	c.status.State, c.status.Step, c.status.Weight, c.status.Reason = sv.State, sv.Step, sv.Weight, sv.Reason
+	c.status.History = append(c.status.History, Event{At: time.Now(), Weight: sv.Weight, Message: fmt.Sprintf("resumed: %s at step %d (%d%%)", sv.State, sv.Step, sv.Weight)})
+	c.mu.Unlock()
 }
 
 // Run walks the steps. It returns when the canary is promoted (the last
 // step's weight), rolled back, or ctx ends (the weights stay as they are,
 // and a new leader resumes from them).
 func (c *Controller) Run(ctx context.Context) error {
+	st := c.Status()
+	switch st.State {
+	case Promoted, RolledBack, Aborted:
+		// Finished before (Resume): make sure the weights say so.
+		return c.apply(st.Weight)
+	}
 	for i, step := range c.plan.Steps {
+		if i < st.Step {
+			continue
+		}
+		c.mu.Lock()
+		c.status.Step = i
+		c.mu.Unlock()
 		if err := c.apply(step.Weight); err != nil {
 			c.record(c.Status().Weight, Aborted, "step %d: applying weight %d: %v", i, step.Weight, err)
 			return err

@@ -153,6 +153,14 @@ func (s *Server) Config() *config.Config {
 	return s.last
 }
 
+// Weights are the weights a rollout set for model's versions in the served
+// configuration (nil when it set none).
+func (s *Server) Weights(model string) map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.weights[model])
+}
+
 // Discovered are the endpoints the last publication found for the
 // configuration's Services (nil without discovery).
 func (s *Server) Discovered() compile.Discovered {

@@ -31,7 +31,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -159,6 +158,8 @@ func serve(args []string) int {
 	allowNodes := fs.String("allow-nodes", "", "with -workload-socket: comma-separated SPIFFE IDs of the Envoy nodes that may connect")
 	trustDomain := fs.String("node-trust-domain", "", "with -workload-socket and no -allow-nodes: admit every member of this trust domain")
 	istioVS := fs.String("istio-virtualservice", "", "with -rollout: write the canary weights to this VirtualService (NAMESPACE/NAME) instead of serving them (Istio mode)")
+	stateCM := fs.String("rollout-state", "", "with -rollout: keep the rollout's step, state and weight in this ConfigMap (NAMESPACE/NAME), where every replica reads them: all serve the same weights and a new leader resumes the plan")
+	leaseName := fs.String("leader-lease", "", "with -rollout: only the replica holding this coordination.k8s.io Lease (NAMESPACE/NAME) runs the plan")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -182,28 +183,11 @@ func serve(args []string) int {
 		}
 		plan = &p
 	}
-	var ro *rollout.Controller
+	var ro *runner
 	if plan != nil {
-		var istio func(int) error
-		if *istioVS != "" {
-			ns, name, ok := strings.Cut(*istioVS, "/")
-			rc, err := restConfig(*kubeconfig)
-			if err == nil && !ok {
-				err = fmt.Errorf("want NAMESPACE/NAME, got %q", *istioVS)
-			}
-			var dc dynamic.Interface
-			if err == nil {
-				dc, err = dynamic.NewForConfig(rc)
-			}
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "autoglm-xds serve: -istio-virtualservice:", err)
-				return 2
-			}
-			istio = rollout.IstioWeights(dc, ns, name, plan.Stable, plan.Canary)
-		}
 		var err error
-		if ro, err = newRollout(s, *plan, istio); err != nil {
-			fmt.Fprintln(os.Stderr, "autoglm-xds serve: -rollout:", err)
+		if ro, err = newRunner(s, *plan, log, *kubeconfig, *istioVS, *stateCM, *leaseName); err != nil {
+			fmt.Fprintln(os.Stderr, "autoglm-xds serve:", err)
 			return 2
 		}
 	}
@@ -264,7 +248,7 @@ func serve(args []string) int {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(ro.Status())
+		json.NewEncoder(w).Encode(ro.Report())
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -305,18 +289,7 @@ func serve(args []string) int {
 		return nil
 	})
 	if ro != nil {
-		g.Go(func() error {
-			// the rollout starts from a served configuration
-			if s.Wait(ctx, func(st server.Status) bool { return st.Version != "" }) != nil {
-				return nil
-			}
-			if err := ro.Run(ctx); err != nil && ctx.Err() == nil {
-				log.Error("rollout", "err", err)
-			}
-			st := ro.Status()
-			log.Info("rollout ended", "model", st.Plan.Model, "state", st.State, "weight", st.Weight, "reason", st.Reason)
-			return nil
-		})
+		g.Go(func() error { return ro.Run(ctx) })
 	}
 	g.Go(func() error {
 		<-ctx.Done()

@@ -138,7 +138,7 @@ slo: {max_error_rate: 0.01, max_ttft_ratio: 1.5, max_tpot_ratio: 1.2, min_reques
 	if err != nil {
 		t.Fatal(err)
 	}
-	ro, err := newRollout(s, plan, nil)
+	ro, err := (&runner{s: s, plan: plan, log: slog.New(slog.DiscardHandler)}).controller()
 	if err != nil {
 		t.Fatal(err)
 	}
