@@ -35,6 +35,12 @@ func NewGRPC(addr, model string, md metadata.MD) (*GRPC, error) {
 	return &GRPC{conn: cc, c: autoglmv1.NewInferenceClient(cc), model: model, md: md}, nil
 }
 
+// NewGRPCConn is a target over a connection the caller made (e.g. with an
+// xDS resolver of its own); Close closes it.
+func NewGRPCConn(cc *grpc.ClientConn, model string, md metadata.MD) *GRPC {
+	return &GRPC{conn: cc, c: autoglmv1.NewInferenceClient(cc), model: model, md: md}
+}
+
 // Close closes the connection.
 func (g *GRPC) Close() error { return g.conn.Close() }
 

@@ -47,8 +47,12 @@ type Resources struct {
 // RouteName is the route configuration of a listener.
 func RouteName(listenerName string) string { return listenerName + "-routes" }
 
-// Generate translates c.
+// Generate translates c, which must hold ir's invariants (checked here,
+// on every compile).
 func Generate(c *ir.Config) (*Resources, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("ir: %w", err)
+	}
 	r := &Resources{}
 	if c.HTTP != nil {
 		l, err := httpListener(c.HTTP, c.Filter)

@@ -42,6 +42,10 @@ type Window struct {
 	TTFT map[float64]float64
 }
 
+// TTFTQuantile is the window's q-quantile of time to first token
+// (seconds; NaN without observations).
+func (w Window) TTFTQuantile(q float64) float64 { return quantile(q, w.TTFT, nil) }
+
 // ErrorRate is errors per request (0 without requests).
 func (w Window) ErrorRate() float64 { return ratio(w.Errors, w.Requests) }
 
