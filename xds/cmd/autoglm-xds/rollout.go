@@ -50,9 +50,9 @@ func loadPlanText(text string) (rollout.Plan, error) {
 type runner struct {
 	s     *server.Server
 	plan  rollout.Plan
-	istio func(int) error        // Istio mode: write the weights there
-	state *k8s.RolloutState      // nil: the state lives in this process only
-	lease *lease                 // nil: no election; this replica runs the plan
+	istio func(int) error   // Istio mode: write the weights there
+	state *k8s.RolloutState // nil: the state lives in this process only
+	lease *lease            // nil: no election; this replica runs the plan
 	log   *slog.Logger
 	// sample overrides the scrape of the versions' sidecars (tests).
 	sample func(context.Context, string) (rollout.Sample, error)
