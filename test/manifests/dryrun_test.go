@@ -33,7 +33,7 @@ import (
 // kubeDir is where make test's kube target caches etcd, kube-apiserver
 // and the CRDs.
 func kubeDir(t *testing.T) string {
-	return toolcache.Require(t, "kube", "kube-v1.36.3", "bin/etcd", "bin/kube-apiserver", "crds/done")
+	return toolcache.Require(t, "kube", "kube-v1.36.3", "bin/etcd", "bin/kube-apiserver", "crds/done-2")
 }
 
 func port(t *testing.T) int {
@@ -184,7 +184,8 @@ func TestServerDryRun(t *testing.T) {
 		}
 	}
 	files, _ := filepath.Glob(filepath.Join(root(), "istio", "*.yaml"))
-	for _, f := range files {
+	tools, _ := filepath.Glob(filepath.Join(root(), "istio", "rollout-tools", "*.yaml"))
+	for _, f := range append(files, tools...) {
 		raw, _ := os.ReadFile(f)
 		all = append(all, objects(t, raw)...)
 	}
