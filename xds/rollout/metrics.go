@@ -38,8 +38,8 @@ type Sample struct {
 type Window struct {
 	Requests, Errors, Shed float64
 	TTFTP99, TPOTP99       float64 // seconds; NaN without observations
-	// TTFT is the window's cumulative TTFT histogram (for goodput).
-	TTFT map[float64]float64
+	// TTFT and TPOT are the window's cumulative histograms.
+	TTFT, TPOT map[float64]float64
 }
 
 // TTFTQuantile is the window's q-quantile of time to first token
@@ -74,8 +74,7 @@ func ratio(a, b float64) float64 {
 // whose counters went down (it restarted), counts from zero; one that is
 // gone no longer counts.
 func (s Sample) Since(before Sample) Window {
-	w := Window{TTFT: map[float64]float64{}}
-	tpot := map[float64]float64{}
+	w := Window{TTFT: map[float64]float64{}, TPOT: map[float64]float64{}}
 	for url, now := range s.Targets {
 		was, ok := before.Targets[url]
 		if !ok || now.Requests < was.Requests {
@@ -85,9 +84,9 @@ func (s Sample) Since(before Sample) Window {
 		w.Errors += max(now.Errors-was.Errors, 0)
 		w.Shed += max(now.Shed-was.Shed, 0)
 		addDiff(w.TTFT, now.TTFT, was.TTFT)
-		addDiff(tpot, now.TPOT, was.TPOT)
+		addDiff(w.TPOT, now.TPOT, was.TPOT)
 	}
-	w.TTFTP99, w.TPOTP99 = quantile(0.99, w.TTFT, nil), quantile(0.99, tpot, nil)
+	w.TTFTP99, w.TPOTP99 = quantile(0.99, w.TTFT, nil), quantile(0.99, w.TPOT, nil)
 	return w
 }
 
@@ -104,6 +103,28 @@ func addDiff(into, now, before map[float64]float64) {
 		}
 		into[b] += c
 	}
+}
+
+// quantileBound is a distribution-free one-sided confidence bound of the
+// q-quantile of the observations in the cumulative histogram h: the order
+// statistic at rank n·q − z·√(n·q·(1−q)) (lower) or + (upper) — the count of
+// observations below the true quantile is binomial(n, q), here in its
+// normal approximation — read from h as quantile reads it. With few
+// observations the upper bound is the largest one and the lower bound
+// well below the point estimate, so a p99 of 100 requests decides little.
+func quantileBound(h map[float64]float64, q, z float64, upper bool) float64 {
+	n := 0.0
+	for _, c := range h {
+		n = max(n, c)
+	}
+	if n <= 0 {
+		return math.NaN()
+	}
+	d := z * math.Sqrt(n*q*(1-q))
+	if !upper {
+		d = -d
+	}
+	return quantile(min(max((n*q+d)/n, 0), 1), h, nil)
 }
 
 // cumulativeAt is how many observations of the cumulative histogram h are

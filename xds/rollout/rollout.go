@@ -428,19 +428,24 @@ func (c *Controller) breach(stable, canary Window) string {
 	if canary.Requests < need || stable.Requests < need {
 		return ""
 	}
-	ratio := func(name string, limit, s, k float64) string {
+	// The canary breaches a ratio limit when the lower confidence bound
+	// of its p99 is above the limit times the upper bound of the stable
+	// version's: both versions' sampling noise is on the side of passing.
+	ratio := func(name string, limit float64, sh, kh map[float64]float64) string {
+		s, k := quantile(0.99, sh, nil), quantile(0.99, kh, nil)
 		if limit <= 0 || math.IsNaN(s) || math.IsNaN(k) || s <= 0 {
 			return ""
 		}
-		if k/s > limit {
-			return fmt.Sprintf("canary p99 %s %.1f ms > %.2f × stable's %.1f ms", name, k*1e3, limit, s*1e3)
+		sHi, kLo := quantileBound(sh, 0.99, z, true), quantileBound(kh, 0.99, z, false)
+		if kLo > limit*sHi {
+			return fmt.Sprintf("canary p99 %s %.1f ms (lower bound %.1f ms) > %.2f × stable's %.1f ms (upper bound %.1f ms)", name, k*1e3, kLo*1e3, limit, s*1e3, sHi*1e3)
 		}
 		return ""
 	}
-	if b := ratio("time to first token", slo.MaxTTFTRatio, stable.TTFTP99, canary.TTFTP99); b != "" {
+	if b := ratio("time to first token", slo.MaxTTFTRatio, stable.TTFT, canary.TTFT); b != "" {
 		return b
 	}
-	return ratio("time per output token", slo.MaxTPOTRatio, stable.TPOTP99, canary.TPOTP99)
+	return ratio("time per output token", slo.MaxTPOTRatio, stable.TPOT, canary.TPOT)
 }
 
 // Check is what the last check of a step measured.

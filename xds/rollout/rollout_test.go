@@ -60,14 +60,15 @@ func startSidecar(t *testing.T, eng inference.Engine) (string, int) {
 // The versions' engines: the stable one spends 6 ms per step and 0.1 ms
 // per token fed (a 40-byte prompt: a 10 ms prefill, ~6.3 ms a decode
 // step). One canary is slow to the first token (0.5 ms per token fed: a
-// 26 ms prefill), one slow per output token (10 ms a step, nothing per
-// token fed: the same prefill, ~1.6× a decode step). The steps are long
+// 26 ms prefill), one slow per output token (14 ms a step, nothing per
+// token fed: the same prefill, ~2.2× a decode step; with prefills
+// interleaved, ~1.5× the stable version's p99 TPOT). The steps are long
 // enough that CPU contention (two cores in CI, the clients and both
 // sidecars in this process) does not hide them.
 var (
 	stableEngine   = testengine.Config{Model: "autoglm-test", StepCost: 6 * time.Millisecond, TokenCost: 100 * time.Microsecond}
 	slowFirstToken = testengine.Config{Model: "autoglm-test", StepCost: 6 * time.Millisecond, TokenCost: 500 * time.Microsecond}
-	slowPerToken   = testengine.Config{Model: "autoglm-test", StepCost: 10 * time.Millisecond}
+	slowPerToken   = testengine.Config{Model: "autoglm-test", StepCost: 14 * time.Millisecond}
 	// realistic limits: p99 TTFT within 1.5× and TPOT within 1.2× of
 	// the stable version's, under 1 % errors.
 	realistic = rollout.SLO{MaxErrorRate: 0.01, MaxTTFTRatio: 1.5, MaxTPOTRatio: 1.2, MinRequests: 100}

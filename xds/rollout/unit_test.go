@@ -28,29 +28,73 @@ func TestQuantile(t *testing.T) {
 	}
 }
 
+// hist is a cumulative histogram (buckets growing by 1.2, as the
+// sidecar's) of the observations given as value → count.
+func hist(obs map[float64]float64) map[float64]float64 {
+	h := map[float64]float64{math.Inf(1): 0}
+	for b := 0.002; b < 200; b *= 1.2 {
+		h[b] = 0
+	}
+	for b := range h {
+		for v, n := range obs {
+			if v <= b {
+				h[b] += n
+			}
+		}
+	}
+	return h
+}
+
+func window(requests, errors, shed float64, ttft, tpot map[float64]float64) Window {
+	w := Window{Requests: requests, Errors: errors, Shed: shed, TTFT: hist(ttft), TPOT: hist(tpot)}
+	w.TTFTP99, w.TPOTP99 = quantile(0.99, w.TTFT, nil), quantile(0.99, w.TPOT, nil)
+	return w
+}
+
 func TestBreach(t *testing.T) {
 	shed, good := 0.05, 0.9
-	c := &Controller{plan: Plan{SLO: SLO{MaxErrorRate: 0.01, MaxShedRate: &shed, MinGoodput: &good, GoodputTTFT: 200 * time.Millisecond,
+	c := &Controller{plan: Plan{SLO: SLO{MaxErrorRate: 0.01, MaxShedRate: &shed, MinGoodput: &good, GoodputTTFT: 500 * time.Millisecond,
 		MaxTTFTRatio: 1.5, MaxTPOTRatio: 1.2, MinRequests: 100}}}
-	fast := map[float64]float64{0.1: 1000, math.Inf(1): 1000}
-	stable := Window{Requests: 1000, TTFTP99: 0.1, TPOTP99: 0.02, TTFT: fast}
+	at := func(v, n float64) map[float64]float64 { return map[float64]float64{v: n} }
+	stable := window(1000, 0, 0, at(0.1, 1000), at(0.02, 1000))
 	for _, tc := range []struct {
+		name   string
 		canary Window
 		want   string
 	}{
-		{Window{Requests: 1000, Errors: 50, TTFTP99: 0.1, TPOTP99: 0.02, TTFT: fast}, "error rate 0.0500"},
+		{"errors", window(1000, 50, 0, at(0.1, 950), at(0.02, 950)), "error rate 0.0500"},
 		// 2 of 100 is 2 %, but the lower bound (0.55 %) is within 1 %.
-		{Window{Requests: 100, Errors: 2, TTFTP99: 0.1, TPOTP99: 0.02, TTFT: fast}, ""},
-		{Window{Requests: 1000, Shed: 100, TTFTP99: 0.1, TPOTP99: 0.02, TTFT: fast}, "shed rate (429) 0.1000"},
-		{Window{Requests: 1000, TTFTP99: 0.1, TPOTP99: 0.02, TTFT: map[float64]float64{0.1: 500, 0.3: 1000, math.Inf(1): 1000}}, "goodput 0.7500"},
-		{Window{Requests: 1000, TTFTP99: 0.16, TPOTP99: 0.02, TTFT: fast}, "time to first token 160.0 ms > 1.50 × stable's 100.0 ms"},
-		{Window{Requests: 1000, TTFTP99: 0.14, TPOTP99: 0.025, TTFT: fast}, "time per output token 25.0 ms > 1.20"},
-		{Window{Requests: 50, TTFTP99: 9, TPOTP99: 9, TTFT: fast}, ""}, // too few requests to judge latency
-		{Window{Requests: 1000, TTFTP99: 0.14, TPOTP99: 0.023, TTFT: fast}, ""},
+		{"few errors", window(100, 2, 0, at(0.1, 98), at(0.02, 98)), ""},
+		{"shed", window(1000, 0, 100, at(0.1, 900), at(0.02, 900)), "shed rate (429) 0.1000"},
+		{"goodput", window(1000, 0, 0, map[float64]float64{0.1: 500, 0.8: 500}, at(0.02, 1000)), "goodput 0.5000"},
+		{"slow first token", window(1000, 0, 0, at(0.2, 1000), at(0.02, 1000)), "time to first token"},
+		{"slow per token", window(1000, 0, 0, at(0.1, 1000), at(0.03, 1000)), "time per output token"},
+		{"too few to judge latency", window(50, 0, 0, at(0.4, 50), at(0.4, 50)), ""},
+		{"within the limits", window(1000, 0, 0, at(0.13, 1000), at(0.022, 1000)), ""},
+		// One slow request among 100: the point p99 is far out, its lower
+		// bound is not.
+		{"one outlier", window(100, 0, 0, map[float64]float64{0.1: 99, 1: 1}, at(0.02, 100)), ""},
 	} {
 		if got := c.breach(stable, tc.canary); (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
-			t.Errorf("%+v: %q, want %q", tc.canary, got, tc.want)
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestQuantileBound: the order-statistic bounds bracket the point
+// estimate and close in as observations grow.
+func TestQuantileBound(t *testing.T) {
+	z := SLO{}.z()
+	width := func(n float64) float64 {
+		h := hist(map[float64]float64{0.01: n * 0.5, 0.05: n * 0.45, 0.2: n * 0.04, 1: n * 0.01})
+		lo, p, hi := quantileBound(h, 0.99, z, false), quantile(0.99, h, nil), quantileBound(h, 0.99, z, true)
+		if !(lo <= p && p <= hi) {
+			t.Fatalf("n=%v: %v ≤ %v ≤ %v does not hold", n, lo, p, hi)
+		}
+		return hi / lo
+	}
+	if w100, w10k := width(100), width(10000); w10k >= w100 {
+		t.Fatalf("bounds do not narrow: %v at 100, %v at 10000", w100, w10k)
 	}
 }
 
