@@ -98,6 +98,9 @@ type Plan struct {
 	SLO    SLO    `yaml:"slo" json:"slo"`
 	// Interval is how often the SLOs are checked during a hold.
 	Interval time.Duration `yaml:"interval" json:"interval"`
+	// Prometheus, when set, is where the versions' counters are read
+	// (its HTTP API) instead of scraping their sidecars.
+	Prometheus *PrometheusSource `yaml:"prometheus" json:"prometheus,omitempty"`
 }
 
 // Validate reports every problem with its field path.
@@ -141,6 +144,9 @@ func (p *Plan) Validate() error {
 	}
 	if p.Interval <= 0 {
 		errs = append(errs, errors.New("interval: must be positive"))
+	}
+	if p.Prometheus != nil {
+		errs = append(errs, p.Prometheus.validate())
 	}
 	return errors.Join(errs...)
 }

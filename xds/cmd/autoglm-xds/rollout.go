@@ -244,7 +244,15 @@ func (r *runner) controller() (*rollout.Controller, error) {
 	hc := &http.Client{Timeout: 5 * time.Second}
 	targets := rollout.Targets{Config: r.s.Config, Discovered: r.s.Discovered, Resolver: net.DefaultResolver}
 	sample := r.sample
-	if sample == nil {
+	switch {
+	case sample != nil:
+	case r.plan.Prometheus != nil:
+		p, err := rollout.NewPrometheus(*r.plan.Prometheus, hc.Transport)
+		if err != nil {
+			return nil, err
+		}
+		sample = p.Sample
+	default:
 		sample = func(ctx context.Context, version string) (rollout.Sample, error) {
 			return targets.Sample(ctx, hc, r.plan.Model, version)
 		}
