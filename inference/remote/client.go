@@ -17,6 +17,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/open-autoglm/autoglm/inference"
@@ -65,7 +67,19 @@ type Client struct {
 	model string
 	auth  string
 	http  *http.Client
+	// retries counts requests sent again after their connection failed
+	// before any response came back.
+	retries atomic.Int64
 }
+
+// IdleTimeout is how long an idle connection to the upstream is kept: less
+// than the keep-alive timeouts of the common servers (uvicorn, which
+// vLLM and SGLang run on, closes after 5 s), so that few requests meet a
+// connection the upstream is closing.
+const IdleTimeout = 4 * time.Second
+
+// Retries is how many requests were sent again on a fresh connection.
+func (c *Client) Retries() int64 { return c.retries.Load() }
 
 // New checks cfg and returns a client.
 func New(cfg Config) (*Client, error) {
@@ -83,6 +97,7 @@ func New(cfg Config) (*Client, error) {
 	if c.http == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = 1024
+		t.IdleConnTimeout = IdleTimeout
 		t.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 		t.ResponseHeaderTimeout = 0 // a queued request may wait long for its first byte; ctx bounds it
 		if cfg.TLS != nil {
@@ -181,7 +196,22 @@ func (c *Client) Generate(ctx context.Context, r *Request) (*Stream, error) {
 			req.Header.Set("X-Envoy-Expected-Rq-Timeout-Ms", strconv.FormatInt(ms, 10))
 		}
 	}
+	req0 := req
 	resp, err := c.http.Do(req)
+	if err != nil && ctx.Err() == nil && staleConnection(err) {
+		// The upstream closed a kept-alive connection as the request went
+		// out (llama.cpp's server does after a few requests, uvicorn
+		// after 5 s idle): no response came back, so the upstream did not
+		// take the request, and it is sent once more — with the pool's
+		// idle connections dropped, so on a fresh one.
+		c.retries.Add(1)
+		if t, ok := c.http.Transport.(interface{ CloseIdleConnections() }); ok {
+			t.CloseIdleConnections()
+		}
+		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
+		req.Header = req0.Header.Clone()
+		resp, err = c.http.Do(req)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -193,6 +223,17 @@ func (c *Client) Generate(ctx context.Context, r *Request) (*Stream, error) {
 		return nil, readError(resp)
 	}
 	return newStream(ctx, resp.Body), nil
+}
+
+// staleConnection says whether err is a connection that failed before any
+// response came back: closed by the server (EOF, "server closed idle
+// connection") or reset. Go's transport retries such failures itself only
+// for idempotent requests; a generation is a POST.
+func staleConnection(err error) bool {
+	var ne *net.OpError
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || strings.Contains(err.Error(), "server closed idle connection") ||
+		(errors.As(err, &ne) && ne.Op == "write")
 }
 
 // readError turns an error response into an *Error, whatever its body.

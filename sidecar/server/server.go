@@ -130,7 +130,12 @@ func NewRemote(cfg config.Config, c *remote.Client, info inference.Info, log *sl
 		Concurrency: r.Concurrency, Gauge: remote.Gauge{Metric: r.ConcurrencyMetric, Label: r.ConcurrencyLabel},
 		Queue: queueConfig(cfg),
 	}, c, log)
-	return newServer(cfg, remoteEngine{d: d}, info, log)
+	s := newServer(cfg, remoteEngine{d: d}, info, log)
+	s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "autoglm_remote_retries_total",
+		Help: "Requests sent to the upstream again because a kept-alive connection failed before any response came back.",
+	}, func() float64 { return float64(c.Retries()) }))
+	return s
 }
 
 func queueConfig(cfg config.Config) admission.Config {
