@@ -217,7 +217,7 @@ func build(t *testing.T, dir string) []map[string]any {
 // allowed in their specs (their CRDs are not Go types here; the API server
 // dry-run checks them fully).
 var crdShapes = map[string][]string{
-	"monitoring.coreos.com/v1/ServiceMonitor":  {"selector", "endpoints", "namespaceSelector", "jobLabel"},
+	"monitoring.coreos.com/v1/ServiceMonitor":  {"selector", "endpoints", "namespaceSelector", "jobLabel", "podTargetLabels"},
 	"spire.spiffe.io/v1alpha1/ClusterSPIFFEID": {"spiffeIDTemplate", "podSelector", "namespaceSelector", "dnsNameTemplates", "ttl", "federatesWith", "workloadSelectorTemplates", "className", "fallback", "hint", "admin", "downstream", "autoPopulateDNSNames", "jwtTtl"},
 }
 

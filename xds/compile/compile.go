@@ -4,6 +4,7 @@
 package compile
 
 import (
+	"cmp"
 	"encoding/json"
 	"net"
 	"net/url"
@@ -87,7 +88,8 @@ func Compile(c *config.Config, found Discovered) *ir.Config {
 			im.LB = ir.LB{Policy: l.Policy, HashHeader: l.HashHeader}
 		}
 		if o := p.Outlier; o != nil {
-			im.Outlier = &ir.Outlier{Consecutive5xx: uint32(o.Consecutive5xx), Interval: o.Interval, BaseEjectionTime: o.BaseEjectionTime, MaxEjectionPercent: uint32(o.MaxEjectionPercent)}
+			im.Outlier = &ir.Outlier{Consecutive5xx: uint32(o.Consecutive5xx), Interval: o.Interval, BaseEjectionTime: o.BaseEjectionTime, MaxEjectionPercent: uint32(o.MaxEjectionPercent),
+				FailurePercentage: uint32(cmp.Or(o.FailurePercentage, 50)), RequestVolume: uint32(cmp.Or(o.RequestVolume, 10))}
 		}
 		if h := p.Health; h != nil {
 			im.Health = &ir.Health{Path: h.Path, Interval: h.Interval, Timeout: h.Timeout, UnhealthyThreshold: uint32(h.UnhealthyThreshold), HealthyThreshold: uint32(h.HealthyThreshold)}

@@ -131,6 +131,12 @@ type Retries struct {
 
 // Outlier ejects endpoints that keep failing.
 type Outlier struct {
+	// FailurePercentage ejects a replica whose failed share of requests in
+	// an interval reaches it (default 50), once it served RequestVolume
+	// requests in the interval (default 10): the rule that works for
+	// versions of 2–3 replicas, and that proxyless gRPC clients honour.
+	FailurePercentage  int           `yaml:"failure_percentage"`
+	RequestVolume      int           `yaml:"request_volume"`
 	Consecutive5xx     int           `yaml:"consecutive_5xx"`
 	Interval           time.Duration `yaml:"interval"`
 	BaseEjectionTime   time.Duration `yaml:"base_ejection_time"`
@@ -469,6 +475,12 @@ func (p *Policy) validate(path string, bad func(string, string, ...any)) {
 		}
 		if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
 			bad(path+".outlier_detection.max_ejection_percent", "must be 0..100, got %d", o.MaxEjectionPercent)
+		}
+		if o.FailurePercentage < 0 || o.FailurePercentage > 100 {
+			bad(path+".outlier_detection.failure_percentage", "must be 0..100 (0: the default, 50), got %d", o.FailurePercentage)
+		}
+		if o.RequestVolume < 0 {
+			bad(path+".outlier_detection.request_volume", "must not be negative, got %d", o.RequestVolume)
 		}
 	}
 	if h := p.Health; h != nil {

@@ -18,6 +18,7 @@ import (
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	cswrr "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/client_side_weighted_round_robin/v3"
+	previoushosts "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	httpopts "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -126,7 +127,39 @@ var (
 		TypedExtensionConfig: &core.TypedExtensionConfig{Name: "envoy.load_balancing_policies.client_side_weighted_round_robin",
 			TypedConfig: mustAny(&cswrr.ClientSideWeightedRoundRobin{})}}}}
 	defaultLocality = &core.Locality{Zone: "default"}
+	// previousHosts makes Envoy's retries pick another replica than the
+	// ones that already failed the request.
+	previousHosts = []*route.RetryPolicy_RetryHostPredicate{{Name: "envoy.retry_host_predicates.previous_hosts",
+		ConfigType: &route.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushosts.PreviousHostsPredicate{})}}}
 )
+
+// Retry back-off, for Envoy and for proxyless gRPC (gRFC A44 honours it).
+const (
+	retryBaseInterval = 100 * time.Millisecond
+	retryMaxInterval  = time.Second
+)
+
+// grpcRetryOn maps the configured conditions to the gRPC status names that
+// proxyless gRPC clients honour (gRFC A44: only status names; Envoy's HTTP
+// conditions are ignored): connection failures, resets and 5xx all reach a
+// gRPC client as UNAVAILABLE, a sidecar shedding load answers
+// RESOURCE_EXHAUSTED (its 429). CANCELLED is never retried.
+func grpcRetryOn(r *ir.Retry) string {
+	on := ""
+	for _, c := range r.On {
+		switch c {
+		case "reset", "connect-failure", "refused-stream", "5xx", "gateway-error":
+			on = "unavailable"
+		}
+	}
+	if r.On429 {
+		if on != "" {
+			on += ","
+		}
+		on += "resource-exhausted"
+	}
+	return on
+}
 
 func mustAny(m proto.Message) *anypb.Any {
 	a, err := anypb.New(m)
@@ -214,7 +247,7 @@ func routes(name string, models []ir.Model, grpc bool) *route.RouteConfiguration
 			vh.Routes = append(vh.Routes, &route.Route{
 				Name:   m.Name + "/" + v.Name,
 				Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}, Headers: []*route.HeaderMatcher{exact(HeaderModel, m.Name), exact(HeaderVersion, v.Name)}},
-				Action: &route.Route_Route{Route: action(m, &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: cl}})},
+				Action: &route.Route_Route{Route: action(m, &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: cl}}, grpc)},
 			})
 			if v.Weight > 0 {
 				weighted = append(weighted, &route.WeightedCluster_ClusterWeight{Name: cl, Weight: wrapperspb.UInt32(v.Weight)})
@@ -227,7 +260,7 @@ func routes(name string, models []ir.Model, grpc bool) *route.RouteConfiguration
 			Name:  m.Name,
 			Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}, Headers: []*route.HeaderMatcher{exact(HeaderModel, m.Name)}},
 			Action: &route.Route_Route{Route: action(m, &route.RouteAction{ClusterSpecifier: &route.RouteAction_WeightedClusters{
-				WeightedClusters: &route.WeightedCluster{Clusters: weighted}}})},
+				WeightedClusters: &route.WeightedCluster{Clusters: weighted}}}, grpc)},
 		})
 	}
 	if !grpc {
@@ -244,29 +277,38 @@ func routes(name string, models []ir.Model, grpc bool) *route.RouteConfiguration
 	return &route.RouteConfiguration{Name: name, VirtualHosts: []*route.VirtualHost{vh}}
 }
 
-func action(m ir.Model, a *route.RouteAction) *route.RouteAction {
+func action(m ir.Model, a *route.RouteAction, grpc bool) *route.RouteAction {
 	a.Timeout = durationpb.New(m.Timeout)
 	if r := m.Retry; r != nil {
-		p := &route.RetryPolicy{NumRetries: wrapperspb.UInt32(r.Attempts)}
-		on := ""
-		for i, c := range r.On {
-			if i > 0 {
-				on += ","
+		p := &route.RetryPolicy{NumRetries: wrapperspb.UInt32(r.Attempts),
+			RetryBackOff: &route.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(retryBaseInterval), MaxInterval: durationpb.New(retryMaxInterval)}}
+		if grpc {
+			p.RetryOn = grpcRetryOn(r)
+		} else {
+			on := ""
+			for i, c := range r.On {
+				if i > 0 {
+					on += ","
+				}
+				on += c
 			}
-			on += c
-		}
-		if r.On429 {
-			if on != "" {
-				on += ","
+			if r.On429 {
+				if on != "" {
+					on += ","
+				}
+				on += "retriable-status-codes"
+				p.RetriableStatusCodes = []uint32{429}
 			}
-			on += "retriable-status-codes"
-			p.RetriableStatusCodes = []uint32{429}
+			p.RetryOn = on
+			p.RetryHostPredicate = previousHosts
+			p.HostSelectionRetryMaxAttempts = 3
 		}
-		p.RetryOn = on
 		if r.PerTryTimeout > 0 {
 			p.PerTryTimeout = durationpb.New(r.PerTryTimeout)
 		}
-		a.RetryPolicy = p
+		if p.RetryOn != "" {
+			a.RetryPolicy = p
+		}
 	}
 	if m.LB.Policy == ir.RingHash {
 		a.HashPolicy = []*route.RouteAction_HashPolicy{{PolicySpecifier: &route.RouteAction_HashPolicy_Header_{
@@ -294,9 +336,16 @@ func clusterFor(m ir.Model, c *ir.Cluster, grpc bool) (*cluster.Cluster, error) 
 		out.LbPolicy = cluster.Cluster_LEAST_REQUEST
 	}
 	if o := m.Outlier; o != nil {
+		// Failure-percentage ejection works for versions of 2–3 replicas
+		// and is what proxyless gRPC honours (gRFC A50 ignores
+		// consecutive_5xx); success-rate ejection, which needs 5 hosts and
+		// 100 requests each, is off.
 		out.OutlierDetection = &cluster.OutlierDetection{
 			Consecutive_5Xx: wrapperspb.UInt32(o.Consecutive5xx), Interval: durationpb.New(o.Interval),
 			BaseEjectionTime: durationpb.New(o.BaseEjectionTime), MaxEjectionPercent: wrapperspb.UInt32(o.MaxEjectionPercent),
+			FailurePercentageThreshold: wrapperspb.UInt32(o.FailurePercentage), EnforcingFailurePercentage: wrapperspb.UInt32(100),
+			FailurePercentageMinimumHosts: wrapperspb.UInt32(2), FailurePercentageRequestVolume: wrapperspb.UInt32(o.RequestVolume),
+			EnforcingSuccessRate: wrapperspb.UInt32(0),
 		}
 	}
 	if h := m.Health; h != nil && !grpc {

@@ -107,10 +107,13 @@ type LB struct {
 
 // Outlier detection.
 type Outlier struct {
-	Consecutive5xx     uint32
-	Interval           time.Duration
-	BaseEjectionTime   time.Duration
-	MaxEjectionPercent uint32
+	// FailurePercentage ejects a host whose share of failed requests in
+	// an interval reaches it, once it served RequestVolume.
+	FailurePercentage, RequestVolume uint32
+	Consecutive5xx                   uint32
+	Interval                         time.Duration
+	BaseEjectionTime                 time.Duration
+	MaxEjectionPercent               uint32
 }
 
 // Health is an active HTTP health check.

@@ -1,0 +1,223 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
+	xdsgrpc "google.golang.org/grpc/xds"
+
+	"github.com/open-autoglm/autoglm/inference/testengine"
+	sidecarcfg "github.com/open-autoglm/autoglm/sidecar/config"
+	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
+	sidecar "github.com/open-autoglm/autoglm/sidecar/server"
+	"github.com/open-autoglm/autoglm/xds/config"
+)
+
+// killable is a listener whose Kill drops it and every connection it
+// accepted at once, as a process killed with SIGKILL does (the peer sees
+// resets), without the sidecar's graceful shutdown.
+type killable struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	dead  bool
+}
+
+func (k *killable) Accept() (net.Conn, error) {
+	c, err := k.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.dead {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	k.conns = append(k.conns, c)
+	return c, nil
+}
+
+func (k *killable) Kill() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.dead = true
+	k.Listener.Close()
+	for _, c := range k.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0) // RST, as the kernel sends for a killed process
+		}
+		c.Close()
+	}
+}
+
+// replica runs a real sidecar (test engine: 10 ms a step, 2 sequences at
+// once, so calls queue) on ip, its gRPC API on grpcPort (0: any), with a
+// gRPC listener that can be killed. It returns the HTTP endpoint and the
+// gRPC port.
+func replica(t *testing.T, ip string, grpcPort int) (string, int, *killable) {
+	t.Helper()
+	cfg := sidecarcfg.Default()
+	srv := sidecar.New(cfg, testengine.New(testengine.Config{Model: "m", StepCost: 10 * time.Millisecond, Slots: 2}), 0, slog.New(slog.DiscardHandler))
+	hl, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(grpcPort)))
+	if err != nil {
+		t.Fatal(err) // a port free on 127.0.0.1 is all but always free on 127.0.0.2
+	}
+	k := &killable{Listener: gl}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, sidecar.Listeners{HTTP: hl, GRPC: k}) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for !srv.Ready() {
+		time.Sleep(time.Millisecond)
+	}
+	return hl.Addr().String(), gl.Addr().(*net.TCPAddr).Port, k
+}
+
+// attempts counts the attempts of each call (a stats handler sees every
+// attempt of a call begin, retries included).
+type attempts struct{}
+
+type attemptsKey struct{}
+
+func (attempts) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (attempts) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if b, ok := s.(*stats.Begin); ok && b.IsClient() {
+		if n, ok := ctx.Value(attemptsKey{}).(*atomic.Int64); ok {
+			n.Add(1)
+		}
+	}
+}
+func (attempts) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (attempts) HandleConn(context.Context, stats.ConnStats)                       {}
+
+// outcome of one call.
+type outcome struct {
+	ok, retried, committedFailures, uncommittedFailures, after atomic.Int64
+}
+
+// TestReplicaKilledUnderLoad: one version of two replicas behind
+// autoglm-xds, grpc-go's xDS client sending 8 streams back to back; one
+// replica is killed. Calls that had not received a token when it died are
+// retried on the other replica (gRPC's retry policy from the route: the
+// configured reset/connect-failure/5xx become UNAVAILABLE); only calls
+// already streaming tokens fail; new calls go to the live replica.
+func TestReplicaKilledUnderLoad(t *testing.T) {
+	ha, port, _ := replica(t, "127.0.0.1", 0)
+	hb, _, kb := replica(t, "127.0.0.2", port)
+	c, err := config.Parse([]byte(fmt.Sprintf(`apiVersion: autoglm.io/v1alpha1
+listeners: {grpc: [inference]}
+models:
+  - name: m
+    timeout: 30s
+    retries: {attempts: 2, on: [reset, connect-failure, 5xx]}
+    versions:
+      - {name: v1, weight: 100, endpoints: ["%s", "%s"], grpc_port: %d}
+`, ha, hb, port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(slog.New(slog.DiscardHandler))
+	if err := s.Publish(c); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go s.Run(ctx, l)
+	rb, err := xdsgrpc.NewXDSResolverWithConfigForTesting([]byte(fmt.Sprintf(
+		`{"xds_servers":[{"server_uri":"%s","channel_creds":[{"type":"insecure"}],"server_features":["xds_v3"]}],"node":{"id":"failover"}}`, l.Addr())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///inference", grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(rb), grpc.WithStatsHandler(attempts{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	client := autoglmv1.NewInferenceClient(cc)
+
+	var out outcome
+	var killed atomic.Bool
+	var killedAt time.Time
+	call := func() {
+		var tries atomic.Int64
+		cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.WithValue(ctx, attemptsKey{}, &tries), "x-autoglm-model", "m"), 10*time.Second)
+		defer cancel()
+		startedAfter := killed.Load() && time.Since(killedAt) > 500*time.Millisecond
+		st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 8})
+		got := 0
+		for err == nil {
+			if _, err = st.Recv(); err == nil {
+				got++
+			}
+		}
+		if err == io.EOF {
+			out.ok.Add(1)
+			if startedAfter {
+				out.after.Add(1)
+			}
+			if tries.Load() > 1 {
+				out.retried.Add(1)
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if startedAfter {
+			t.Errorf("a call started %v after the kill failed: %v", time.Since(killedAt), err)
+		}
+		if got > 0 {
+			out.committedFailures.Add(1)
+		} else {
+			out.uncommittedFailures.Add(1)
+			t.Logf("failed before any token: %v (%s)", err, status.Code(err))
+		}
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				call()
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	killedAt = time.Now()
+	killed.Store(true)
+	kb.Kill()
+	time.Sleep(2 * time.Second)
+	stop()
+	wg.Wait()
+	t.Logf("ok %d (retried %d, started after the kill %d); failed while streaming %d, failed before a token %d",
+		out.ok.Load(), out.retried.Load(), out.after.Load(), out.committedFailures.Load(), out.uncommittedFailures.Load())
+	if out.uncommittedFailures.Load() != 0 {
+		t.Errorf("%d calls that had not started generating failed instead of being retried", out.uncommittedFailures.Load())
+	}
+	if out.retried.Load() == 0 {
+		t.Error("no call was retried")
+	}
+	if out.after.Load() < 20 {
+		t.Errorf("only %d calls succeeded after the kill", out.after.Load())
+	}
+}
