@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	xdsgrpc "google.golang.org/grpc/xds"
 
+	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/testengine"
 	sidecarcfg "github.com/open-autoglm/autoglm/sidecar/config"
 	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
@@ -69,9 +71,13 @@ func (k *killable) Kill() {
 // gRPC listener that can be killed. It returns the HTTP endpoint and the
 // gRPC port.
 func replica(t *testing.T, ip string, grpcPort int) (string, int, *killable) {
+	return replicaOf(t, ip, grpcPort, testengine.New(testengine.Config{Model: "m", StepCost: 10 * time.Millisecond, Slots: 2}))
+}
+
+func replicaOf(t *testing.T, ip string, grpcPort int, eng inference.Engine) (string, int, *killable) {
 	t.Helper()
 	cfg := sidecarcfg.Default()
-	srv := sidecar.New(cfg, testengine.New(testengine.Config{Model: "m", StepCost: 10 * time.Millisecond, Slots: 2}), 0, slog.New(slog.DiscardHandler))
+	srv := sidecar.New(cfg, eng, 0, slog.New(slog.DiscardHandler))
 	hl, err := net.Listen("tcp", ip+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -220,4 +226,120 @@ models:
 	if out.after.Load() < 20 {
 		t.Errorf("only %d calls succeeded after the kill", out.after.Load())
 	}
+}
+
+// flaky fails every request while failing is set, and counts the
+// requests it was given.
+type flaky struct {
+	*testengine.Engine
+	failing atomic.Bool
+	starts  atomic.Int64
+}
+
+func (f *flaky) Start(slot int, s inference.Sampling) error {
+	f.starts.Add(1)
+	if f.failing.Load() {
+		return errors.New("injected fault")
+	}
+	return f.Engine.Start(slot, s)
+}
+
+// proxyless returns an InferenceClient through autoglm-xds serving c.
+func proxyless(t *testing.T, ctx context.Context, c *config.Config) autoglmv1.InferenceClient {
+	t.Helper()
+	s := New(slog.New(slog.DiscardHandler))
+	if err := s.Publish(c); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	go s.Run(ctx, l)
+	rb, err := xdsgrpc.NewXDSResolverWithConfigForTesting([]byte(fmt.Sprintf(
+		`{"xds_servers":[{"server_uri":"%s","channel_creds":[{"type":"insecure"}],"server_features":["xds_v3"]}],"node":{"id":"client"}}`, l.Addr())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///inference", grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(rb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return autoglmv1.NewInferenceClient(cc)
+}
+
+// TestFailingReplicaEjected: grpc-go's outlier detection, configured by
+// autoglm-xds, ejects a replica of a two-replica version that fails every
+// request (failure-percentage ejection; the consecutive_5xx rule does not
+// exist in gRPC), and lets it back once it is healthy again and its
+// ejection time has passed.
+func TestFailingReplicaEjected(t *testing.T) {
+	a := &flaky{Engine: testengine.New(testengine.Config{Model: "m", StepCost: 2 * time.Millisecond})}
+	b := &flaky{Engine: testengine.New(testengine.Config{Model: "m", StepCost: 2 * time.Millisecond})}
+	ha, port, _ := replicaOf(t, "127.0.0.1", 0, a)
+	hb, _, _ := replicaOf(t, "127.0.0.2", port, b)
+	b.failing.Store(true) // after its warm-up
+	c, err := config.Parse([]byte(fmt.Sprintf(`apiVersion: autoglm.io/v1alpha1
+listeners: {grpc: [inference]}
+models:
+  - name: m
+    outlier_detection: {consecutive_5xx: 5, interval: 500ms, base_ejection_time: 2s, max_ejection_percent: 50, request_volume: 5}
+    versions:
+      - {name: v1, weight: 100, endpoints: ["%s", "%s"], grpc_port: %d}
+`, ha, hb, port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	client := proxyless(t, ctx, c)
+	var failures atomic.Int64
+	var lastErr atomic.Value
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-autoglm-model", "m"), 5*time.Second)
+				if st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "m", Prompt: "hi", MaxTokens: 2}); err == nil {
+					for {
+						if _, err := st.Recv(); err != nil {
+							if err != io.EOF {
+								failures.Add(1)
+								lastErr.Store(err.Error())
+							}
+							break
+						}
+					}
+				}
+				cancel()
+			}
+		}()
+	}
+	defer func() { stop(); wg.Wait() }()
+	share := func(d time.Duration) (float64, int64) {
+		a0, b0 := a.starts.Load(), b.starts.Load()
+		time.Sleep(d)
+		da, db := a.starts.Load()-a0, b.starts.Load()-b0
+		return float64(db) / float64(max(da+db, 1)), da + db
+	}
+	// A failing replica answers at once, so until it is ejected it gets
+	// most calls; once ejected, none (beyond a stray in flight).
+	until := func(what string, within time.Duration, cond func(float64, int64) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(within); ; {
+			sh, n := share(300 * time.Millisecond)
+			if cond(sh, n) {
+				t.Logf("%s: the replica got %.0f%% of %d requests", what, sh*100, n)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not happen within %v: the replica got %.0f%% of %d requests (%d calls failed: %v)", what, within, sh*100, n, failures.Load(), lastErr.Load())
+			}
+		}
+	}
+	until("ejection", 3*time.Second, func(sh float64, n int64) bool { return sh < 0.05 && n >= 20 })
+	b.failing.Store(false)
+	// Its ejection time (2 s, doubled per repeated ejection) passes.
+	until("return after healing", 10*time.Second, func(sh float64, n int64) bool { return sh > 0.25 })
+	until("staying in", 3*time.Second, func(sh float64, n int64) bool { return sh > 0.25 })
 }
