@@ -16,6 +16,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/orca"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
@@ -34,8 +35,12 @@ func (s *Server) GRPCServer() *grpc.Server {
 	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		orca.CallMetricsServerOption(orcaMetrics{s}),
 	}, s.grpcOpts...)...)
 	autoglmv1.RegisterInferenceServer(gs, grpcService{s: s})
+	if err := orca.Register(gs, orca.ServiceOptions{ServerMetricsProvider: orcaMetrics{s}}); err != nil {
+		panic(err) // only for a nil provider
+	}
 	healthpb.RegisterHealthServer(gs, s.health)
 	reflection.Register(gs)
 	return gs
@@ -69,6 +74,9 @@ func (g grpcService) ListModels(context.Context, *autoglmv1.ListModelsRequest) (
 func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.ServerStreamingServer[autoglmv1.GenerateResponse]) error {
 	s := g.s
 	ctx := stream.Context()
+	// The call's trailer carries the ORCA report (endpoint-load-metrics-bin)
+	// as the call ends; asking for the recorder turns that on.
+	orca.CallMetricsRecorderFromContext(ctx)
 	gen, aerr := fromProto(req)
 	if aerr != nil {
 		return grpcError(aerr)

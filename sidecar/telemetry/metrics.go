@@ -34,6 +34,9 @@ type Metrics struct {
 	tokensOut   prometheus.Counter
 	rejections  *prometheus.CounterVec
 	requests    *prometheus.CounterVec
+	// qps and eps are finished requests and 5xx answers per second, for
+	// ORCA.
+	qps, eps Rate
 }
 
 var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
@@ -153,7 +156,21 @@ func (m *Metrics) Reject(reason string) {
 func (m *Metrics) Request(api string, code int) {
 	if m != nil {
 		m.requests.WithLabelValues(api, strconv.Itoa(code)).Inc()
+		now := time.Now()
+		m.qps.Add(now)
+		if code >= 500 {
+			m.eps.Add(now)
+		}
 	}
+}
+
+// Rates are the finished requests and the 5xx answers per second over the
+// last 10 s (0, 0 for a nil *Metrics).
+func (m *Metrics) Rates(now time.Time) (qps, eps float64) {
+	if m == nil {
+		return 0, 0
+	}
+	return m.qps.PerSecond(now), m.eps.PerSecond(now)
 }
 
 // Load is the engine's occupancy at one moment.

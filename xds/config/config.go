@@ -112,8 +112,8 @@ type Policy struct {
 	Outlier *Outlier       `yaml:"outlier_detection"`
 	Health  *HealthCheck   `yaml:"health_check"`
 	Limits  *Limits        `yaml:"circuit_breakers"`
-	// LB is least_request, weighted_round_robin (client-side, fed by the
-	// sidecars' ORCA reports) or ring_hash.
+	// LB is least_request, round_robin, weighted_round_robin (client-side,
+	// fed by the sidecars' ORCA reports) or ring_hash.
 	LB *LB `yaml:"load_balancing"`
 }
 
@@ -166,6 +166,11 @@ type LB struct {
 	// HashHeader is ring_hash's key (e.g. a prompt-prefix key for cache
 	// affinity).
 	HashHeader string `yaml:"hash_header"`
+	// BlackoutPeriod is how long weighted_round_robin ignores a new
+	// endpoint's reported weight (default 10 s); WeightUpdatePeriod how
+	// often it recomputes the weights (default 1 s).
+	BlackoutPeriod     time.Duration `yaml:"blackout_period"`
+	WeightUpdatePeriod time.Duration `yaml:"weight_update_period"`
 }
 
 // Model is one served model name and its versions.
@@ -499,7 +504,7 @@ func (p *Policy) validate(path string, bad func(string, string, ...any)) {
 	}
 	if lb := p.LB; lb != nil {
 		switch lb.Policy {
-		case "least_request", "weighted_round_robin":
+		case "least_request", "round_robin", "weighted_round_robin":
 			if lb.HashHeader != "" {
 				bad(path+".load_balancing.hash_header", "only applies to ring_hash")
 			}
@@ -508,7 +513,13 @@ func (p *Policy) validate(path string, bad func(string, string, ...any)) {
 				bad(path+".load_balancing.hash_header", "is required for ring_hash")
 			}
 		default:
-			bad(path+".load_balancing.policy", "must be least_request, weighted_round_robin or ring_hash, got %q", lb.Policy)
+			bad(path+".load_balancing.policy", "must be least_request, round_robin, weighted_round_robin or ring_hash, got %q", lb.Policy)
+		}
+		if (lb.BlackoutPeriod != 0 || lb.WeightUpdatePeriod != 0) && lb.Policy != "weighted_round_robin" {
+			bad(path+".load_balancing", "blackout_period and weight_update_period only apply to weighted_round_robin")
+		}
+		if lb.BlackoutPeriod < 0 || lb.WeightUpdatePeriod < 0 || (lb.WeightUpdatePeriod > 0 && lb.WeightUpdatePeriod < 100*time.Millisecond) {
+			bad(path+".load_balancing", "blackout_period must not be negative, weight_update_period at least 100ms")
 		}
 	}
 }

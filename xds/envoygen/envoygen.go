@@ -123,9 +123,6 @@ var (
 	http2Options = mustAny(&httpopts.HttpProtocolOptions{UpstreamProtocolOptions: &httpopts.HttpProtocolOptions_ExplicitHttpConfig_{
 		ExplicitHttpConfig: &httpopts.HttpProtocolOptions_ExplicitHttpConfig{ProtocolConfig: &httpopts.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
 			Http2ProtocolOptions: &core.Http2ProtocolOptions{}}}}})
-	wrrPolicy = &cluster.LoadBalancingPolicy{Policies: []*cluster.LoadBalancingPolicy_Policy{{
-		TypedExtensionConfig: &core.TypedExtensionConfig{Name: "envoy.load_balancing_policies.client_side_weighted_round_robin",
-			TypedConfig: mustAny(&cswrr.ClientSideWeightedRoundRobin{})}}}}
 	defaultLocality = &core.Locality{Zone: "default"}
 	// previousHosts makes Envoy's retries pick another replica than the
 	// ones that already failed the request.
@@ -159,6 +156,22 @@ func grpcRetryOn(r *ir.Retry) string {
 		on += "resource-exhausted"
 	}
 	return on
+}
+
+// wrrPolicy is client-side weighted round robin, weighted by the
+// sidecars' ORCA reports (Envoy: the endpoint-load-metrics header; gRPC:
+// the endpoint-load-metrics-bin trailer).
+func wrrPolicy(lb ir.LB) *cluster.LoadBalancingPolicy {
+	c := &cswrr.ClientSideWeightedRoundRobin{}
+	if lb.BlackoutPeriod > 0 {
+		c.BlackoutPeriod = durationpb.New(lb.BlackoutPeriod)
+	}
+	if lb.WeightUpdatePeriod > 0 {
+		c.WeightUpdatePeriod = durationpb.New(lb.WeightUpdatePeriod)
+	}
+	return &cluster.LoadBalancingPolicy{Policies: []*cluster.LoadBalancingPolicy_Policy{{
+		TypedExtensionConfig: &core.TypedExtensionConfig{Name: "envoy.load_balancing_policies.client_side_weighted_round_robin",
+			TypedConfig: mustAny(c)}}}}
 }
 
 func mustAny(m proto.Message) *anypb.Any {
@@ -329,9 +342,11 @@ func clusterFor(m ir.Model, c *ir.Cluster, grpc bool) (*cluster.Cluster, error) 
 	switch m.LB.Policy {
 	case ir.RingHash:
 		out.LbPolicy = cluster.Cluster_RING_HASH
+	case ir.RoundRobin:
+		out.LbPolicy = cluster.Cluster_ROUND_ROBIN
 	case ir.WeightedRoundRobin:
 		// Weights from the sidecars' ORCA reports (endpoint-load-metrics).
-		out.LoadBalancingPolicy = wrrPolicy
+		out.LoadBalancingPolicy = wrrPolicy(m.LB)
 	default:
 		out.LbPolicy = cluster.Cluster_LEAST_REQUEST
 	}

@@ -95,6 +95,7 @@ type Retry struct {
 // LBPolicy names.
 const (
 	LeastRequest       = "least_request"
+	RoundRobin         = "round_robin"
 	WeightedRoundRobin = "weighted_round_robin"
 	RingHash           = "ring_hash"
 )
@@ -103,6 +104,9 @@ const (
 type LB struct {
 	Policy     string
 	HashHeader string
+	// BlackoutPeriod and WeightUpdatePeriod tune weighted round robin
+	// (0: the defaults, 10 s and 1 s).
+	BlackoutPeriod, WeightUpdatePeriod time.Duration
 }
 
 // Outlier detection.

@@ -1,0 +1,82 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/metadata"
+
+	"github.com/open-autoglm/autoglm/inference/testengine"
+	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
+	"github.com/open-autoglm/autoglm/xds/config"
+)
+
+// slowShare runs a version of two real sidecars — one with 3× the other's
+// step cost — under the given load-balancing policy, 8 closed-loop streams
+// through grpc-go's xDS client, and returns the slow replica's share of
+// the requests after a warm-up.
+func slowShare(t *testing.T, policy string) float64 {
+	fast := &flaky{Engine: testengine.New(testengine.Config{Model: "m", StepCost: 5 * time.Millisecond})}
+	slow := &flaky{Engine: testengine.New(testengine.Config{Model: "m", StepCost: 15 * time.Millisecond})}
+	ha, port, _ := replicaOf(t, "127.0.0.1", 0, fast)
+	hb, _, _ := replicaOf(t, "127.0.0.2", port, slow)
+	lb := "{policy: " + policy + "}"
+	if policy == "weighted_round_robin" {
+		lb = "{policy: weighted_round_robin, blackout_period: 500ms, weight_update_period: 200ms}"
+	}
+	c, err := config.Parse([]byte(fmt.Sprintf(`apiVersion: autoglm.io/v1alpha1
+listeners: {grpc: [inference]}
+models:
+  - name: m
+    load_balancing: %s
+    versions:
+      - {name: v1, weight: 100, endpoints: ["%s", "%s"], grpc_port: %d}
+`, lb, ha, hb, port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	client := proxyless(t, ctx, c)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-autoglm-model", "m"), 5*time.Second)
+				if st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 8}); err == nil {
+					for {
+						if _, err := st.Recv(); err != nil {
+							break
+						}
+					}
+				}
+				cancel()
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second) // the weights settle (WRR: blackout 500 ms)
+	f0, s0 := fast.starts.Load(), slow.starts.Load()
+	time.Sleep(3 * time.Second)
+	df, ds := fast.starts.Load()-f0, slow.starts.Load()-s0
+	stop()
+	wg.Wait()
+	share := float64(ds) / float64(df+ds)
+	t.Logf("%s: the slow replica served %d of %d requests (%.0f%%)", policy, ds, df+ds, share*100)
+	return share
+}
+
+// TestWeightedRoundRobinFollowsLoad: with weighted round robin fed by the
+// sidecars' ORCA reports (the endpoint-load-metrics-bin trailer grpc-go
+// reads), a replica 3× slower gets markedly less traffic than under plain
+// round robin: its utilisation is higher for the same qps.
+func TestWeightedRoundRobinFollowsLoad(t *testing.T) {
+	rr := slowShare(t, "round_robin")
+	wrr := slowShare(t, "weighted_round_robin")
+	if wrr > rr-0.15 {
+		t.Fatalf("the slow replica's share moved from %.0f%% (round robin) to %.0f%% (WRR): want at least 15 points less", rr*100, wrr*100)
+	}
+}
