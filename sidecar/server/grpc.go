@@ -115,11 +115,27 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 	ctx, cancel := context.WithDeadline(ctx, dl)
 	defer cancel()
 	seq, err := s.be.start(ctx, gen, pri, tenant)
-	stream.SetHeader(metadata.Pairs(strings.ToLower(telemetry.ORCAHeader), s.orca()))
-	if err != nil {
-		e := s.failure(err)
+	// The TEXT ORCA report (for Envoy) goes with the first message; a call
+	// that fails before one carries it in its trailer instead — response
+	// headers would commit the call, and the client could no longer retry
+	// it on another replica.
+	report := metadata.Pairs(strings.ToLower(telemetry.ORCAHeader), s.orca())
+	send := func(r *autoglmv1.GenerateResponse) error {
+		if report != nil {
+			stream.SetHeader(report)
+			report = nil
+		}
+		return stream.Send(r)
+	}
+	fail := func(e *api.Error) error {
+		if report != nil {
+			stream.SetTrailer(report)
+		}
 		s.m.Request("grpc", e.Status)
 		return grpcFailure(ctx, e)
+	}
+	if err != nil {
+		return fail(s.failure(err))
 	}
 	for {
 		text, err := seq.Next()
@@ -127,7 +143,7 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 			res := seq.Result()
 			u := usage(res)
 			s.m.Request("grpc", http.StatusOK)
-			return stream.Send(&autoglmv1.GenerateResponse{Text: validUTF8(text), FinishReason: res.Finish, Usage: &autoglmv1.Usage{
+			return send(&autoglmv1.GenerateResponse{Text: validUTF8(text), FinishReason: res.Finish, Usage: &autoglmv1.Usage{
 				PromptTokens: int32(u.PromptTokens), CompletionTokens: int32(u.CompletionTokens), TotalTokens: int32(u.TotalTokens)}})
 		}
 		if err != nil {
@@ -135,10 +151,9 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 			if e == nil {
 				return status.FromContextError(ctx.Err()).Err()
 			}
-			s.m.Request("grpc", e.Status)
-			return grpcFailure(ctx, e)
+			return fail(e)
 		}
-		if err := stream.Send(&autoglmv1.GenerateResponse{Text: validUTF8(text)}); err != nil {
+		if err := send(&autoglmv1.GenerateResponse{Text: validUTF8(text)}); err != nil {
 			return err
 		}
 	}

@@ -34,8 +34,8 @@ type Metrics struct {
 	tokensOut   prometheus.Counter
 	rejections  *prometheus.CounterVec
 	requests    *prometheus.CounterVec
-	// qps and eps are finished requests and 5xx answers per second, for
-	// ORCA.
+	// qps and eps are requests served, and answered 5xx or 429, per
+	// second, for ORCA.
 	qps, eps Rate
 }
 
@@ -156,16 +156,20 @@ func (m *Metrics) Reject(reason string) {
 func (m *Metrics) Request(api string, code int) {
 	if m != nil {
 		m.requests.WithLabelValues(api, strconv.Itoa(code)).Inc()
+		// For ORCA: a shed request (429) answers at once; as a served
+		// query it would make a full replica look fast to weighted round
+		// robin, so it counts as an error, as 5xx answers do.
 		now := time.Now()
-		m.qps.Add(now)
-		if code >= 500 {
+		if code >= 500 || code == 429 {
 			m.eps.Add(now)
+		} else {
+			m.qps.Add(now)
 		}
 	}
 }
 
-// Rates are the finished requests and the 5xx answers per second over the
-// last 10 s (0, 0 for a nil *Metrics).
+// Rates are the requests served and those answered 5xx or 429, per second
+// over the last 10 s (0, 0 for a nil *Metrics).
 func (m *Metrics) Rates(now time.Time) (qps, eps float64) {
 	if m == nil {
 		return 0, 0

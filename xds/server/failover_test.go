@@ -76,7 +76,11 @@ func replica(t *testing.T, ip string, grpcPort int) (string, int, *killable) {
 
 func replicaOf(t *testing.T, ip string, grpcPort int, eng inference.Engine) (string, int, *killable) {
 	t.Helper()
-	cfg := sidecarcfg.Default()
+	return replicaWith(t, ip, grpcPort, eng, sidecarcfg.Default())
+}
+
+func replicaWith(t *testing.T, ip string, grpcPort int, eng inference.Engine, cfg sidecarcfg.Config) (string, int, *killable) {
+	t.Helper()
 	srv := sidecar.New(cfg, eng, 0, slog.New(slog.DiscardHandler))
 	hl, err := net.Listen("tcp", ip+":0")
 	if err != nil {

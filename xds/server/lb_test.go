@@ -3,13 +3,18 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/open-autoglm/autoglm/inference/testengine"
+	sidecarcfg "github.com/open-autoglm/autoglm/sidecar/config"
 	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
 	"github.com/open-autoglm/autoglm/xds/config"
 )
@@ -80,5 +85,78 @@ func TestWeightedRoundRobinFollowsLoad(t *testing.T) {
 	wrr := slowShare(t, "weighted_round_robin")
 	if wrr > rr-0.10 {
 		t.Fatalf("the slow replica's share moved from %.0f%% (round robin) to %.0f%% (WRR): want at least 10 points less", rr*100, wrr*100)
+	}
+}
+
+// TestShedCallsRetriedOnPeer: one replica sheds nearly everything (a
+// queue of one behind one slot: RESOURCE_EXHAUSTED, the gRPC form of 429),
+// its peer has room. With retries on 429 — which autoglm-xds gives gRPC
+// clients as resource-exhausted — every call succeeds.
+func TestShedCallsRetriedOnPeer(t *testing.T) {
+	full := sidecarcfg.Default()
+	full.Admission.MaxQueue = 1
+	busy := &flaky{Engine: testengine.New(testengine.Config{Model: "m", StepCost: 20 * time.Millisecond, Slots: 1})}
+	idle := &flaky{Engine: testengine.New(testengine.Config{Model: "m", StepCost: 2 * time.Millisecond})}
+	ha, port, _ := replicaWith(t, "127.0.0.1", 0, busy, full)
+	hb, _, _ := replicaOf(t, "127.0.0.2", port, idle)
+	c, err := config.Parse([]byte(fmt.Sprintf(`apiVersion: autoglm.io/v1alpha1
+listeners: {grpc: [inference]}
+models:
+  - name: m
+    retries: {attempts: 3, on: ["429", reset, connect-failure]}
+    load_balancing: {policy: weighted_round_robin, blackout_period: 200ms, weight_update_period: 100ms}
+    versions:
+      - {name: v1, weight: 100, endpoints: ["%s", "%s"], grpc_port: %d}
+`, ha, hb, port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	client := proxyless(t, ctx, c)
+	var failed, ok, shed atomic.Int64
+	var warm atomic.Bool
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !warm.Load() { // until the clients have the replicas' load reports
+				cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-autoglm-model", "m"), 10*time.Second)
+				if st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 4}); err == nil {
+					for err == nil {
+						_, err = st.Recv()
+					}
+				}
+				cancel()
+			}
+			for range 25 {
+				cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-autoglm-model", "m"), 10*time.Second)
+				st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 4})
+				for err == nil {
+					_, err = st.Recv()
+				}
+				cancel()
+				if err == io.EOF {
+					ok.Add(1)
+					continue
+				}
+				failed.Add(1)
+				if status.Code(err) == codes.ResourceExhausted {
+					shed.Add(1)
+				}
+				t.Logf("call failed: %v", err)
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	b0, i0 := busy.starts.Load(), idle.starts.Load()
+	warm.Store(true)
+	wg.Wait()
+	busy.starts.Add(-b0)
+	idle.starts.Add(-i0)
+	t.Logf("%d calls succeeded, %d failed (%d shed); the busy replica was given %d, the idle one %d", ok.Load(), failed.Load(), shed.Load(), busy.starts.Load(), idle.starts.Load())
+	if failed.Load() != 0 {
+		t.Fatalf("%d of 200 calls failed", failed.Load())
 	}
 }
