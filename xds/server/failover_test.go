@@ -255,6 +255,12 @@ func proxyless(t *testing.T, ctx context.Context, c *config.Config) autoglmv1.In
 	if err := s.Publish(c); err != nil {
 		t.Fatal(err)
 	}
+	return proxylessOn(t, ctx, s)
+}
+
+// proxylessOn returns an InferenceClient through s (served until ctx ends).
+func proxylessOn(t *testing.T, ctx context.Context, s *Server) autoglmv1.InferenceClient {
+	t.Helper()
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	go s.Run(ctx, l)
 	rb, err := xdsgrpc.NewXDSResolverWithConfigForTesting([]byte(fmt.Sprintf(
