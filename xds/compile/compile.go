@@ -85,7 +85,7 @@ func Compile(c *config.Config, found Discovered) *ir.Config {
 			im.Retry = rr
 		}
 		if l := p.LB; l != nil {
-			im.LB = ir.LB{Policy: l.Policy, HashHeader: l.HashHeader, BlackoutPeriod: l.BlackoutPeriod, WeightUpdatePeriod: l.WeightUpdatePeriod}
+			im.LB = ir.LB{Policy: l.Policy, HashHeader: l.HashHeader, BlackoutPeriod: l.BlackoutPeriod, WeightUpdatePeriod: l.WeightUpdatePeriod, SlowStartWindow: l.SlowStartWindow}
 		}
 		if o := p.Outlier; o != nil {
 			im.Outlier = &ir.Outlier{Consecutive5xx: uint32(o.Consecutive5xx), Interval: o.Interval, BaseEjectionTime: o.BaseEjectionTime, MaxEjectionPercent: uint32(o.MaxEjectionPercent),

@@ -171,6 +171,10 @@ type LB struct {
 	// often it recomputes the weights (default 1 s).
 	BlackoutPeriod     time.Duration `yaml:"blackout_period"`
 	WeightUpdatePeriod time.Duration `yaml:"weight_update_period"`
+	// SlowStartWindow ramps a new endpoint's share of traffic up over this
+	// time (Envoy's slow_start_config, least_request and round_robin; a
+	// cold sidecar's first requests are slow). Proxyless gRPC ignores it.
+	SlowStartWindow time.Duration `yaml:"slow_start_window"`
 }
 
 // Model is one served model name and its versions.
@@ -517,6 +521,12 @@ func (p *Policy) validate(path string, bad func(string, string, ...any)) {
 		}
 		if (lb.BlackoutPeriod != 0 || lb.WeightUpdatePeriod != 0) && lb.Policy != "weighted_round_robin" {
 			bad(path+".load_balancing", "blackout_period and weight_update_period only apply to weighted_round_robin")
+		}
+		if lb.SlowStartWindow != 0 && lb.Policy != "least_request" && lb.Policy != "round_robin" {
+			bad(path+".load_balancing.slow_start_window", "only applies to least_request and round_robin")
+		}
+		if lb.SlowStartWindow < 0 {
+			bad(path+".load_balancing.slow_start_window", "must not be negative")
 		}
 		if lb.BlackoutPeriod < 0 || lb.WeightUpdatePeriod < 0 || (lb.WeightUpdatePeriod > 0 && lb.WeightUpdatePeriod < 100*time.Millisecond) {
 			bad(path+".load_balancing", "blackout_period must not be negative, weight_update_period at least 100ms")

@@ -174,6 +174,12 @@ func wrrPolicy(lb ir.LB) *cluster.LoadBalancingPolicy {
 			TypedConfig: mustAny(c)}}}}
 }
 
+// slowStart ramps a new endpoint's weight up linearly over w (Envoy's
+// slow_start_config, aggression 1).
+func slowStart(w time.Duration) *cluster.Cluster_SlowStartConfig {
+	return &cluster.Cluster_SlowStartConfig{SlowStartWindow: durationpb.New(w)}
+}
+
 func mustAny(m proto.Message) *anypb.Any {
 	a, err := anypb.New(m)
 	if err != nil {
@@ -344,11 +350,17 @@ func clusterFor(m ir.Model, c *ir.Cluster, grpc bool) (*cluster.Cluster, error) 
 		out.LbPolicy = cluster.Cluster_RING_HASH
 	case ir.RoundRobin:
 		out.LbPolicy = cluster.Cluster_ROUND_ROBIN
+		if w := m.LB.SlowStartWindow; w > 0 {
+			out.LbConfig = &cluster.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &cluster.Cluster_RoundRobinLbConfig{SlowStartConfig: slowStart(w)}}
+		}
 	case ir.WeightedRoundRobin:
 		// Weights from the sidecars' ORCA reports (endpoint-load-metrics).
 		out.LoadBalancingPolicy = wrrPolicy(m.LB)
 	default:
 		out.LbPolicy = cluster.Cluster_LEAST_REQUEST
+		if w := m.LB.SlowStartWindow; w > 0 {
+			out.LbConfig = &cluster.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &cluster.Cluster_LeastRequestLbConfig{SlowStartConfig: slowStart(w)}}
+		}
 	}
 	if o := m.Outlier; o != nil {
 		// Failure-percentage ejection works for versions of 2–3 replicas

@@ -107,6 +107,8 @@ type LB struct {
 	// BlackoutPeriod and WeightUpdatePeriod tune weighted round robin
 	// (0: the defaults, 10 s and 1 s).
 	BlackoutPeriod, WeightUpdatePeriod time.Duration
+	// SlowStartWindow ramps new endpoints up (Envoy only; 0: off).
+	SlowStartWindow time.Duration
 }
 
 // Outlier detection.
