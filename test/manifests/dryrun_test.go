@@ -185,6 +185,8 @@ func TestServerDryRun(t *testing.T) {
 	}
 	files, _ := filepath.Glob(filepath.Join(root(), "istio", "*.yaml"))
 	tools, _ := filepath.Glob(filepath.Join(root(), "istio", "rollout-tools", "*.yaml"))
+	drills, _ := filepath.Glob(filepath.Join(root(), "istio", "drills", "*.yaml"))
+	tools = append(tools, drills...)
 	for _, f := range append(files, tools...) {
 		raw, _ := os.ReadFile(f)
 		all = append(all, objects(t, raw)...)

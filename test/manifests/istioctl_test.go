@@ -51,7 +51,10 @@ func TestIstioctl(t *testing.T) {
 		}
 		rendered = append(rendered, p)
 	}
-	for _, f := range append(append([]string(nil), files...), rendered...) {
+	// The drills replace traffic.yaml's VirtualService for a while: they
+	// are validated, not analyzed beside it.
+	drills, _ := filepath.Glob(filepath.Join(root(), "istio", "drills", "*.yaml"))
+	for _, f := range append(append(append([]string(nil), files...), rendered...), drills...) {
 		out, err := exec.Command(bin, "validate", "-f", f).CombinedOutput()
 		if err != nil {
 			t.Errorf("istioctl validate -f %s: %v\n%s", filepath.Base(f), err, out)

@@ -102,7 +102,7 @@ func Compile(c *config.Config, found Discovered) *ir.Config {
 			if v.Service != nil {
 				v.Endpoints = found[*v.Service]
 			}
-			iv := ir.Version{Name: v.Name, Weight: uint32(v.Weight), HTTP: cluster(name, v, 0)}
+			iv := ir.Version{Name: v.Name, Weight: uint32(v.Weight), HTTP: cluster(name, v, 0), Fault: fault(v.Faults)}
 			if v.GRPCPort > 0 {
 				g := cluster(name+"-grpc", v, uint32(v.GRPCPort))
 				iv.GRPC = &g
@@ -167,6 +167,33 @@ func merge(d, m config.Policy) config.Policy {
 	}
 	if m.LB != nil {
 		out.LB = m.LB
+	}
+	return out
+}
+
+// fault is a version's faults in the ir.
+func fault(f *config.Faults) *ir.Fault {
+	if f == nil {
+		return nil
+	}
+	out := &ir.Fault{}
+	if d := f.Delay; d != nil {
+		out.Delay, out.DelayPercent = d.Fixed, d.Percent
+	}
+	if a := f.Abort; a != nil {
+		out.HTTPStatus, out.AbortPercent = uint32(a.HTTPStatus), a.Percent
+		switch {
+		case a.GRPCStatus != nil:
+			out.GRPCStatus = uint32(*a.GRPCStatus)
+		case a.HTTPStatus == 429:
+			out.GRPCStatus = 8 // RESOURCE_EXHAUSTED, as the sidecar answers
+		case a.HTTPStatus == 500:
+			out.GRPCStatus = 13 // INTERNAL
+		case a.HTTPStatus == 502 || a.HTTPStatus == 503 || a.HTTPStatus == 504:
+			out.GRPCStatus = 14 // UNAVAILABLE
+		default:
+			out.GRPCStatus = 2 // UNKNOWN
+		}
 	}
 	return out
 }

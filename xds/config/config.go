@@ -200,6 +200,31 @@ type Version struct {
 	// GRPCPort is the sidecars' gRPC port, for proxyless gRPC clients
 	// (0: this version gets no gRPC cluster).
 	GRPCPort int `yaml:"grpc_port"`
+	// Faults are injected into this version's share of requests (Envoy's
+	// fault filter; proxyless gRPC clients honour the same filter), for
+	// drills: a delay, an abort, or both.
+	Faults *Faults `yaml:"faults"`
+}
+
+// Faults delay or abort a share of requests.
+type Faults struct {
+	Delay *FaultDelay `yaml:"delay"`
+	Abort *FaultAbort `yaml:"abort"`
+}
+
+// FaultDelay holds Percent % of requests for Fixed.
+type FaultDelay struct {
+	Fixed   time.Duration `yaml:"fixed"`
+	Percent float64       `yaml:"percent"`
+}
+
+// FaultAbort answers Percent % of requests with HTTPStatus (HTTP) or
+// GRPCStatus (gRPC; default: 429 → RESOURCE_EXHAUSTED, 500 → INTERNAL, 502,
+// 503 and 504 → UNAVAILABLE, others UNKNOWN).
+type FaultAbort struct {
+	HTTPStatus int     `yaml:"http_status"`
+	GRPCStatus *int    `yaml:"grpc_status"`
+	Percent    float64 `yaml:"percent"`
 }
 
 // ServiceRef names a Kubernetes Service and the port of the sidecars'
@@ -389,6 +414,30 @@ func (c *Config) Validate() error {
 				bad(vp+".weight", "must be 0..100, got %d", v.Weight)
 			}
 			total += v.Weight
+			if f := v.Faults; f != nil {
+				if f.Delay == nil && f.Abort == nil {
+					bad(vp+".faults", "a delay, an abort or both")
+				}
+				if d := f.Delay; d != nil {
+					if d.Fixed <= 0 {
+						bad(vp+".faults.delay.fixed", "must be positive")
+					}
+					if !(d.Percent > 0 && d.Percent <= 100) {
+						bad(vp+".faults.delay.percent", "must be in (0, 100], got %v", d.Percent)
+					}
+				}
+				if a := f.Abort; a != nil {
+					if a.HTTPStatus < 200 || a.HTTPStatus > 599 {
+						bad(vp+".faults.abort.http_status", "must be an HTTP status 200..599, got %d", a.HTTPStatus)
+					}
+					if g := a.GRPCStatus; g != nil && (*g < 1 || *g > 16) {
+						bad(vp+".faults.abort.grpc_status", "must be a gRPC status code 1..16, got %d", *g)
+					}
+					if !(a.Percent > 0 && a.Percent <= 100) {
+						bad(vp+".faults.abort.percent", "must be in (0, 100], got %v", a.Percent)
+					}
+				}
+			}
 			sources := 0
 			for _, set := range []bool{len(v.Endpoints) > 0, v.DNS != "", v.Service != nil} {
 				if set {

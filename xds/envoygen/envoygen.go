@@ -15,6 +15,8 @@ import (
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	cswrr "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/client_side_weighted_round_robin/v3"
@@ -55,8 +57,9 @@ func Generate(c *ir.Config) (*Resources, error) {
 		return nil, fmt.Errorf("ir: %w", err)
 	}
 	r := &Resources{}
+	faults := hasFaults(c.Models)
 	if c.HTTP != nil {
-		l, err := httpListener(c.HTTP, c.Filter)
+		l, err := httpListener(c.HTTP, c.Filter, faults)
 		if err != nil {
 			return nil, err
 		}
@@ -64,7 +67,7 @@ func Generate(c *ir.Config) (*Resources, error) {
 		r.Routes = append(r.Routes, routes(RouteName(c.HTTP.Name), c.Models, false))
 	}
 	for _, name := range c.GRPC {
-		l, err := apiListener(name)
+		l, err := apiListener(name, faults)
 		if err != nil {
 			return nil, err
 		}
@@ -174,6 +177,50 @@ func wrrPolicy(lb ir.LB) *cluster.LoadBalancingPolicy {
 			TypedConfig: mustAny(c)}}}}
 }
 
+// faultFilterName is Envoy's fault injection filter, which grpc-go's xDS
+// client implements too (gRFC A33).
+const faultFilterName = "envoy.filters.http.fault"
+
+// faultFilter injects nothing by itself; routes and weighted clusters of
+// versions with faults carry their HTTPFault as per-filter config.
+var faultFilter = &hcm.HttpFilter{Name: faultFilterName, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&faultv3.HTTPFault{})}}
+
+func hasFaults(models []ir.Model) bool {
+	for _, m := range models {
+		for _, v := range m.Versions {
+			if v.Fault != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// faultConfig is a version's fault as per-filter config (nil: none); gRPC
+// routes abort with the gRPC status, HTTP routes with the HTTP one.
+func faultConfig(f *ir.Fault, grpc bool) map[string]*anypb.Any {
+	if f == nil {
+		return nil
+	}
+	pct := func(p float64) *typev3.FractionalPercent {
+		return &typev3.FractionalPercent{Numerator: uint32(p * 10000), Denominator: typev3.FractionalPercent_MILLION}
+	}
+	h := &faultv3.HTTPFault{}
+	if f.DelayPercent > 0 {
+		h.Delay = &faultcommon.FaultDelay{FaultDelaySecifier: &faultcommon.FaultDelay_FixedDelay{FixedDelay: durationpb.New(f.Delay)}, Percentage: pct(f.DelayPercent)}
+	}
+	if f.AbortPercent > 0 {
+		a := &faultv3.FaultAbort{Percentage: pct(f.AbortPercent)}
+		if grpc {
+			a.ErrorType = &faultv3.FaultAbort_GrpcStatus{GrpcStatus: f.GRPCStatus}
+		} else {
+			a.ErrorType = &faultv3.FaultAbort_HttpStatus{HttpStatus: f.HTTPStatus}
+		}
+		h.Abort = a
+	}
+	return map[string]*anypb.Any{faultFilterName: mustAny(h)}
+}
+
 // slowStart ramps a new endpoint's weight up linearly over w (Envoy's
 // slow_start_config, aggression 1).
 func slowStart(w time.Duration) *cluster.Cluster_SlowStartConfig {
@@ -207,7 +254,7 @@ func manager(statPrefix, routeName string, before ...*hcm.HttpFilter) (*anypb.An
 	})
 }
 
-func httpListener(h *ir.Listener, w *ir.Wasm) (*listener.Listener, error) {
+func httpListener(h *ir.Listener, w *ir.Wasm, faults bool) (*listener.Listener, error) {
 	var before []*hcm.HttpFilter
 	if w != nil {
 		f, err := wasmFilter(w)
@@ -215,6 +262,9 @@ func httpListener(h *ir.Listener, w *ir.Wasm) (*listener.Listener, error) {
 			return nil, err
 		}
 		before = append(before, f)
+	}
+	if faults {
+		before = append(before, faultFilter)
 	}
 	m, err := manager(h.Name, RouteName(h.Name), before...)
 	if err != nil {
@@ -230,8 +280,12 @@ func httpListener(h *ir.Listener, w *ir.Wasm) (*listener.Listener, error) {
 }
 
 // apiListener is what a proxyless gRPC client resolves for xds:///name.
-func apiListener(name string) (*listener.Listener, error) {
-	m, err := manager(name, RouteName(name))
+func apiListener(name string, faults bool) (*listener.Listener, error) {
+	var before []*hcm.HttpFilter
+	if faults {
+		before = append(before, faultFilter)
+	}
+	m, err := manager(name, RouteName(name), before...)
 	if err != nil {
 		return nil, err
 	}
@@ -267,9 +321,11 @@ func routes(name string, models []ir.Model, grpc bool) *route.RouteConfiguration
 				Name:   m.Name + "/" + v.Name,
 				Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}, Headers: []*route.HeaderMatcher{exact(HeaderModel, m.Name), exact(HeaderVersion, v.Name)}},
 				Action: &route.Route_Route{Route: action(m, &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: cl}}, grpc)},
+				TypedPerFilterConfig: faultConfig(v.Fault, grpc),
 			})
 			if v.Weight > 0 {
-				weighted = append(weighted, &route.WeightedCluster_ClusterWeight{Name: cl, Weight: wrapperspb.UInt32(v.Weight)})
+				weighted = append(weighted, &route.WeightedCluster_ClusterWeight{Name: cl, Weight: wrapperspb.UInt32(v.Weight),
+					TypedPerFilterConfig: faultConfig(v.Fault, grpc)})
 			}
 		}
 		if len(weighted) == 0 {

@@ -65,6 +65,16 @@ type Version struct {
 	Weight uint32
 	HTTP   Cluster
 	GRPC   *Cluster // nil: no gRPC port
+	Fault  *Fault   // nil: none
+}
+
+// Fault is injected into a version's requests; a zero percent is off.
+type Fault struct {
+	Delay        time.Duration
+	DelayPercent float64
+	HTTPStatus   uint32
+	GRPCStatus   uint32
+	AbortPercent float64
 }
 
 // Cluster is where a version's sidecars are.

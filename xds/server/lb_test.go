@@ -280,3 +280,84 @@ models:
 	}
 	t.Logf("keys per replica %v; all %d on the removed replica moved, %d of %d on the others", spread, moved, stayedMoved, stayed+stayedMoved)
 }
+
+// TestFaultInjection: faults configured on a version reach proxyless gRPC
+// clients through Envoy's fault filter, which grpc-go implements: 30 % of
+// calls aborted UNAVAILABLE (the gRPC form of the configured 503) and
+// every call held 100 ms; without the faults, neither.
+func TestFaultInjection(t *testing.T) {
+	eng := &flaky{Engine: testengine.New(testengine.Config{Model: "m"})}
+	h, port, _ := replicaOf(t, "127.0.0.1", 0, eng)
+	cfg := func(faults string) *config.Config {
+		c, err := config.Parse([]byte(fmt.Sprintf(`apiVersion: autoglm.io/v1alpha1
+listeners: {grpc: [inference]}
+models:
+  - name: m
+    versions:
+      - {name: v1, weight: 100, endpoints: ["%s"], grpc_port: %d%s}
+`, h, port, faults)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	s := New(slog.New(slog.DiscardHandler))
+	if err := s.Publish(cfg(", faults: {delay: {fixed: 100ms, percent: 100}, abort: {http_status: 503, percent: 30}}")); err != nil {
+		t.Fatal(err)
+	}
+	client := proxylessOn(t, ctx, s)
+	run := func(n int) (aborted, other int, fastest time.Duration) {
+		var mu sync.Mutex
+		fastest = time.Hour
+		var wg sync.WaitGroup
+		for range 10 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range n / 10 {
+					start := time.Now()
+					cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-autoglm-model", "m"), 5*time.Second)
+					st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "m", Prompt: "hi", MaxTokens: 1})
+					for err == nil {
+						_, err = st.Recv()
+					}
+					cancel()
+					took := time.Since(start)
+					mu.Lock()
+					switch {
+					case err == io.EOF:
+						fastest = min(fastest, took)
+					case status.Code(err) == codes.Unavailable:
+						aborted++
+					default:
+						other++
+						t.Logf("unexpected: %v", err)
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		return aborted, other, fastest
+	}
+	aborted, other, fastest := run(300)
+	t.Logf("with faults: %d of 300 aborted, fastest success %v", aborted, fastest)
+	// 30 % of 300 is 90, σ ≈ 7.9: ±3σ.
+	if aborted < 66 || aborted > 114 || other != 0 || fastest < 100*time.Millisecond {
+		t.Fatalf("with faults: %d of 300 aborted (want 90 ± 24), %d other errors, fastest %v (want ≥ 100ms)", aborted, other, fastest)
+	}
+	if err := s.Publish(cfg("")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		aborted, other, fastest = run(50)
+		if aborted == 0 && other == 0 && fastest < 100*time.Millisecond {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("without faults: %d aborted, %d other errors, fastest %v", aborted, other, fastest)
+		}
+	}
+}
