@@ -318,9 +318,9 @@ func routes(name string, models []ir.Model, grpc bool) *route.RouteConfiguration
 				continue
 			}
 			vh.Routes = append(vh.Routes, &route.Route{
-				Name:   m.Name + "/" + v.Name,
-				Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}, Headers: []*route.HeaderMatcher{exact(HeaderModel, m.Name), exact(HeaderVersion, v.Name)}},
-				Action: &route.Route_Route{Route: action(m, &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: cl}}, grpc)},
+				Name:                 m.Name + "/" + v.Name,
+				Match:                &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}, Headers: []*route.HeaderMatcher{exact(HeaderModel, m.Name), exact(HeaderVersion, v.Name)}},
+				Action:               &route.Route_Route{Route: action(m, &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: cl}}, grpc)},
 				TypedPerFilterConfig: faultConfig(v.Fault, grpc),
 			})
 			if v.Weight > 0 {
