@@ -13,7 +13,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 RUN_ADDR  ?= 127.0.0.1:8080
 RUN_GRPC  ?= 127.0.0.1:9090
 
-.PHONY: help deps spire istioctl kube ratelimit golangci-lint build filter filter-image run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz clean
+.PHONY: help deps spire istioctl kube ratelimit golangci-lint build filter filter-image run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ bench: ## benchmarks recorded in BENCHMARKS.md
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./test/bench/
 	cd filter && $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./wasmtest/
 	cd filter && $(GO) test -run '^$$' -bench . -benchmem ./openai/
+
+chaos: ## the chaos drills (test/chaos) with every phase 5× longer than in make test; a table per drill in the log
+	AUTOGLM_CHAOS_SCALE=5 $(GO) test -count=1 -timeout 20m -v -run . ./test/chaos/ | grep -E '^(=== RUN|--- |ok|FAIL)|drill '
 
 fuzz: ## run every fuzz target (test/tools/fuzz-all.sh finds them) for a while each (FUZZTIME=30s)
 	./test/tools/fuzz-all.sh
