@@ -46,7 +46,7 @@ bench: ## benchmarks recorded in BENCHMARKS.md
 	cd filter && $(GO) test -run '^$$' -bench . -benchmem ./openai/
 
 chaos: ## the chaos drills (test/chaos) with every phase 5× longer than in make test; a table per drill in the log
-	AUTOGLM_CHAOS_SCALE=5 $(GO) test -count=1 -timeout 20m -v -run . ./test/chaos/ | grep -E '^(=== RUN|--- |ok|FAIL)|drill '
+	set -o pipefail; AUTOGLM_CHAOS_SCALE=5 $(GO) test -count=1 -timeout 20m -v -run . ./test/chaos/ | grep -E '^(=== RUN|--- |ok|FAIL)|drill '
 
 fuzz: ## run every fuzz target (test/tools/fuzz-all.sh finds them) for a while each (FUZZTIME=30s)
 	./test/tools/fuzz-all.sh
