@@ -25,13 +25,12 @@ func TestWatch(t *testing.T) {
 	defer func() { stop(); <-done }()
 	wait := func(what string, cond func(Status) bool) Status {
 		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			if st := s.Status(); cond(st) {
-				return st
-			} else if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s: %+v", what, st)
-			}
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := s.Wait(wctx, cond); err != nil {
+			t.Fatalf("timed out waiting for %s: %+v", what, s.Status())
 		}
+		return s.Status()
 	}
 	first := wait("the first version", func(st Status) bool { return st.Version != "" }).Version
 
