@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/open-autoglm/autoglm/filter/wasmtest"
 	"github.com/open-autoglm/autoglm/internal/redistest"
@@ -16,13 +17,15 @@ import (
 // wazero hosts: no shared data between them) and one autoglm-sidecar whose
 // /v1/cache endpoint keeps entries in a real Redis. A response stored by
 // the first proxy answers the same request on the second through the
-// remote tier; with the cache cluster down, requests go on (fail-open).
+// remote tier; with Redis lost under the sidecar, or the cache cluster
+// down, requests go on (fail-open), and the errors are counted.
 func TestFilterRemoteCache(t *testing.T) {
 	bin, err := wasmtest.Module()
 	if err != nil {
 		t.Fatal(err)
 	}
-	redisAddr := redistest.Start(t)
+	redis := redistest.StartServer(t)
+	redisAddr := redis.Addr
 	sidecar := build(t)
 	httpAddr, grpcAddr := freePort(t), freePort(t)
 	sc := startSidecar(t, sidecar, fmt.Sprintf("server:\n  http_addr: %s\n  grpc_addr: %s\nengine:\n  kind: test\ncache:\n  redis_url: redis://%s/0\n  insecure_allow_unauthenticated: true\n", httpAddr, grpcAddr, redisAddr))
@@ -77,6 +80,30 @@ func TestFilterRemoteCache(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Fatalf("metrics lack %s", want)
 		}
+	}
+	// Redis lost under the cache tier: the sidecar answers the lookup
+	// 503, the filter takes it as a miss and the request goes on
+	// (fail-open); the sidecar counts the errors; nothing waits past the
+	// filter's remote timeout.
+	redis.Stop()
+	body = `{"model":"m","messages":[{"role":"user","content":"while redis is down"}],"temperature":0}`
+	start := time.Now()
+	s = send(b)
+	if s.Local != nil || s.Resumed != 1 || time.Since(start) > 3*time.Second {
+		t.Fatalf("redis down: local %+v, resumed %d after %v", s.Local, s.Resumed, time.Since(start))
+	}
+	if m := get(t, sc.base+"/metrics"); !strings.Contains(m, `autoglm_cache_requests_total{op="get",result="error"} 1`) {
+		t.Fatalf("the lookup error is not counted:\n%s", m)
+	}
+	// Redis back (empty): the tier works again.
+	redis.Restart()
+	body = `{"model":"m","messages":[{"role":"user","content":"redis is back"}],"temperature":0}`
+	s = send(b)
+	if s.Local != nil || s.Resumed != 1 {
+		t.Fatalf("redis back: local %+v, resumed %d", s.Local, s.Resumed)
+	}
+	if m := get(t, sc.base+"/metrics"); !strings.Contains(m, `autoglm_cache_requests_total{op="get",result="miss"}`) {
+		t.Fatalf("no lookup reached redis again:\n%s", m)
 	}
 	// Cache cluster down: a miss, and the request goes on.
 	c := proxy(map[string]string{"autoglm-cache": "http://" + freePort(t)})
