@@ -27,13 +27,13 @@ import (
 	xdsserver "github.com/open-autoglm/autoglm/xds/server"
 )
 
-// scale stretches every drill's phases: 1 in make test, more in make
-// chaos (AUTOGLM_CHAOS_SCALE).
-func scale() time.Duration {
+// scaled stretches a drill's phase: 1× in make test, more in make chaos
+// (AUTOGLM_CHAOS_SCALE).
+func scaled(d time.Duration) time.Duration {
 	if n, err := strconv.Atoi(os.Getenv("AUTOGLM_CHAOS_SCALE")); err == nil && n > 0 {
-		return time.Duration(n)
+		return time.Duration(int64(d) * int64(n))
 	}
-	return 1
+	return d
 }
 
 // callDeadline is every call's deadline; a call that has no answer a
@@ -229,9 +229,9 @@ func drill(t *testing.T, e *env, fault func(), after time.Duration, allowRetryab
 	tl := &tally{}
 	ctx, stop := context.WithCancel(context.Background())
 	wg := e.load(ctx, tl)
-	time.Sleep(time.Second * scale())
+	time.Sleep(scaled(time.Second))
 	fault()
-	time.Sleep(after * scale())
+	time.Sleep(scaled(after))
 	stop()
 	wg.Wait()
 	t.Logf("drill %s: sent %d, succeeded %d, retryable errors %d, deadline %d, lost %d, hung %d, slowest %v %v",
