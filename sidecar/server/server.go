@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"golang.org/x/net/netutil"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -48,24 +50,26 @@ type Options struct {
 // Server serves one model: an in-process engine through the batch
 // scheduler, or a remote engine through the dispatcher.
 type Server struct {
-	opts     Options
-	be       backend
-	sched    *batch.Scheduler // the local backend's, nil when remote
-	info     inference.Info
-	m        *telemetry.Metrics
-	reg      *prometheus.Registry
-	log      *slog.Logger
-	created  int64
-	health   *health.Server
-	gpu      *gpu.Monitor
-	gpuEvery time.Duration
-	ready    atomic.Bool
-	draining atomic.Bool
-	ids      atomic.Uint64
-	idPrefix string
-	cache    http.Handler
-	policy   *identity.Policy
-	grpcOpts []grpc.ServerOption
+	opts  Options
+	be    backend
+	sched *batch.Scheduler // the local backend's, nil when remote
+	info  inference.Info
+	m     *telemetry.Metrics
+	reg   *prometheus.Registry
+	// handshakeErrors counts failed TLS handshakes on the HTTP port.
+	handshakeErrors prometheus.Counter
+	log             *slog.Logger
+	created         int64
+	health          *health.Server
+	gpu             *gpu.Monitor
+	gpuEvery        time.Duration
+	ready           atomic.Bool
+	draining        atomic.Bool
+	ids             atomic.Uint64
+	idPrefix        string
+	cache           http.Handler
+	policy          *identity.Policy
+	grpcOpts        []grpc.ServerOption
 }
 
 // SetIdentity makes the server verify callers (their SPIFFE ID becomes the
@@ -150,6 +154,11 @@ func newServer(cfg config.Config, be backend, info inference.Info, log *slog.Log
 		return l
 	})
 	be.setMetrics(m)
+	hsErrors := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "autoglm_tls_handshake_errors_total",
+		Help: "TLS handshakes on the HTTP port that failed (expired or untrusted certificates on either side, no client certificate).",
+	})
+	reg.MustRegister(hsErrors)
 	now := time.Now()
 	return &Server{
 		opts: Options{
@@ -158,7 +167,7 @@ func newServer(cfg config.Config, be backend, info inference.Info, log *slog.Log
 			HeaderTimeout: cfg.Server.HeaderTimeout, BodyTimeout: cfg.Server.BodyTimeout, IdleTimeout: cfg.Server.IdleTimeout,
 			WriteTimeout: cfg.Server.WriteTimeout, MaxConnections: cfg.Server.MaxConnections, MaxHeaderBytes: cfg.Server.MaxHeaderBytes,
 		},
-		be: be, info: info, health: newHealth(), m: m, reg: reg, log: log,
+		be: be, info: info, health: newHealth(), m: m, reg: reg, log: log, handshakeErrors: hsErrors,
 		created: now.Unix(), idPrefix: strconv.FormatInt(now.UnixNano()%(1<<40), 36),
 	}
 }
@@ -226,6 +235,23 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
+// handshakeCounter is the HTTP server's error log: it counts failed TLS
+// handshakes (an expired or untrusted certificate on either side, a
+// client without one) and logs every line as a warning.
+type handshakeCounter struct {
+	log *slog.Logger
+	n   prometheus.Counter
+}
+
+func (h handshakeCounter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	if strings.Contains(line, "TLS handshake error") {
+		h.n.Inc()
+	}
+	h.log.Warn(line)
+	return len(p), nil
+}
+
 // Listeners are where Run serves; GRPC may be nil. With TLS, HTTP
 // connections are TLS (Run wraps HTTP after its connection cap, so that
 // the handlers still see the TLS connection state).
@@ -243,7 +269,7 @@ func (s *Server) Run(ctx context.Context, ls Listeners) error {
 	// mid-stream. Bodies get a read deadline while they are read, and
 	// each response write one of its own (readBody, the writers).
 	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: s.opts.HeaderTimeout, IdleTimeout: s.opts.IdleTimeout,
-		MaxHeaderBytes: s.opts.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+		MaxHeaderBytes: s.opts.MaxHeaderBytes, ErrorLog: log.New(handshakeCounter{log: s.log, n: s.handshakeErrors}, "", 0)}
 	if s.opts.MaxConnections > 0 {
 		ls.HTTP = netutil.LimitListener(ls.HTTP, s.opts.MaxConnections)
 	}
