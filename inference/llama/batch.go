@@ -192,6 +192,9 @@ func (m *Model) Run(feeds []Feed) error {
 		}
 		mulAll(hs, nil, product{&L.wq, qs}, product{&L.wk, ks}, product{&L.wv, vs})
 		for i, r := range rows {
+			addBias(r.sc.q, L.bq)
+			addBias(ks[i], L.bk)
+			addBias(vs[i], L.bv)
 			for h := range m.Heads {
 				m.rope(r.sc.q[h*hd:(h+1)*hd], r.pos)
 			}
@@ -301,4 +304,11 @@ func floats(b []byte) []float32 {
 		return out
 	}
 	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
+}
+
+// addBias adds b (nil: none) to x.
+func addBias(x, b []float32) {
+	for i, v := range b {
+		x[i] += v
+	}
 }

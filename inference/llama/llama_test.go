@@ -90,6 +90,17 @@ func reference(m *llama.Model, tokens []int) []float64 {
 		for p := range n {
 			h := norm(xs[p], L.AttnNorm)
 			qs[p], ks[p], vs[p] = mul(L.Q, h), mul(L.K, h), mul(L.V, h)
+			// Qwen2: q = W_q·h + b_q, and the same for k and v (the
+			// Hugging Face Qwen2Attention's q_proj/k_proj/v_proj have
+			// bias=True), before the rotary embedding.
+			for _, pb := range []struct {
+				v []float64
+				b []float32
+			}{{qs[p], L.QBias}, {ks[p], L.KBias}, {vs[p], L.VBias}} {
+				for i, b := range pb.b {
+					pb.v[i] += float64(b)
+				}
+			}
 			for hh := range c.Heads {
 				rope(qs[p][hh*hd:(hh+1)*hd], p)
 			}
@@ -216,6 +227,32 @@ func TestLoadErrors(t *testing.T) {
 	f, _ = gguf.Parse(b.Bytes())
 	if _, err := llama.Load(f); err == nil || !strings.Contains(err.Error(), "do not divide") {
 		t.Fatalf("%v", err)
+	}
+	// A file the engine would compute wrong is refused: Qwen2 without its
+	// attention biases, and any model with tensors the engine does not
+	// implement (Llama 3.1's RoPE frequency factors, a layer beyond the
+	// block count).
+	for _, tc := range []struct {
+		cfg  tiny.Config
+		want string
+	}{
+		{tiny.Config{Arch: "qwen2", Vocab: 8, Embd: 8, Layers: 1, Heads: 2, FF: 8, Context: 8, NoBias: true}, "tensor blk.0.attn_q.bias is missing"},
+		{tiny.Config{Vocab: 8, Embd: 8, Layers: 1, Heads: 2, FF: 8, Context: 8,
+			Extra: []gguf.Tensor{{Name: "rope_freqs.weight", Dims: []uint64{2}, Type: gguf.F32, Data: make([]byte, 8)}}}, "rope_freqs.weight"},
+		{tiny.Config{Vocab: 8, Embd: 8, Layers: 1, Heads: 2, FF: 8, Context: 8,
+			Extra: []gguf.Tensor{{Name: "blk.1.attn_norm.weight", Dims: []uint64{8}, Type: gguf.F32, Data: make([]byte, 32)}}}, "blk.1.attn_norm.weight"},
+	} {
+		b.Reset()
+		if err := tiny.Write(&b, tc.cfg); err != nil {
+			t.Fatal(err)
+		}
+		f, err := gguf.Parse(b.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := llama.Load(f); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.cfg, err, tc.want)
+		}
 	}
 	m := build(t, tiny.Config{Vocab: 8, Embd: 8, Layers: 1, Heads: 2, FF: 8, Context: 2})
 	s := m.NewState()

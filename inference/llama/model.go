@@ -36,7 +36,10 @@ func (c Config) HeadDim() int { return c.Embd / c.Heads }
 type layer struct {
 	attnNorm, ffnNorm []float32
 	wq, wk, wv, wo    Matrix
-	gate, up, down    Matrix
+	// bq, bk, bv are the Q, K and V projections' biases (qwen2 has them;
+	// nil where a model has none).
+	bq, bk, bv     []float32
+	gate, up, down Matrix
 }
 
 // Model is a loaded model.
@@ -129,6 +132,14 @@ func Load(f *gguf.File) (*Model, error) {
 		}
 		return v
 	}
+	// bias is a projection's bias: required by qwen2 (its attention has
+	// them), read where another architecture's file has one.
+	bias := func(name string, n int) []float32 {
+		if _, ok := f.Tensor(name); !ok && arch != "qwen2" {
+			return nil
+		}
+		return vec(name, n)
+	}
 	m.embd = get("token_embd.weight", c.Vocab, c.Embd)
 	for i := range c.Layers {
 		p := fmt.Sprintf("blk.%d.", i)
@@ -136,6 +147,7 @@ func Load(f *gguf.File) (*Model, error) {
 			attnNorm: vec(p+"attn_norm.weight", c.Embd), ffnNorm: vec(p+"ffn_norm.weight", c.Embd),
 			wq: get(p+"attn_q.weight", c.Embd, c.Embd), wk: get(p+"attn_k.weight", kvDim, c.Embd),
 			wv: get(p+"attn_v.weight", kvDim, c.Embd), wo: get(p+"attn_output.weight", c.Embd, c.Embd),
+			bq: bias(p+"attn_q.bias", c.Embd), bk: bias(p+"attn_k.bias", kvDim), bv: bias(p+"attn_v.bias", kvDim),
 			gate: get(p+"ffn_gate.weight", c.FF, c.Embd), up: get(p+"ffn_up.weight", c.FF, c.Embd), down: get(p+"ffn_down.weight", c.Embd, c.FF),
 		})
 	}
@@ -148,6 +160,21 @@ func Load(f *gguf.File) (*Model, error) {
 	if err = errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	// A tensor this engine does not read is part of the model it would
+	// compute wrong (a bias, RoPE frequency factors, another norm):
+	// refuse the file rather than run it silently wrong.
+	var unused []string
+	for _, t := range f.Tensors {
+		if !used(t.Name, c.Layers) {
+			unused = append(unused, t.Name)
+		}
+	}
+	if len(unused) > 0 {
+		if len(unused) > 5 {
+			unused = append(unused[:5], fmt.Sprintf("and %d more", len(unused)-5))
+		}
+		return nil, fmt.Errorf("the %s model has tensors this engine does not implement, so it would compute it wrong: %v", arch, unused)
+	}
 	half := c.HeadDim() / 2
 	m.ropeCos, m.ropeSin = make([]float32, c.ContextLength*half), make([]float32, c.ContextLength*half)
 	for p := range c.ContextLength {
@@ -157,6 +184,25 @@ func Load(f *gguf.File) (*Model, error) {
 		}
 	}
 	return m, nil
+}
+
+// used says whether Load reads the tensor name.
+func used(name string, layers int) bool {
+	switch name {
+	case "token_embd.weight", "output_norm.weight", "output.weight":
+		return true
+	}
+	var l int
+	var rest string
+	if n, _ := fmt.Sscanf(name, "blk.%d.%s", &l, &rest); n != 2 || l < 0 || l >= layers || name != fmt.Sprintf("blk.%d.%s", l, rest) {
+		return false
+	}
+	switch rest {
+	case "attn_norm.weight", "ffn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
+		"attn_q.bias", "attn_k.bias", "attn_v.bias", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight":
+		return true
+	}
+	return false
 }
 
 // State is one sequence's position, KV blocks and scratch space.
@@ -244,12 +290,15 @@ func (m *Model) rope(v []float32, pos int) {
 type LayerWeights struct {
 	AttnNorm, FFNNorm          []float32
 	Q, K, V, O, Gate, Up, Down Matrix
+	// QBias, KBias, VBias are nil where the model has none.
+	QBias, KBias, VBias []float32
 }
 
 // Layer returns layer l's weights.
 func (m *Model) Layer(l int) LayerWeights {
 	L := m.layers[l]
-	return LayerWeights{AttnNorm: L.attnNorm, FFNNorm: L.ffnNorm, Q: L.wq, K: L.wk, V: L.wv, O: L.wo, Gate: L.gate, Up: L.up, Down: L.down}
+	return LayerWeights{AttnNorm: L.attnNorm, FFNNorm: L.ffnNorm, Q: L.wq, K: L.wk, V: L.wv, O: L.wo, Gate: L.gate, Up: L.up, Down: L.down,
+		QBias: L.bq, KBias: L.bk, VBias: L.bv}
 }
 
 // Embedding is the token embedding matrix.

@@ -13,7 +13,8 @@ import (
 	"github.com/open-autoglm/autoglm/inference/llama"
 )
 
-// Config shapes a model.
+// Config shapes a model. A qwen2 model has the Q, K and V biases of the
+// real architecture.
 type Config struct {
 	Arch                                string // llama (default) or qwen2
 	Vocab, Embd, Layers, Heads, KVHeads int
@@ -24,6 +25,10 @@ type Config struct {
 	// Tied reuses the token embedding as the output matrix.
 	Tied bool
 	Seed uint64
+	// NoBias leaves a qwen2 model's biases out, and Extra adds tensors:
+	// files that do not match their architecture, for load tests.
+	NoBias bool
+	Extra  []gguf.Tensor
 }
 
 // Write writes the model.
@@ -75,6 +80,15 @@ func WriteWith(w io.Writer, c Config, extra []gguf.KV) error {
 		data, _ := encode(gguf.F32, xs)
 		tensors = append(tensors, gguf.Tensor{Name: name, Dims: []uint64{uint64(n)}, Type: gguf.F32, Data: data})
 	}
+	// bias is a projection's bias, large enough to move the attention.
+	bias := func(name string, n int) {
+		xs := make([]float32, n)
+		for i := range xs {
+			xs[i] = float32(0.5 * rng.NormFloat64())
+		}
+		data, _ := encode(gguf.F32, xs)
+		tensors = append(tensors, gguf.Tensor{Name: name, Dims: []uint64{uint64(n)}, Type: gguf.F32, Data: data})
+	}
 	steps := []func() error{func() error { return mat("token_embd.weight", c.Vocab, c.Embd) }}
 	for l := range c.Layers {
 		p := fmt.Sprintf("blk.%d.", l)
@@ -83,6 +97,14 @@ func WriteWith(w io.Writer, c Config, extra []gguf.KV) error {
 			func() error { return mat(p+"attn_q.weight", c.Embd, c.Embd) },
 			func() error { return mat(p+"attn_k.weight", kvDim, c.Embd) },
 			func() error { return mat(p+"attn_v.weight", kvDim, c.Embd) },
+			func() error {
+				if c.Arch == "qwen2" && !c.NoBias { // Qwen2's attention has Q, K and V biases
+					bias(p+"attn_q.bias", c.Embd)
+					bias(p+"attn_k.bias", kvDim)
+					bias(p+"attn_v.bias", kvDim)
+				}
+				return nil
+			},
 			func() error { return mat(p+"attn_output.weight", c.Embd, c.Embd) },
 			func() error { norm(p+"ffn_norm.weight", c.Embd); return nil },
 			func() error { return mat(p+"ffn_gate.weight", c.FF, c.Embd) },
@@ -110,7 +132,7 @@ func WriteWith(w io.Writer, c Config, extra []gguf.KV) error {
 			keep = append(keep, kv)
 		}
 	}
-	return gguf.Write(w, append(keep, extra...), tensors)
+	return gguf.Write(w, append(keep, extra...), append(tensors, c.Extra...))
 }
 
 func typeOr(t gguf.TensorType) gguf.TensorType {
