@@ -169,7 +169,7 @@ func (e *Engine) Step(ctx context.Context, batch []inference.Input) ([]inference
 	for _, in := range batch {
 		if in.Sample && len(in.Tokens) > 0 {
 			tok := e.samp[in.Slot].Sample(e.states[in.Slot].Logits)
-			e.out = append(e.out, inference.Output{Slot: in.Slot, Token: tok, EOS: tok == e.tok.EOSToken() || e.tok.IsControl(tok)})
+			e.out = append(e.out, inference.Output{Slot: in.Slot, Token: tok, EOS: tok == e.tok.EOSToken() || e.tok.IsControl(tok) || e.tok.EndsGeneration(tok)})
 		}
 	}
 	return e.out, nil

@@ -24,13 +24,13 @@ const (
 
 // BPE is a byte-level BPE tokenizer.
 type BPE struct {
-	tokens   []string
-	ids      map[string]int
-	ranks    map[[2]string]int
-	special  []string // control and user-defined texts, longest first
-	control  map[int]bool
-	pieces   [][]byte
-	BOS, EOS int
+	tokens  []string
+	ids     map[string]int
+	ranks   map[[2]string]int
+	special []string // control and user-defined texts, longest first
+	control map[int]bool
+	pieces  [][]byte
+	ends
 	template string // "chatml" or "llama3"
 }
 
@@ -39,6 +39,68 @@ type Tokenizer interface {
 	inference.Tokenizer
 	IsControl(tok int) bool
 	EOSToken() int
+	// EndsGeneration says whether tok ends a reply: EOS, EOT, EOM.
+	EndsGeneration(tok int) bool
+	// FramePrompt adds the BOS (and EOS) the model's metadata asks for
+	// around an encoded prompt.
+	FramePrompt(prompt []int) []int
+}
+
+// ends are a vocabulary's sequence markers, from the GGUF metadata.
+type ends struct {
+	BOS, EOS       int // -1: none
+	AddBOS, AddEOS bool
+	eog            map[int]bool // every end-of-generation token
+}
+
+// read takes tokenizer.ggml.{bos,eos,eot,eom}_token_id and
+// add_{bos,eos}_token; addBOS is the default of the tokenizer's family
+// (llama.cpp's: SentencePiece adds BOS, byte-level BPE does not unless
+// the metadata says so).
+func (e *ends) read(get func(string) any, n int, addBOS bool) error {
+	e.BOS, e.EOS, e.AddBOS, e.eog = -1, -1, addBOS, map[int]bool{}
+	for _, k := range []string{"bos", "eos", "eot", "eom"} {
+		key := "tokenizer.ggml." + k + "_token_id"
+		v, ok := get(key).(uint32)
+		if !ok {
+			continue
+		}
+		if int(v) >= n {
+			return fmt.Errorf("%s %d is outside the vocabulary", key, v)
+		}
+		switch k {
+		case "bos":
+			e.BOS = int(v)
+		case "eos":
+			e.EOS = int(v)
+			e.eog[int(v)] = true
+		default:
+			e.eog[int(v)] = true
+		}
+	}
+	if v, ok := get("tokenizer.ggml.add_bos_token").(bool); ok {
+		e.AddBOS = v
+	}
+	if v, ok := get("tokenizer.ggml.add_eos_token").(bool); ok {
+		e.AddEOS = v
+	}
+	return nil
+}
+
+// EndsGeneration says whether tok ends a reply.
+func (e *ends) EndsGeneration(tok int) bool { return e.eog[tok] }
+
+// FramePrompt prepends BOS when the metadata asks for it and the prompt
+// does not already start with it (a chat template may write it), and
+// appends EOS when asked.
+func (e *ends) FramePrompt(p []int) []int {
+	if e.AddBOS && e.BOS >= 0 && (len(p) == 0 || p[0] != e.BOS) {
+		p = append([]int{e.BOS}, p...)
+	}
+	if e.AddEOS && e.EOS >= 0 && (len(p) == 0 || p[len(p)-1] != e.EOS) {
+		p = append(p, e.EOS)
+	}
+	return p
 }
 
 // FromGGUF builds the tokenizer of f: byte-level BPE ("gpt2") or
@@ -62,7 +124,7 @@ func FromGGUF(f *gguf.File) (Tokenizer, error) {
 	}
 	merges, _ := get("tokenizer.ggml.merges").([]string)
 	t := &BPE{tokens: tokens, ids: make(map[string]int, len(tokens)), ranks: make(map[[2]string]int, len(merges)),
-		control: map[int]bool{}, pieces: make([][]byte, len(tokens)), BOS: -1, EOS: -1, template: "chatml"}
+		control: map[int]bool{}, pieces: make([][]byte, len(tokens)), template: "chatml"}
 	for i, s := range tokens {
 		t.ids[s] = i
 		kind := typeNormal
@@ -87,13 +149,8 @@ func FromGGUF(f *gguf.File) (Tokenizer, error) {
 		}
 		t.ranks[[2]string{a, b}] = i
 	}
-	for key, dst := range map[string]*int{"tokenizer.ggml.bos_token_id": &t.BOS, "tokenizer.ggml.eos_token_id": &t.EOS} {
-		if v, ok := get(key).(uint32); ok {
-			if int(v) >= len(tokens) {
-				return nil, fmt.Errorf("%s %d is outside the vocabulary", key, v)
-			}
-			*dst = int(v)
-		}
+	if err := t.ends.read(get, len(tokens), false); err != nil {
+		return nil, err
 	}
 	sortLongestFirst(t.special)
 	if tpl, _ := get("tokenizer.chat_template").(string); strings.Contains(tpl, "<|start_header_id|>") {

@@ -13,14 +13,14 @@ import (
 // spaces become "▁", adjacent pieces merge by the highest score while the
 // merge is a token, and characters with no token fall back to <0xXX> bytes.
 type SPM struct {
-	tokens   []string
-	scores   []float32
-	ids      map[string]int
-	control  map[int]bool
-	bytes    [256]int // <0xXX> tokens, -1 if absent
-	special  []string
-	pieces   [][]byte
-	BOS, EOS int
+	tokens  []string
+	scores  []float32
+	ids     map[string]int
+	control map[int]bool
+	bytes   [256]int // <0xXX> tokens, -1 if absent
+	special []string
+	pieces  [][]byte
+	ends
 	prefix   bool // add_space_prefix
 	template string
 }
@@ -33,7 +33,7 @@ func newSPM(f *gguf.File, tokens []string, types []int32) (*SPM, error) {
 		return nil, fmt.Errorf("tokenizer.ggml.scores has %d entries for %d tokens", len(scores), len(tokens))
 	}
 	t := &SPM{tokens: tokens, scores: scores, ids: make(map[string]int, len(tokens)), control: map[int]bool{},
-		pieces: make([][]byte, len(tokens)), BOS: -1, EOS: -1, prefix: true, template: "llama3"}
+		pieces: make([][]byte, len(tokens)), prefix: true, template: "llama3"}
 	if v, ok := getKey(f, "tokenizer.ggml.add_space_prefix").(bool); ok {
 		t.prefix = v
 	}
@@ -67,13 +67,8 @@ func newSPM(f *gguf.File, tokens []string, types []int32) (*SPM, error) {
 	if tpl, _ := getKey(f, "tokenizer.chat_template").(string); strings.Contains(tpl, "<|im_start|>") {
 		t.template = "chatml"
 	}
-	for key, dst := range map[string]*int{"tokenizer.ggml.bos_token_id": &t.BOS, "tokenizer.ggml.eos_token_id": &t.EOS} {
-		if v, ok := getKey(f, key).(uint32); ok {
-			if int(v) >= len(tokens) {
-				return nil, fmt.Errorf("%s %d is outside the vocabulary", key, v)
-			}
-			*dst = int(v)
-		}
+	if err := t.ends.read(func(k string) any { return getKey(f, k) }, len(tokens), true); err != nil {
+		return nil, err
 	}
 	return t, nil
 }

@@ -83,9 +83,9 @@ func (l *local) request(g *generation) (batch.Request, *api.Error) {
 		if err != nil {
 			return r, api.Invalid("messages", err.Error())
 		}
-		r.Prompt = tok.Encode(text)
+		r.Prompt = frame(tok, tok.Encode(text))
 	default:
-		r.Prompt = tok.Encode(g.prompt)
+		r.Prompt = frame(tok, tok.Encode(g.prompt))
 	}
 	room := info.ContextLength - len(r.Prompt)
 	switch {
@@ -279,4 +279,14 @@ func toSampling(sp *api.Sampling) inference.Sampling {
 		out.Seed, out.HasSeed = *sp.Seed, true
 	}
 	return out
+}
+
+// frame adds the BOS (and EOS) the model's metadata asks for around a
+// prompt given as text (a prompt of token ids is the caller's exactly);
+// they count in usage.prompt_tokens.
+func frame(tok inference.Tokenizer, p []int) []int {
+	if f, ok := tok.(interface{ FramePrompt([]int) []int }); ok {
+		return f.FramePrompt(p)
+	}
+	return p
 }
