@@ -2,6 +2,7 @@ package llama_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math"
 	"strings"
 	"testing"
@@ -30,7 +31,12 @@ func build(t *testing.T, c tiny.Config) *llama.Model {
 
 // reference is a plain float64 forward pass over the whole sequence at
 // once (no KV cache), from the same (dequantized) weights.
-func reference(m *llama.Model, tokens []int) []float64 {
+func reference(m *llama.Model, tokens []int) []float64 { return referenceScaled(m, tokens, 1, nil) }
+
+// referenceScaled is reference with RoPE scaling as the model's config
+// asked for it (not as the engine read it): positions divided by linear,
+// frequency i divided by freqs[i] (Llama 3.1's rope_freqs).
+func referenceScaled(m *llama.Model, tokens []int, linear float64, freqs []float32) []float64 {
 	c := m.Config
 	hd, group := c.HeadDim(), c.Heads/c.KVHeads
 	row := func(mm llama.Matrix, r int) []float64 {
@@ -70,7 +76,10 @@ func reference(m *llama.Model, tokens []int) []float64 {
 	rope := func(v []float64, pos int) {
 		half := len(v) / 2
 		for i := range half {
-			theta := float64(pos) * math.Pow(float64(c.RopeBase), -2*float64(i)/float64(hd))
+			theta := float64(pos) / linear * math.Pow(float64(c.RopeBase), -2*float64(i)/float64(hd))
+			if freqs != nil {
+				theta /= float64(freqs[i])
+			}
 			a, b := 2*i, 2*i+1
 			if c.NeoX {
 				a, b = i, i+half
@@ -229,16 +238,18 @@ func TestLoadErrors(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 	// A file the engine would compute wrong is refused: Qwen2 without its
-	// attention biases, and any model with tensors the engine does not
-	// implement (Llama 3.1's RoPE frequency factors, a layer beyond the
-	// block count).
+	// attention biases, any model with tensors the engine does not
+	// implement (Qwen3's QK-norm, a layer beyond the block count), RoPE
+	// factors that are not positive.
 	for _, tc := range []struct {
 		cfg  tiny.Config
 		want string
 	}{
 		{tiny.Config{Arch: "qwen2", Vocab: 8, Embd: 8, Layers: 1, Heads: 2, FF: 8, Context: 8, NoBias: true}, "tensor blk.0.attn_q.bias is missing"},
 		{tiny.Config{Vocab: 8, Embd: 8, Layers: 1, Heads: 2, FF: 8, Context: 8,
-			Extra: []gguf.Tensor{{Name: "rope_freqs.weight", Dims: []uint64{2}, Type: gguf.F32, Data: make([]byte, 8)}}}, "rope_freqs.weight"},
+			Extra: []gguf.Tensor{{Name: "blk.0.attn_q_norm.weight", Dims: []uint64{4}, Type: gguf.F32, Data: make([]byte, 16)}}}, "blk.0.attn_q_norm.weight"},
+		{tiny.Config{Vocab: 8, Embd: 8, Layers: 1, Heads: 2, FF: 8, Context: 8,
+			Extra: []gguf.Tensor{{Name: "rope_freqs.weight", Dims: []uint64{2}, Type: gguf.F32, Data: make([]byte, 8)}}}, "rope_freqs.weight[0] = 0"},
 		{tiny.Config{Vocab: 8, Embd: 8, Layers: 1, Heads: 2, FF: 8, Context: 8,
 			Extra: []gguf.Tensor{{Name: "blk.1.attn_norm.weight", Dims: []uint64{8}, Type: gguf.F32, Data: make([]byte, 32)}}}, "blk.1.attn_norm.weight"},
 	} {
@@ -419,5 +430,67 @@ func TestChunkEqualsSteps(t *testing.T) {
 		if a.Logits[i] != b.Logits[i] {
 			t.Fatalf("after the chunk, logit %d: %v vs %v", i, a.Logits[i], b.Logits[i])
 		}
+	}
+}
+
+// TestRoPEScaling: Llama 3.1's per-frequency factors (rope_freqs.weight)
+// and linear scaling (rope.scaling.type linear) against the float64
+// reference given the same scaling from the test's own inputs.
+func TestRoPEScaling(t *testing.T) {
+	cfg := tiny.Config{Vocab: 64, Embd: 64, Layers: 2, Heads: 4, FF: 96, Context: 32, Seed: 9}
+	freqs := make([]float32, cfg.Embd/cfg.Heads/2)
+	for i := range freqs {
+		freqs[i] = 1 + float32(i)*0.75 // the low frequencies stretched, as Llama 3.1's are
+	}
+	data := make([]byte, 4*len(freqs))
+	for i, v := range freqs {
+		binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
+	}
+	tokens := []int{3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3}
+	for _, tc := range []struct {
+		name   string
+		meta   []gguf.KV
+		extra  []gguf.Tensor
+		linear float64
+		freqs  []float32
+	}{
+		{"rope_freqs", nil, []gguf.Tensor{{Name: "rope_freqs.weight", Dims: []uint64{uint64(len(freqs))}, Type: gguf.F32, Data: data}}, 1, freqs},
+		{"linear 4", []gguf.KV{{Key: "llama.rope.scaling.type", Value: "linear"}, {Key: "llama.rope.scaling.factor", Value: float32(4)}}, nil, 4, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cfg
+			c.Extra = tc.extra
+			var b bytes.Buffer
+			if err := tiny.WriteWith(&b, c, tc.meta); err != nil {
+				t.Fatal(err)
+			}
+			f, err := gguf.Parse(b.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := llama.Load(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := m.NewState()
+			for i, tok := range tokens {
+				if err := m.Forward(s, tok); err != nil {
+					t.Fatal(err)
+				}
+				if e := maxRelErr(s.Logits, referenceScaled(m, tokens[:i+1], tc.linear, tc.freqs)); e > 1e-4 {
+					t.Fatalf("position %d: logits differ from the scaled reference by %.2g", i, e)
+				}
+				// and the scaling matters: unscaled, they differ.
+				if i == len(tokens)-1 && maxRelErr(s.Logits, reference(m, tokens)) < 1e-3 {
+					t.Fatal("the scaling made no difference")
+				}
+			}
+		})
+	}
+	var b bytes.Buffer
+	tiny.WriteWith(&b, cfg, []gguf.KV{{Key: "llama.rope.scaling.type", Value: "yarn"}})
+	f, _ := gguf.Parse(b.Bytes())
+	if _, err := llama.Load(f); err == nil || !strings.Contains(err.Error(), "only linear RoPE scaling") {
+		t.Fatalf("yarn: %v", err)
 	}
 }

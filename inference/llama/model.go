@@ -101,6 +101,22 @@ func Load(f *gguf.File) (*Model, error) {
 	if _, ok := f.Get(k("rope.freq_base")); ok {
 		c.RopeBase = meta[float32](f, k("rope.freq_base"), &errs)
 	}
+	// RoPE scaling: linear (positions divided by the factor); Llama 3.1's
+	// per-frequency factors come as the rope_freqs.weight tensor below.
+	// Other kinds (YaRN, LongRoPE) are refused rather than run wrong.
+	ropeLinear := 1.0
+	if v, ok := f.Get(k("rope.scaling.type")); ok {
+		switch v {
+		case "none":
+		case "linear":
+			ropeLinear = float64(meta[float32](f, k("rope.scaling.factor"), &errs))
+			if !(ropeLinear >= 1) || math.IsInf(ropeLinear, 0) {
+				errs = append(errs, fmt.Errorf("metadata %s = %v: want a factor ≥ 1", k("rope.scaling.factor"), ropeLinear))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("metadata %s = %v: only linear RoPE scaling (and Llama 3.1's rope_freqs) is implemented", k("rope.scaling.type"), v))
+		}
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -152,6 +168,16 @@ func Load(f *gguf.File) (*Model, error) {
 		})
 	}
 	m.norm = vec("output_norm.weight", c.Embd)
+	var freqs []float32 // Llama 3.1+: each frequency divided by its factor
+	if _, ok := f.Tensor("rope_freqs.weight"); ok {
+		freqs = vec("rope_freqs.weight", c.HeadDim()/2)
+		for i, v := range freqs {
+			if !(v > 0) || math.IsInf(float64(v), 0) {
+				errs = append(errs, fmt.Errorf("tensor rope_freqs.weight[%d] = %v: want a positive factor", i, v))
+				break
+			}
+		}
+	}
 	if _, ok := f.Tensor("output.weight"); ok {
 		m.output = get("output.weight", c.Vocab, c.Embd)
 	} else {
@@ -179,7 +205,10 @@ func Load(f *gguf.File) (*Model, error) {
 	m.ropeCos, m.ropeSin = make([]float32, c.ContextLength*half), make([]float32, c.ContextLength*half)
 	for p := range c.ContextLength {
 		for i := range half {
-			theta := float64(p) * math.Pow(float64(c.RopeBase), -2*float64(i)/float64(c.HeadDim()))
+			theta := float64(p) / ropeLinear * math.Pow(float64(c.RopeBase), -2*float64(i)/float64(c.HeadDim()))
+			if freqs != nil {
+				theta /= float64(freqs[i])
+			}
 			m.ropeCos[p*half+i], m.ropeSin[p*half+i] = float32(math.Cos(theta)), float32(math.Sin(theta))
 		}
 	}
@@ -189,7 +218,7 @@ func Load(f *gguf.File) (*Model, error) {
 // used says whether Load reads the tensor name.
 func used(name string, layers int) bool {
 	switch name {
-	case "token_embd.weight", "output_norm.weight", "output.weight":
+	case "token_embd.weight", "output_norm.weight", "output.weight", "rope_freqs.weight":
 		return true
 	}
 	var l int
