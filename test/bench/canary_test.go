@@ -12,13 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	xdsgrpc "google.golang.org/grpc/xds"
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/testengine"
+	"github.com/open-autoglm/autoglm/internal/xdstest"
 	sidecarcfg "github.com/open-autoglm/autoglm/sidecar/config"
 	sidecar "github.com/open-autoglm/autoglm/sidecar/server"
 	"github.com/open-autoglm/autoglm/test/load"
@@ -100,22 +98,9 @@ models:
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := xdsserver.New(slog.New(slog.DiscardHandler))
-	if err := s.Publish(cfg); err != nil {
-		b.Fatal(err)
-	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	s, ads := xdstest.Serve(b, cfg)
+	cc := xdstest.Client(b, ads, "inference", "load")
 	ctx, stop := context.WithCancel(context.Background())
-	go s.Run(ctx, l)
-	rb, err := xdsgrpc.NewXDSResolverWithConfigForTesting([]byte(fmt.Sprintf(
-		`{"xds_servers":[{"server_uri":"%s","channel_creds":[{"type":"insecure"}],"server_features":["xds_v3"]}],"node":{"id":"load"}}`, l.Addr())))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cc, err := grpc.NewClient("xds:///inference", grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(rb))
-	if err != nil {
-		b.Fatal(err)
-	}
 	r := &rig{s: s, canary: canary, stopped: make(chan struct{})}
 	go func() {
 		defer close(r.stopped)

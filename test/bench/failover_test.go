@@ -3,21 +3,16 @@ package bench
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	xdsgrpc "google.golang.org/grpc/xds"
 
 	"github.com/open-autoglm/autoglm/inference/testengine"
+	"github.com/open-autoglm/autoglm/internal/xdstest"
 	"github.com/open-autoglm/autoglm/test/chaos"
 	"github.com/open-autoglm/autoglm/test/load"
 	xdscfg "github.com/open-autoglm/autoglm/xds/config"
-	xdsserver "github.com/open-autoglm/autoglm/xds/server"
 )
 
 // pair is one version of two replicas (test engine) behind loopback
@@ -48,26 +43,8 @@ models:
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := xdsserver.New(slog.New(slog.DiscardHandler))
-	if err := s.Publish(cfg); err != nil {
-		b.Fatal(err)
-	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, stop := context.WithCancel(context.Background())
-	b.Cleanup(stop)
-	go s.Run(ctx, l)
-	rb, err := xdsgrpc.NewXDSResolverWithConfigForTesting([]byte(fmt.Sprintf(
-		`{"xds_servers":[{"server_uri":"%s","channel_creds":[{"type":"insecure"}],"server_features":["xds_v3"]}],"node":{"id":"bench"}}`, l.Addr())))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cc, err := grpc.NewClient("xds:///inference", grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(rb))
-	if err != nil {
-		b.Fatal(err)
-	}
-	t := load.NewGRPCConn(cc, "autoglm-test", metadata.Pairs("x-autoglm-model", "autoglm-test"))
-	b.Cleanup(func() { t.Close() })
-	return t, proxies
+	_, ads := xdstest.Serve(b, cfg)
+	return load.NewGRPCConn(xdstest.Client(b, ads, "inference", "bench"), "autoglm-test", metadata.Pairs("x-autoglm-model", "autoglm-test")), proxies
 }
 
 var failoverWorkload = load.Workload{Prompt: load.Dist{Kind: "fixed", A: 8}, Output: load.Dist{Kind: "fixed", A: 16}}

@@ -13,13 +13,12 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	xdsgrpc "google.golang.org/grpc/xds"
 
 	"github.com/open-autoglm/autoglm/inference/testengine"
+	"github.com/open-autoglm/autoglm/internal/xdstest"
 	sidecarcfg "github.com/open-autoglm/autoglm/sidecar/config"
 	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
 	sidecar "github.com/open-autoglm/autoglm/sidecar/server"
@@ -133,18 +132,8 @@ models:
 	e.ads = l.Addr().String()
 	e.serveADS(l)
 	t.Cleanup(e.stopADS)
-	rb, err := xdsgrpc.NewXDSResolverWithConfigForTesting([]byte(fmt.Sprintf(
-		`{"xds_servers":[{"server_uri":"%s","channel_creds":[{"type":"insecure"}],"server_features":["xds_v3"]}],"node":{"id":"chaos"}}`, e.ads)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient("xds:///inference", grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(rb),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 2 * time.Second}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	e.client = autoglmv1.NewInferenceClient(cc)
+	e.client = autoglmv1.NewInferenceClient(xdstest.Client(t, e.ads, "inference", "chaos",
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 2 * time.Second})))
 	return e
 }
 

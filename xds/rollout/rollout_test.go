@@ -12,19 +12,16 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	xdsgrpc "google.golang.org/grpc/xds"
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/testengine"
+	"github.com/open-autoglm/autoglm/internal/xdstest"
 	sidecarcfg "github.com/open-autoglm/autoglm/sidecar/config"
 	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
 	sidecar "github.com/open-autoglm/autoglm/sidecar/server"
 	"github.com/open-autoglm/autoglm/xds/config"
 	"github.com/open-autoglm/autoglm/xds/rollout"
-	"github.com/open-autoglm/autoglm/xds/server"
 )
 
 // failing is an engine that breaks after its warm-up step.
@@ -91,26 +88,10 @@ models:
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := server.New(slog.New(slog.DiscardHandler))
-	if err := s.Publish(cfg); err != nil {
-		t.Fatal(err)
-	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	s, ads := xdstest.Serve(t, cfg)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	go s.Run(ctx, l)
-
-	rb, err := xdsgrpc.NewXDSResolverWithConfigForTesting([]byte(fmt.Sprintf(
-		`{"xds_servers":[{"server_uri":"%s","channel_creds":[{"type":"insecure"}],"server_features":["xds_v3"]}],"node":{"id":"load"}}`, l.Addr())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient("xds:///inference", grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(rb))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	client := autoglmv1.NewInferenceClient(cc)
+	client := autoglmv1.NewInferenceClient(xdstest.Client(t, ads, "inference", "load"))
 	call := func() error {
 		cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-autoglm-model", "autoglm-test"), 5*time.Second)
 		defer cancel()

@@ -2,22 +2,19 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	xdsgrpc "google.golang.org/grpc/xds"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/open-autoglm/autoglm/inference/testengine"
+	"github.com/open-autoglm/autoglm/internal/xdstest"
 	sidecarcfg "github.com/open-autoglm/autoglm/sidecar/config"
 	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
 	sidecar "github.com/open-autoglm/autoglm/sidecar/server"
@@ -98,20 +95,7 @@ func shippedRollout(t *testing.T, net24 string, canary testengine.Config, during
 			}
 		}
 	}()
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	go s.Run(ctx, l)
-
-	rb, err := xdsgrpc.NewXDSResolverWithConfigForTesting([]byte(fmt.Sprintf(
-		`{"xds_servers":[{"server_uri":"%s","channel_creds":[{"type":"insecure"}],"server_features":["xds_v3"]}],"node":{"id":"load"}}`, l.Addr())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient("xds:///autoglm-inference", grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(rb))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	api := autoglmv1.NewInferenceClient(cc)
+	api := autoglmv1.NewInferenceClient(xdstest.Client(t, xdstest.Run(t, s), "autoglm-inference", "load"))
 	for range 6 {
 		go func() {
 			for ctx.Err() == nil {
