@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"testing"
@@ -23,6 +25,11 @@ import (
 	"github.com/open-autoglm/autoglm/xds/rollout"
 	"github.com/open-autoglm/autoglm/xds/server"
 )
+
+// loopback24 is a random /24 of 127/8 for one test's sidecars: they must
+// listen on the shipped Services' ports (8080, 9090), so a fixed address
+// would collide with another run of the tests on the same machine.
+func loopback24() string { return fmt.Sprintf("127.%d.%d", 64+rand.IntN(128), rand.IntN(256)) }
 
 // sidecarAt runs a real sidecar on ip at the ports the shipped
 // configuration names (8080 HTTP, 9090 gRPC).
@@ -143,7 +150,7 @@ slo: {max_error_rate: 0.01, max_ttft_ratio: 1.5, max_tpot_ratio: 1.2, min_reques
 // autoglm-model-v2 is 2.6× slower to the first token; its metrics are
 // read from the endpoints discovered for it, and it is rolled back.
 func TestShippedConfigRollsBackSlowCanary(t *testing.T) {
-	st := shippedRollout(t, "127.77.0", testengine.Config{StepCost: 6 * time.Millisecond, TokenCost: 500 * time.Microsecond}, nil)
+	st := shippedRollout(t, loopback24(), testengine.Config{StepCost: 6 * time.Millisecond, TokenCost: 500 * time.Microsecond}, nil)
 	if st.State != rollout.RolledBack || st.Weight != 0 || !strings.Contains(st.Reason, "time to first token") {
 		t.Fatalf("%+v", st)
 	}
@@ -155,9 +162,10 @@ func TestShippedConfigRollsBackSlowCanary(t *testing.T) {
 // TestShippedConfigRollsBackUnreadyCanary: the canary's pod turns unready
 // mid-rollout (its EndpointSlice says so); it is rolled back.
 func TestShippedConfigRollsBackUnreadyCanary(t *testing.T) {
-	st := shippedRollout(t, "127.77.1", testengine.Config{StepCost: 6 * time.Millisecond, TokenCost: 100 * time.Microsecond}, func(c *fake.Clientset) {
+	net24 := loopback24()
+	st := shippedRollout(t, net24, testengine.Config{StepCost: 6 * time.Millisecond, TokenCost: 100 * time.Microsecond}, func(c *fake.Clientset) {
 		time.Sleep(time.Second)
-		c.DiscoveryV1().EndpointSlices("autoglm").Update(context.Background(), endpointSlice("autoglm-model-v2", "127.77.1.2", false), metav1.UpdateOptions{})
+		c.DiscoveryV1().EndpointSlices("autoglm").Update(context.Background(), endpointSlice("autoglm-model-v2", net24+".2", false), metav1.UpdateOptions{})
 	})
 	if st.State != rollout.RolledBack || st.Weight != 0 || !strings.Contains(st.Reason, "0 ready endpoints") {
 		t.Fatalf("%+v", st)
@@ -166,7 +174,7 @@ func TestShippedConfigRollsBackUnreadyCanary(t *testing.T) {
 
 // TestShippedConfigPromotesHealthyCanary: the same engine behind both.
 func TestShippedConfigPromotesHealthyCanary(t *testing.T) {
-	st := shippedRollout(t, "127.77.2", testengine.Config{StepCost: 6 * time.Millisecond, TokenCost: 100 * time.Microsecond}, nil)
+	st := shippedRollout(t, loopback24(), testengine.Config{StepCost: 6 * time.Millisecond, TokenCost: 100 * time.Microsecond}, nil)
 	if st.State != rollout.Promoted || st.Weight != 100 {
 		t.Fatalf("%+v", st)
 	}
