@@ -3,9 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -16,9 +14,9 @@ import (
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/testengine"
+	"github.com/open-autoglm/autoglm/internal/sidecartest"
 	"github.com/open-autoglm/autoglm/internal/xdstest"
 	sidecarcfg "github.com/open-autoglm/autoglm/sidecar/config"
-	sidecar "github.com/open-autoglm/autoglm/sidecar/server"
 	"github.com/open-autoglm/autoglm/test/load"
 	xdscfg "github.com/open-autoglm/autoglm/xds/config"
 	"github.com/open-autoglm/autoglm/xds/rollout"
@@ -59,17 +57,7 @@ func (e *regressed) setFailure(p float64) { e.fail.Store(uint64(p * (1 << 64))) 
 func grpcSidecar(b *testing.B, eng inference.Engine) (string, int) {
 	cfg := sidecarcfg.Default()
 	cfg.Admission.MaxQueue = 4096
-	srv := sidecar.New(cfg, eng, 0, slog.New(slog.DiscardHandler))
-	hl, _ := net.Listen("tcp", "127.0.0.1:0")
-	gl, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, sidecar.Listeners{HTTP: hl, GRPC: gl}) }()
-	b.Cleanup(func() { cancel(); <-done })
-	for !srv.Ready() {
-		time.Sleep(time.Millisecond)
-	}
-	return hl.Addr().String(), gl.Addr().(*net.TCPAddr).Port
+	return sidecartest.Loopback(b, cfg, eng)
 }
 
 // rig is a stable and a canary version behind autoglm-xds, under steady

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -16,10 +14,10 @@ import (
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/testengine"
+	"github.com/open-autoglm/autoglm/internal/sidecartest"
 	"github.com/open-autoglm/autoglm/internal/xdstest"
 	sidecarcfg "github.com/open-autoglm/autoglm/sidecar/config"
 	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
-	sidecar "github.com/open-autoglm/autoglm/sidecar/server"
 	"github.com/open-autoglm/autoglm/xds/config"
 	"github.com/open-autoglm/autoglm/xds/rollout"
 )
@@ -41,17 +39,7 @@ func (f *failing) Step(ctx context.Context, in []inference.Input) ([]inference.O
 func startSidecar(t *testing.T, eng inference.Engine) (string, int) {
 	cfg := sidecarcfg.Default()
 	cfg.Admission.MaxQueue = 1024
-	srv := sidecar.New(cfg, eng, 0, slog.New(slog.DiscardHandler))
-	hl, _ := net.Listen("tcp", "127.0.0.1:0")
-	gl, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, sidecar.Listeners{HTTP: hl, GRPC: gl}) }()
-	t.Cleanup(func() { cancel(); <-done })
-	for !srv.Ready() {
-		time.Sleep(time.Millisecond)
-	}
-	return hl.Addr().String(), gl.Addr().(*net.TCPAddr).Port
+	return sidecartest.Loopback(t, cfg, eng)
 }
 
 // The versions' engines: the stable one spends 6 ms per step and 0.1 ms

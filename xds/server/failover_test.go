@@ -22,9 +22,9 @@ import (
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/testengine"
+	"github.com/open-autoglm/autoglm/internal/sidecartest"
 	sidecarcfg "github.com/open-autoglm/autoglm/sidecar/config"
 	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
-	sidecar "github.com/open-autoglm/autoglm/sidecar/server"
 	"github.com/open-autoglm/autoglm/xds/config"
 )
 
@@ -81,7 +81,6 @@ func replicaOf(t *testing.T, ip string, grpcPort int, eng inference.Engine) (str
 
 func replicaWith(t *testing.T, ip string, grpcPort int, eng inference.Engine, cfg sidecarcfg.Config) (string, int, *killable) {
 	t.Helper()
-	srv := sidecar.New(cfg, eng, 0, slog.New(slog.DiscardHandler))
 	hl, err := net.Listen("tcp", ip+":0")
 	if err != nil {
 		t.Fatal(err)
@@ -91,13 +90,7 @@ func replicaWith(t *testing.T, ip string, grpcPort int, eng inference.Engine, cf
 		t.Fatal(err) // a port free on 127.0.0.1 is all but always free on 127.0.0.2
 	}
 	k := &killable{Listener: gl}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, sidecar.Listeners{HTTP: hl, GRPC: k}) }()
-	t.Cleanup(func() { cancel(); <-done })
-	for !srv.Ready() {
-		time.Sleep(time.Millisecond)
-	}
+	sidecartest.Start(t, cfg, eng, hl, k)
 	return hl.Addr().String(), gl.Addr().(*net.TCPAddr).Port, k
 }
 

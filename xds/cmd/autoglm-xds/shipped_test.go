@@ -16,10 +16,10 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/open-autoglm/autoglm/inference/testengine"
+	"github.com/open-autoglm/autoglm/internal/sidecartest"
 	"github.com/open-autoglm/autoglm/internal/xdstest"
 	sidecarcfg "github.com/open-autoglm/autoglm/sidecar/config"
 	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
-	sidecar "github.com/open-autoglm/autoglm/sidecar/server"
 	"github.com/open-autoglm/autoglm/xds/config"
 	k8s "github.com/open-autoglm/autoglm/xds/kube"
 	"github.com/open-autoglm/autoglm/xds/rollout"
@@ -45,14 +45,7 @@ func sidecarAt(t *testing.T, ip string, eng testengine.Config) {
 	}
 	cfg := sidecarcfg.Default()
 	cfg.Admission.MaxQueue = 1024
-	srv := sidecar.New(cfg, testengine.New(eng), 0, slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, sidecar.Listeners{HTTP: hl, GRPC: gl}) }()
-	t.Cleanup(func() { cancel(); <-done })
-	for !srv.Ready() {
-		time.Sleep(time.Millisecond)
-	}
+	sidecartest.Start(t, cfg, testengine.New(eng), hl, gl)
 }
 
 func endpointSlice(service, ip string, ready bool) *discoveryv1.EndpointSlice {
