@@ -12,10 +12,13 @@ import (
 	"github.com/open-autoglm/autoglm/inference/llama/tiny"
 )
 
-func build(t *testing.T, c tiny.Config) *llama.Model {
+func build(t *testing.T, c tiny.Config) *llama.Model { return buildWith(t, c, nil) }
+
+// buildWith builds a tiny model with extra metadata.
+func buildWith(t *testing.T, c tiny.Config, meta []gguf.KV) *llama.Model {
 	t.Helper()
 	var b bytes.Buffer
-	if err := tiny.Write(&b, c); err != nil {
+	if err := tiny.WriteWith(&b, c, meta); err != nil {
 		t.Fatal(err)
 	}
 	f, err := gguf.Parse(b.Bytes())
@@ -460,18 +463,7 @@ func TestRoPEScaling(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := cfg
 			c.Extra = tc.extra
-			var b bytes.Buffer
-			if err := tiny.WriteWith(&b, c, tc.meta); err != nil {
-				t.Fatal(err)
-			}
-			f, err := gguf.Parse(b.Bytes())
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := llama.Load(f)
-			if err != nil {
-				t.Fatal(err)
-			}
+			m := buildWith(t, c, tc.meta)
 			s := m.NewState()
 			for i, tok := range tokens {
 				if err := m.Forward(s, tok); err != nil {

@@ -134,7 +134,9 @@ func Load(f *gguf.File) (*Model, error) {
 	m := &Model{Config: c}
 	var err error
 	kvDim := c.KVHeads * c.HeadDim()
+	read := map[string]bool{} // the tensors Load takes
 	get := func(name string, rows, cols int) Matrix {
+		read[name] = true
 		mm, e := matrix(f, name, rows, cols)
 		if e != nil {
 			errs = append(errs, e)
@@ -142,6 +144,7 @@ func Load(f *gguf.File) (*Model, error) {
 		return mm
 	}
 	vec := func(name string, n int) []float32 {
+		read[name] = true
 		v, e := vector(f, name, n)
 		if e != nil {
 			errs = append(errs, e)
@@ -191,7 +194,7 @@ func Load(f *gguf.File) (*Model, error) {
 	// refuse the file rather than run it silently wrong.
 	var unused []string
 	for _, t := range f.Tensors {
-		if !used(t.Name, c.Layers) {
+		if !read[t.Name] {
 			unused = append(unused, t.Name)
 		}
 	}
@@ -213,25 +216,6 @@ func Load(f *gguf.File) (*Model, error) {
 		}
 	}
 	return m, nil
-}
-
-// used says whether Load reads the tensor name.
-func used(name string, layers int) bool {
-	switch name {
-	case "token_embd.weight", "output_norm.weight", "output.weight", "rope_freqs.weight":
-		return true
-	}
-	var l int
-	var rest string
-	if n, _ := fmt.Sscanf(name, "blk.%d.%s", &l, &rest); n != 2 || l < 0 || l >= layers || name != fmt.Sprintf("blk.%d.%s", l, rest) {
-		return false
-	}
-	switch rest {
-	case "attn_norm.weight", "ffn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
-		"attn_q.bias", "attn_k.bias", "attn_v.bias", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight":
-		return true
-	}
-	return false
 }
 
 // State is one sequence's position, KV blocks and scratch space.

@@ -23,19 +23,25 @@ func vocab(t *testing.T, model string, extra ...gguf.KV) Tokenizer {
 	} else {
 		kv = append(kv, gguf.KV{Key: "tokenizer.ggml.merges", Value: []string{}})
 	}
+	tok, err := fromKVs(t, append(kv, extra...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// fromKVs is the tokenizer of a GGUF file holding just kv.
+func fromKVs(t *testing.T, kv []gguf.KV) (Tokenizer, error) {
+	t.Helper()
 	var b bytes.Buffer
-	if err := gguf.Write(&b, append(kv, extra...), nil); err != nil {
+	if err := gguf.Write(&b, kv, nil); err != nil {
 		t.Fatal(err)
 	}
 	f, err := gguf.Parse(b.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := FromGGUF(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return FromGGUF(f)
 }
 
 // TestFramePrompt: BOS and EOS follow the GGUF's add_bos_token and
@@ -73,21 +79,8 @@ func TestEndOfGeneration(t *testing.T) {
 			t.Errorf("token %d: ends generation %v, want %v", id, got, want)
 		}
 	}
-	if _, err := fromKVs(t, "gpt2", gguf.KV{Key: "tokenizer.ggml.eot_token_id", Value: uint32(99)}); err == nil {
+	if _, err := fromKVs(t, []gguf.KV{{Key: "tokenizer.ggml.model", Value: "gpt2"}, {Key: "tokenizer.ggml.tokens", Value: []string{"<unk>", "<s>", "</s>"}},
+		{Key: "tokenizer.ggml.merges", Value: []string{}}, {Key: "tokenizer.ggml.eot_token_id", Value: uint32(99)}}); err == nil {
 		t.Error("an EOT outside the vocabulary was accepted")
 	}
-}
-
-func fromKVs(t *testing.T, model string, extra ...gguf.KV) (Tokenizer, error) {
-	tokens := []string{"<unk>", "<s>", "</s>"}
-	kv := []gguf.KV{{Key: "tokenizer.ggml.model", Value: model}, {Key: "tokenizer.ggml.tokens", Value: tokens}, {Key: "tokenizer.ggml.merges", Value: []string{}}}
-	var b bytes.Buffer
-	if err := gguf.Write(&b, append(kv, extra...), nil); err != nil {
-		t.Fatal(err)
-	}
-	f, err := gguf.Parse(b.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return FromGGUF(f)
 }
