@@ -111,6 +111,25 @@ func (attempts) HandleRPC(ctx context.Context, s stats.RPCStats) {
 func (attempts) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
 func (attempts) HandleConn(context.Context, stats.ConnStats)                       {}
 
+// generate makes one call for model m (with the extra metadata pairs),
+// reads its stream to the end within timeout, and returns the messages
+// received and the error (nil when the stream ended normally).
+func generate(ctx context.Context, c autoglmv1.InferenceClient, prompt string, maxTokens int32, timeout time.Duration, md ...string) (int, error) {
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, append([]string{"x-autoglm-model", "m"}, md...)...), timeout)
+	defer cancel()
+	st, err := c.Generate(ctx, &autoglmv1.GenerateRequest{Model: "m", Prompt: prompt, MaxTokens: maxTokens})
+	got := 0
+	for err == nil {
+		if _, err = st.Recv(); err == nil {
+			got++
+		}
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	return got, err
+}
+
 // outcome of one call.
 type outcome struct {
 	ok, retried, committedFailures, uncommittedFailures, after atomic.Int64
@@ -162,17 +181,9 @@ models:
 	var killedAt time.Time
 	call := func() {
 		var tries atomic.Int64
-		cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.WithValue(ctx, attemptsKey{}, &tries), "x-autoglm-model", "m"), 10*time.Second)
-		defer cancel()
 		startedAfter := killed.Load() && time.Since(killedAt) > 500*time.Millisecond
-		st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 8})
-		got := 0
-		for err == nil {
-			if _, err = st.Recv(); err == nil {
-				got++
-			}
-		}
-		if err == io.EOF {
+		got, err := generate(context.WithValue(ctx, attemptsKey{}, &tries), client, "hello", 8, 10*time.Second)
+		if err == nil {
 			out.ok.Add(1)
 			if startedAfter {
 				out.after.Add(1)
@@ -302,19 +313,10 @@ models:
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-autoglm-model", "m"), 5*time.Second)
-				if st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "m", Prompt: "hi", MaxTokens: 2}); err == nil {
-					for {
-						if _, err := st.Recv(); err != nil {
-							if err != io.EOF {
-								failures.Add(1)
-								lastErr.Store(err.Error())
-							}
-							break
-						}
-					}
+				if _, err := generate(ctx, client, "hi", 2, 5*time.Second); err != nil {
+					failures.Add(1)
+					lastErr.Store(err.Error())
 				}
-				cancel()
 			}
 		}()
 	}

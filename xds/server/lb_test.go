@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -12,12 +11,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/open-autoglm/autoglm/inference/testengine"
 	sidecarcfg "github.com/open-autoglm/autoglm/sidecar/config"
-	autoglmv1 "github.com/open-autoglm/autoglm/sidecar/proto/autoglm/v1"
 	"github.com/open-autoglm/autoglm/xds/config"
 )
 
@@ -53,15 +50,7 @@ models:
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-autoglm-model", "m"), 5*time.Second)
-				if st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 8}); err == nil {
-					for {
-						if _, err := st.Recv(); err != nil {
-							break
-						}
-					}
-				}
-				cancel()
+				generate(ctx, client, "hello", 8, 5*time.Second)
 			}
 		}()
 	}
@@ -124,22 +113,11 @@ models:
 		go func() {
 			defer wg.Done()
 			for !warm.Load() { // until the clients have the replicas' load reports
-				cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-autoglm-model", "m"), 10*time.Second)
-				if st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 4}); err == nil {
-					for err == nil {
-						_, err = st.Recv()
-					}
-				}
-				cancel()
+				generate(ctx, client, "hello", 4, 10*time.Second)
 			}
 			for range 25 {
-				cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-autoglm-model", "m"), 10*time.Second)
-				st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "m", Prompt: "hello", MaxTokens: 4})
-				for err == nil {
-					_, err = st.Recv()
-				}
-				cancel()
-				if err == io.EOF {
+				_, err := generate(ctx, client, "hello", 4, 10*time.Second)
+				if err == nil {
 					ok.Add(1)
 					continue
 				}
@@ -206,13 +184,7 @@ models:
 		for i, e := range engines {
 			before[i] = e.starts.Load()
 		}
-		cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-autoglm-model", "m", "x-autoglm-prefix-key", key), 5*time.Second)
-		defer cancel()
-		st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "m", Prompt: "hi", MaxTokens: 1})
-		for err == nil {
-			_, err = st.Recv()
-		}
-		if err != io.EOF {
+		if _, err := generate(ctx, client, "hi", 1, 5*time.Second, "x-autoglm-prefix-key", key); err != nil {
 			t.Fatalf("key %s: %v", key, err)
 		}
 		for i, e := range engines {
@@ -318,16 +290,11 @@ models:
 				defer wg.Done()
 				for range n / 10 {
 					start := time.Now()
-					cctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-autoglm-model", "m"), 5*time.Second)
-					st, err := client.Generate(cctx, &autoglmv1.GenerateRequest{Model: "m", Prompt: "hi", MaxTokens: 1})
-					for err == nil {
-						_, err = st.Recv()
-					}
-					cancel()
+					_, err := generate(ctx, client, "hi", 1, 5*time.Second)
 					took := time.Since(start)
 					mu.Lock()
 					switch {
-					case err == io.EOF:
+					case err == nil:
 						fastest = min(fastest, took)
 					case status.Code(err) == codes.Unavailable:
 						aborted++
