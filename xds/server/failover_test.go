@@ -7,12 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -217,6 +220,14 @@ models:
 		}()
 	}
 	time.Sleep(1500 * time.Millisecond)
+	// Kill while a call waits in b's queue (no token yet), so that there
+	// is a call the retry policy must move: which calls are where at a
+	// given instant is up to the balancer and the scheduler.
+	for deadline := time.Now().Add(5 * time.Second); queued(t, hb) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("no call waited in the queue of the replica to kill within 5s")
+		}
+	}
 	killedAt = time.Now()
 	killed.Store(true)
 	kb.Kill()
@@ -234,6 +245,29 @@ models:
 	if out.after.Load() < 20 {
 		t.Errorf("only %d calls succeeded after the kill", out.after.Load())
 	}
+}
+
+// queued returns the requests waiting in the queue of the sidecar whose
+// HTTP endpoint is addr (autoglm_queue_depth, all priorities).
+func queued(t *testing.T, addr string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mf, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0.0
+	if f := mf["autoglm_queue_depth"]; f != nil {
+		for _, m := range f.GetMetric() {
+			n += m.GetGauge().GetValue()
+		}
+	}
+	return n
 }
 
 // flaky fails every request while failing is set, and counts the
