@@ -12,6 +12,9 @@ PROTOS    := $(wildcard sidecar/proto/autoglm/v1/*.proto)
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 RUN_ADDR  ?= 127.0.0.1:8080
 RUN_GRPC  ?= 127.0.0.1:9090
+# Stamp the VCS revision into binaries (`version`, autoglm_build_info) when
+# built in a git checkout, whatever GOFLAGS says.
+BUILDVCS  := $(shell git rev-parse --git-dir >/dev/null 2>&1 && echo -buildvcs=true)
 
 .PHONY: help deps spire istioctl kube ratelimit golangci-lint build filter filter-image run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz chaos clean
 
@@ -19,7 +22,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 build: ## build every binary into bin/
-	$(GO) build -o $(BIN)/ ./sidecar/cmd/... ./xds/cmd/... ./test/cmd/...
+	$(GO) build $(BUILDVCS) -o $(BIN)/ ./sidecar/cmd/... ./xds/cmd/... ./test/cmd/...
 
 filter: ## build the proxy-wasm filter into bin/autoglm-filter.wasm (standard Go, wasip1)
 	./filter/build.sh $(BIN)/autoglm-filter.wasm

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -28,6 +29,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/internal/cli"
 	"github.com/open-autoglm/autoglm/inference/gguf"
 	"github.com/open-autoglm/autoglm/inference/gpu"
 	"github.com/open-autoglm/autoglm/inference/llama"
@@ -41,13 +43,42 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "gpus" {
-		os.Exit(gpus())
+	args := os.Args[1:]
+	if ok, code := cli.Command("autoglm-sidecar", args, os.Stdout); ok {
+		os.Exit(code)
 	}
-	if len(os.Args) > 1 && os.Args[1] == "quantize" {
-		os.Exit(quantize(os.Args[2:]))
+	if len(args) > 0 {
+		switch {
+		case args[0] == "serve":
+			args = args[1:]
+		case args[0] == "gpus":
+			if len(args) > 1 {
+				fmt.Fprintf(os.Stderr, "autoglm-sidecar gpus: takes no arguments, got %q\n", args[1:])
+				os.Exit(2)
+			}
+			os.Exit(gpus())
+		case args[0] == "quantize":
+			os.Exit(quantize(args[1:]))
+		case cli.IsHelp(args[0]):
+			usage(os.Stdout)
+			os.Exit(0)
+		case args[0] != "" && args[0][0] != '-':
+			fmt.Fprintf(os.Stderr, "autoglm-sidecar: unknown command %q\n", args[0])
+			usage(os.Stderr)
+			os.Exit(2)
+		}
 	}
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(args))
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  autoglm-sidecar [serve] [flags]        serve the model (flags: autoglm-sidecar serve -h)
+  autoglm-sidecar quantize IN.gguf OUT.gguf  convert a GGUF model's float matrices to Q8_0
+  autoglm-sidecar gpus                   print what NVML reports, as JSON
+  autoglm-sidecar version                print the build
+Exit codes: 0 done, 1 failed, 2 bad usage or configuration.
+`)
 }
 
 // gpus prints what NVML reports, as JSON: `autoglm-sidecar gpus`.
@@ -104,8 +135,8 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("autoglm-sidecar", flag.ContinueOnError)
 	path := fs.String("config", "", "YAML configuration file (see docs/sidecar-config.md)")
 	apply := config.Flags(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args); !ok {
+		return code
 	}
 	cfg, err := config.Load(*path, apply)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,13 +26,17 @@ import (
 	"google.golang.org/grpc/metadata"
 	_ "google.golang.org/grpc/xds" // xds:/// targets
 
+	"github.com/open-autoglm/autoglm/internal/cli"
 	"github.com/open-autoglm/autoglm/test/load"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		usage()
+		usage(os.Stderr)
 		os.Exit(2)
+	}
+	if ok, code := cli.Command("autoglm-load", os.Args[1:], os.Stdout); ok {
+		os.Exit(code)
 	}
 	switch os.Args[1] {
 	case "run":
@@ -39,18 +44,20 @@ func main() {
 	case "compare":
 		os.Exit(compare(os.Args[2:]))
 	case "-h", "-help", "--help", "help":
-		usage()
+		usage(os.Stdout)
 	default:
 		fmt.Fprintf(os.Stderr, "autoglm-load: unknown command %q\n", os.Args[1])
-		usage()
+		usage(os.Stderr)
 		os.Exit(2)
 	}
 }
 
-func usage() {
-	fmt.Fprint(os.Stderr, `usage:
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
   autoglm-load run [flags]          drive a service and write a report (autoglm-load run -h for flags)
   autoglm-load compare A.json B.json  print B's change against A
+  autoglm-load version               print the build
+Exit codes: 0 done, 1 failed (or past a -max-* limit), 2 bad usage.
 `)
 }
 
@@ -121,8 +128,8 @@ func run(args []string) int {
 	quiet := fs.Bool("quiet", false, "no progress line")
 	hdr := headers{}
 	fs.Var(hdr, "header", `extra request header "Name: value" (repeatable), e.g. x-autoglm-priority: 2`)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args); !ok {
+		return code
 	}
 	cfg := load.Config{MaxInFlight: *maxInFlight, Think: *think, Cap: *capF, Timeout: *timeout, Poisson: *poisson, Seed: *seed,
 		SLO: load.SLO{TTFT: *sloTTFT, TPOT: *sloTPOT, E2E: *sloE2E}}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -37,6 +38,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/xds/bootstrap"
 	"github.com/open-autoglm/autoglm/xds/compile"
+	"github.com/open-autoglm/autoglm/internal/cli"
 	"github.com/open-autoglm/autoglm/xds/config"
 	"github.com/open-autoglm/autoglm/xds/envoygen"
 	k8s "github.com/open-autoglm/autoglm/xds/kube"
@@ -45,7 +47,14 @@ import (
 )
 
 func main() {
+	if ok, code := cli.Command("autoglm-xds", os.Args[1:], os.Stdout); ok {
+		os.Exit(code)
+	}
 	cmd, args := "serve", os.Args[1:]
+	if len(args) > 0 && cli.IsHelp(args[0]) {
+		usage(os.Stdout)
+		os.Exit(0)
+	}
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}
@@ -59,15 +68,27 @@ func main() {
 	case "bootstrap":
 		os.Exit(boot(args))
 	default:
-		fmt.Fprintf(os.Stderr, "autoglm-xds: unknown command %q (serve, validate, render, bootstrap)\n", cmd)
+		fmt.Fprintf(os.Stderr, "autoglm-xds: unknown command %q\n", cmd)
+		usage(os.Stderr)
 		os.Exit(2)
 	}
 }
 
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  autoglm-xds [serve] -config FILE [flags]  serve xDS (flags: autoglm-xds serve -h)
+  autoglm-xds validate -config FILE         check a configuration; errors name the field path
+  autoglm-xds render -config FILE           print the Envoy resources it compiles to
+  autoglm-xds bootstrap [flags]             print an Envoy bootstrap that points at autoglm-xds
+  autoglm-xds version                       print the build
+Exit codes: 0 done, 1 failed, 2 bad usage or configuration.
+`)
+}
+
 func load(fs *flag.FlagSet, args []string) (*config.Config, int) {
 	path := fs.String("config", "", "configuration file (YAML, apiVersion autoglm.io/v1alpha1)")
-	if err := fs.Parse(args); err != nil {
-		return nil, 2
+	if code, ok := cli.Parse(fs, args); !ok {
+		return nil, code
 	}
 	if *path == "" {
 		fmt.Fprintln(os.Stderr, fs.Name()+": -config is required")
@@ -133,8 +154,8 @@ func boot(args []string) int {
 	cluster := fs.String("cluster", "autoglm", "Envoy node cluster")
 	ads := fs.String("ads", "127.0.0.1:18000", "host:port of autoglm-xds's ADS server")
 	admin := fs.Int("admin-port", 9901, "Envoy admin port on 127.0.0.1 (0: no admin)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args); !ok {
+		return code
 	}
 	out, err := bootstrap.YAML(bootstrap.Options{Node: *node, Cluster: *cluster, ADS: *ads, AdminPort: *admin})
 	if err != nil {
@@ -160,8 +181,8 @@ func serve(args []string) int {
 	istioVS := fs.String("istio-virtualservice", "", "with -rollout: write the canary weights to this VirtualService (NAMESPACE/NAME) instead of serving them (Istio mode)")
 	stateCM := fs.String("rollout-state", "", "with -rollout: keep the rollout's step, state and weight in this ConfigMap (NAMESPACE/NAME), where every replica reads them: all serve the same weights and a new leader resumes the plan")
 	leaseName := fs.String("leader-lease", "", "with -rollout: only the replica holding this coordination.k8s.io Lease (NAMESPACE/NAME) runs the plan")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cli.Parse(fs, args); !ok {
+		return code
 	}
 	if *path == "" {
 		fmt.Fprintln(os.Stderr, "autoglm-xds serve: -config is required")
