@@ -36,9 +36,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/open-autoglm/autoglm/internal/cli"
 	"github.com/open-autoglm/autoglm/xds/bootstrap"
 	"github.com/open-autoglm/autoglm/xds/compile"
-	"github.com/open-autoglm/autoglm/internal/cli"
 	"github.com/open-autoglm/autoglm/xds/config"
 	"github.com/open-autoglm/autoglm/xds/envoygen"
 	k8s "github.com/open-autoglm/autoglm/xds/kube"
