@@ -11,6 +11,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"io"
 	"net"
 	"net/http"
@@ -79,6 +84,9 @@ type Client struct {
 const IdleTimeout = 4 * time.Second
 
 // Retries is how many requests were sent again on a fresh connection.
+// tracer makes the client spans of upstream calls (global provider).
+var tracer = otel.Tracer("github.com/open-autoglm/autoglm/inference/remote")
+
 func (c *Client) Retries() int64 { return c.retries.Load() }
 
 // New checks cfg and returns a client.
@@ -179,12 +187,29 @@ func (c *Client) body(r *Request) ([]byte, string) {
 // which cancels the upstream request (the upstream sees the connection
 // close and frees the sequence). A non-2xx answer is an *Error; transport
 // failures wrap ErrUnavailable; ctx's end is ctx.Err().
-func (c *Client) Generate(ctx context.Context, r *Request) (*Stream, error) {
+func (c *Client) Generate(ctx context.Context, r *Request) (_ *Stream, err error) {
 	body, path := c.body(r)
+	// A client span for the upstream call (ended by the Stream's Close, or
+	// here on failure); its context goes upstream in traceparent (and
+	// B3), so vLLM, SGLang or another sidecar continue the trace.
+	op := "chat"
+	if r.Chat == nil {
+		op = "text_completion"
+	}
+	ctx, span := tracer.Start(ctx, op+" "+c.model, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+		attribute.String("gen_ai.operation.name", op), attribute.String("gen_ai.request.model", c.model),
+		attribute.String("server.address", c.base)))
+	defer func() {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+			span.End()
+		}
+	}()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(req.Header))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "text/event-stream")
 	if c.auth != "" {
@@ -218,11 +243,14 @@ func (c *Client) Generate(ctx context.Context, r *Request) (*Stream, error) {
 		}
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
 		return nil, readError(resp)
 	}
-	return newStream(ctx, resp.Body), nil
+	st := newStream(ctx, resp.Body)
+	st.span = span
+	return st, nil
 }
 
 // staleConnection says whether err is a connection that failed before any

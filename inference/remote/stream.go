@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"io"
 )
 
@@ -19,6 +21,7 @@ type Stream struct {
 	usage  *Usage
 	chunks int
 	done   bool
+	span   trace.Span // the client span of the call, ended by Close
 }
 
 // Usage is the upstream's token count for the generation.
@@ -123,4 +126,16 @@ func (s *Stream) Usage() Usage {
 }
 
 // Close ends the request; closing before the end cancels it upstream.
-func (s *Stream) Close() error { return s.body.Close() }
+func (s *Stream) Close() error {
+	if s.span != nil {
+		if s.usage != nil {
+			s.span.SetAttributes(attribute.Int("gen_ai.usage.input_tokens", s.usage.PromptTokens),
+				attribute.Int("gen_ai.usage.output_tokens", s.usage.CompletionTokens))
+		}
+		if s.finish != "" {
+			s.span.SetAttributes(attribute.StringSlice("gen_ai.response.finish_reasons", []string{s.finish}))
+		}
+		s.span.End()
+	}
+	return s.body.Close()
+}

@@ -215,7 +215,8 @@ func (s *Scheduler) admit() {
 		s.slotSeq[slot] = seq
 		s.kvUsed += seq.reserve
 		s.running = append(s.running, seq)
-		s.m.ObserveAdmitted(time.Since(seq.item.Enqueued()), len(seq.req.Prompt))
+		seq.stats.Admitted = time.Now()
+		s.m.ObserveAdmitted(seq.stats.Admitted.Sub(seq.item.Enqueued()), len(seq.req.Prompt))
 	}
 	s.nRunning.Store(int64(len(s.running)))
 	s.nKV.Store(int64(s.kvUsed))

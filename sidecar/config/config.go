@@ -116,10 +116,13 @@ type Engine struct {
 	// Model is the name served in the API's "model" field; empty: the
 	// GGUF's general.name (native), engine.remote.model (remote),
 	// autoglm-test (test).
-	Model  string       `yaml:"model"`
-	Test   TestEngine   `yaml:"test"`
-	Native NativeEngine `yaml:"native"`
-	Remote RemoteEngine `yaml:"remote"`
+	Model string `yaml:"model"`
+	// ModelVersion is the version of the model this replica serves (the
+	// version label its pods carry, v1, v2…): in access logs and spans.
+	ModelVersion string       `yaml:"model_version"`
+	Test         TestEngine   `yaml:"test"`
+	Native       NativeEngine `yaml:"native"`
+	Remote       RemoteEngine `yaml:"remote"`
 }
 
 // NativeEngine is the embedded CPU engine; see inference/native.
@@ -199,6 +202,11 @@ type Log struct {
 	Level string `yaml:"level"`
 	// Format is json or text.
 	Format string `yaml:"format"`
+	// Access turns on one access-log line per request at info (default
+	// on); AccessSample is the fraction of requests logged (default 1;
+	// failed requests are always logged).
+	Access       bool    `yaml:"access"`
+	AccessSample float64 `yaml:"access_sample"`
 }
 
 // Default returns the configuration used where the file and flags are silent.
@@ -213,7 +221,7 @@ func Default() Config {
 		Admission: Admission{PriorityLevels: 4, MaxQueue: 256, DefaultTimeout: 5 * time.Minute, MaxTimeout: 30 * time.Minute, RetryAfter: time.Second},
 		Batch:     Batch{MaxBatchSize: 32, MaxBatchTokens: 2048},
 		GPU:       GPU{Mode: "auto", PollInterval: 2 * time.Second},
-		Log:       Log{Level: "info", Format: "json"},
+		Log:       Log{Level: "info", Format: "json", Access: true, AccessSample: 1},
 		Cache:     Cache{Prefix: "autoglm:", MaxEntryBytes: 1 << 20, MaxTTL: time.Hour, Timeout: 100 * time.Millisecond},
 	}
 }
@@ -403,6 +411,9 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if !(c.Log.AccessSample >= 0 && c.Log.AccessSample <= 1) {
+		bad("log.access_sample", "must be between 0 and 1, got %v", c.Log.AccessSample)
 	}
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		bad("log.format", "must be json or text, got %q", c.Log.Format)

@@ -61,6 +61,7 @@ func Flags(fs *flag.FlagSet) func(*Config) {
 	str("grpc-addr", "gRPC listen address, empty to disable (server.grpc_addr, default "+d.Server.GRPCAddr+")", func(c *Config) *string { return &c.Server.GRPCAddr })
 	str("engine", "inference engine (engine.kind, default "+d.Engine.Kind+")", func(c *Config) *string { return &c.Engine.Kind })
 	str("model", "served model name (engine.model; default: the model's own name)", func(c *Config) *string { return &c.Engine.Model })
+	str("model-version", "version of the model this replica serves, in access logs and spans (engine.model_version)", func(c *Config) *string { return &c.Engine.ModelVersion })
 	str("native-model", "GGUF model for -engine native; empty: the built-in tiny model (engine.native.model_path)", func(c *Config) *string { return &c.Engine.Native.ModelPath })
 	str("remote-url", "OpenAI-compatible server to run generations on, with -engine remote (engine.remote.url)", func(c *Config) *string { return &c.Engine.Remote.URL })
 	num("remote-concurrency", "generations running upstream at once, 0 to read it from the upstream (engine.remote.concurrency)", func(c *Config) *int { return &c.Engine.Remote.Concurrency })

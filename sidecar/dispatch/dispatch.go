@@ -194,7 +194,7 @@ func (d *Dispatcher) run(ctx context.Context, it *admission.Item[*Job]) {
 	j := it.Value
 	d.running.Add(1) // end takes it back
 	wait := time.Since(it.Enqueued())
-	r := stream.Result{Arrived: it.Enqueued()}
+	r := stream.Result{Arrived: it.Enqueued(), Admitted: time.Now()}
 	call, cancel := context.WithCancel(it.Ctx)
 	defer cancel()
 	defer context.AfterFunc(ctx, cancel)()

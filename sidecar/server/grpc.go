@@ -71,23 +71,31 @@ func (g grpcService) ListModels(context.Context, *autoglmv1.ListModelsRequest) (
 	return &autoglmv1.ListModelsResponse{Models: []*autoglmv1.Model{{Id: g.s.info.Model, ContextLength: int32(g.s.info.ContextLength)}}}, nil
 }
 
-func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.ServerStreamingServer[autoglmv1.GenerateResponse]) error {
+func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.ServerStreamingServer[autoglmv1.GenerateResponse]) (err error) {
 	s := g.s
-	ctx := stream.Context()
-	// The call's trailer carries the ORCA report (endpoint-load-metrics-bin)
-	// as the call ends; asking for the recorder turns that on.
-	orca.CallMetricsRecorderFromContext(ctx)
-	gen, aerr := fromProto(req)
-	if aerr != nil {
-		return grpcError(aerr)
-	}
-	md, _ := metadata.FromIncomingContext(ctx)
+	md, _ := metadata.FromIncomingContext(stream.Context())
 	first := func(k string) string {
 		if v := md.Get(strings.ToLower(k)); len(v) > 0 {
 			return v[0]
 		}
 		return ""
 	}
+	c := s.begin(stream.Context(), mdCarrier(md), "grpc", "chat", first(HeaderRequestID))
+	defer func() {
+		c.grpcCode = status.Code(err).String()
+		s.m.GRPC("Generate", c.grpcCode)
+		c.finish()
+	}()
+	ctx := c.ctx
+	// The call's trailer carries the ORCA report (endpoint-load-metrics-bin)
+	// as the call ends; asking for the recorder turns that on.
+	orca.CallMetricsRecorderFromContext(ctx)
+	gen, aerr := fromProto(req)
+	if aerr != nil {
+		s.refused(c, aerr)
+		return grpcError(aerr)
+	}
+	c.request(gen)
 	tenant := first(HeaderTenant)
 	if s.policy.Enabled() {
 		var addr string
@@ -100,7 +108,7 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 		}
 		id, err := s.policy.GRPC(ctx, s.info.Model, xfcc, addr)
 		if err != nil {
-			s.m.Request("grpc", identityStatus(err))
+			c.answered(identityStatus(err), api.NewError(identityStatus(err), "", "unauthenticated", ""))
 			if errors.Is(err, identity.ErrForbidden) {
 				return status.Error(codes.PermissionDenied, err.Error())
 			}
@@ -109,7 +117,9 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 		tenant = id.String()
 	}
 	pri, dl, aerr := s.admit(gen, meta{priority: first(HeaderPriority), envoyTimeout: first(HeaderEnvoyTimeout)}, time.Now())
+	c.caller(tenant, pri)
 	if aerr != nil {
+		s.refused(c, aerr)
 		return grpcError(aerr)
 	}
 	ctx, cancel := context.WithDeadline(ctx, dl)
@@ -131,18 +141,26 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 		if report != nil {
 			stream.SetTrailer(report)
 		}
-		s.m.Request("grpc", e.Status)
+		// A gRPC call's outcome is its final status, also after messages.
+		c.answered(e.Status, e)
 		return grpcFailure(ctx, e)
 	}
 	if err != nil {
-		return fail(s.failure(err))
+		e := s.failure(err)
+		c.admitted(true, e)
+		if e == nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		return fail(e)
 	}
+	c.admitted(false, nil)
 	for {
 		text, err := seq.Next()
 		if err == io.EOF {
 			res := seq.Result()
+			c.generated("", res)
 			u := usage(res)
-			s.m.Request("grpc", http.StatusOK)
+			c.answered(http.StatusOK, nil)
 			return send(&autoglmv1.GenerateResponse{Text: validUTF8(text), FinishReason: res.Finish, Usage: &autoglmv1.Usage{
 				PromptTokens: int32(u.PromptTokens), CompletionTokens: int32(u.CompletionTokens), TotalTokens: int32(u.TotalTokens)}})
 		}

@@ -234,20 +234,31 @@ func TestORCAHeaderAndMetrics(t *testing.T) {
 	}
 	b, _ := io.ReadAll(m.Body)
 	m.Body.Close()
+	// Every per-model series carries the model label; the GenAI
+	// instruments and the Inference Extension's gauges are there too.
 	for _, want := range []string{
-		`autoglm_queue_depth{priority="3"} 0`,
-		"autoglm_batch_size_count",
-		"autoglm_time_to_first_token_seconds_count 2", // warm-up + request
-		"autoglm_time_per_output_token_seconds_count 1",
-		`autoglm_request_duration_seconds_count{outcome="ok"} 2`,
-		`autoglm_requests_total{api="chat",code="200"} 1`,
-		"autoglm_generation_tokens_total 5",
-		`autoglm_rejections_total{reason="queue_full"} 0`,
-		"autoglm_kv_utilization 0",
+		`autoglm_queue_depth{model="autoglm-test",priority="3"} 0`,
+		`autoglm_batch_size_count{model="autoglm-test"}`,
+		`autoglm_time_to_first_token_seconds_count{model="autoglm-test"} 2`, // warm-up + request
+		`autoglm_time_per_output_token_seconds_count{model="autoglm-test"} 1`,
+		`autoglm_request_duration_seconds_count{model="autoglm-test",outcome="ok"} 2`,
+		`autoglm_requests_total{api="chat",code="200",model="autoglm-test"} 1`,
+		`autoglm_generation_tokens_total{model="autoglm-test"} 5`,
+		`autoglm_rejections_total{model="autoglm-test",reason="queue_full"} 0`,
+		`autoglm_kv_utilization{model="autoglm-test"} 0`,
+		`gen_ai_server_request_duration_seconds_count{error_type="",gen_ai_operation_name="chat",gen_ai_provider_name="autoglm",gen_ai_request_model="autoglm-test"} 1`,
+		`gen_ai_server_time_to_first_token_seconds_count{error_type="",gen_ai_operation_name="chat",gen_ai_provider_name="autoglm",gen_ai_request_model="autoglm-test"} 1`,
+		`gen_ai_client_token_usage_sum{error_type="",gen_ai_operation_name="chat",gen_ai_provider_name="autoglm",gen_ai_request_model="autoglm-test",gen_ai_token_type="output"} 4`,
+		`vllm:num_requests_waiting{model_name="autoglm-test"} 0`,
+		`vllm:kv_cache_usage_perc{model_name="autoglm-test"} 0`,
+		`autoglm_build_info{goversion=`,
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", b)
 	}
 }
 

@@ -18,7 +18,9 @@ import (
 )
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
-	req, ok := decodeBody(s, w, r, "chat", api.DecodeChat)
+	c := s.begin(r.Context(), headerCarrier(r), "chat", "chat", r.Header.Get(HeaderRequestID))
+	defer c.finish()
+	req, ok := decodeBody(s, w, r, c, api.DecodeChat)
 	if !ok {
 		return
 	}
@@ -28,22 +30,24 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	g := generation{model: req.Model, chat: msgs, maxTokens: req.MaxTokens, stop: req.Stop,
 		sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS}
-	s.serve(w, r, "chat", &g, &req.Sampling, chatFormat{model: req.Model, created: time.Now().Unix()})
+	s.serve(w, r, c, &g, &req.Sampling, chatFormat{model: req.Model, created: time.Now().Unix()})
 }
 
 func (s *Server) completion(w http.ResponseWriter, r *http.Request) {
-	req, ok := decodeBody(s, w, r, "completions", api.DecodeCompletion)
+	c := s.begin(r.Context(), headerCarrier(r), "completions", "text_completion", r.Header.Get(HeaderRequestID))
+	defer c.finish()
+	req, ok := decodeBody(s, w, r, c, api.DecodeCompletion)
 	if !ok {
 		return
 	}
 	g := generation{model: req.Model, prompt: req.Prompt.Text, tokens: req.Prompt.Tokens, maxTokens: req.MaxTokens,
 		defaultMT: defaultCompletionMT, stop: req.Stop, sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS}
-	s.serve(w, r, "completions", &g, &req.Sampling, textFormat{model: req.Model, created: time.Now().Unix()})
+	s.serve(w, r, c, &g, &req.Sampling, textFormat{model: req.Model, created: time.Now().Unix()})
 }
 
 // decodeBody reads and decodes a request body, answering the error itself
 // when there is one.
-func decodeBody[T any](s *Server, w http.ResponseWriter, r *http.Request, apiName string, decode func([]byte) (T, *api.Error)) (T, bool) {
+func decodeBody[T any](s *Server, w http.ResponseWriter, r *http.Request, c *call, decode func([]byte) (T, *api.Error)) (T, bool) {
 	var zero T
 	body, aerr := s.readBody(w, r)
 	if aerr == nil {
@@ -52,7 +56,7 @@ func decodeBody[T any](s *Server, w http.ResponseWriter, r *http.Request, apiNam
 			return req, true
 		}
 	}
-	s.reply(w, apiName, aerr)
+	s.reply(w, c, aerr)
 	return zero, false
 }
 
@@ -104,7 +108,8 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.
 // serve runs a generation and answers it, streamed or not. Nothing is
 // written before the first token or the failure, so a request rejected
 // while queued still gets its own status code.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, apiName string, g *generation, sp *api.Sampling, f format) {
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call, g *generation, sp *api.Sampling, f format) {
+	c.request(g)
 	tenant := r.Header.Get(HeaderTenant)
 	if s.policy.Enabled() {
 		id, err := s.policy.HTTP(r, s.info.Model)
@@ -113,7 +118,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, apiName string, g
 			if errors.Is(err, identity.ErrForbidden) {
 				code, typ = "forbidden", "permission_error"
 			}
-			s.reply(w, apiName, api.NewError(identityStatus(err), typ, code, err.Error()))
+			s.reply(w, c, api.NewError(identityStatus(err), typ, code, err.Error()))
 			return
 		}
 		tenant = id.String()
@@ -122,44 +127,49 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, apiName string, g
 		priority:     r.Header.Get(HeaderPriority),
 		envoyTimeout: r.Header.Get(HeaderEnvoyTimeout), grpcTimeout: r.Header.Get(HeaderGRPCTimeout),
 	}, time.Now())
+	c.caller(tenant, pri)
 	if aerr != nil {
-		s.reply(w, apiName, aerr)
+		s.reply(w, c, aerr)
 		return
 	}
-	ctx, cancel := context.WithDeadline(r.Context(), dl)
+	ctx, cancel := context.WithDeadline(c.ctx, dl)
 	defer cancel()
 	seq, err := s.be.start(ctx, g, pri, tenant)
 	w.Header()[telemetry.ORCAHeader] = []string{s.orca()}
 	if err != nil {
-		s.reply(w, apiName, s.failure(err))
+		e := s.failure(err)
+		c.admitted(true, e)
+		s.reply(w, c, e)
 		return
 	}
+	c.admitted(false, nil)
 	id := s.nextID(f.idPrefix())
 	if !sp.Stream {
 		text, err := seq.Wait()
 		if err != io.EOF {
-			s.reply(w, apiName, s.failure(err))
+			s.reply(w, c, s.failure(err))
 			return
 		}
+		c.generated(id, seq.Result())
 		s.writeJSON(w, http.StatusOK, f.full(id, text, seq.Result()))
-		s.m.Request(apiName, http.StatusOK)
+		c.answered(http.StatusOK, nil)
 		return
 	}
 	text, err := seq.Next()
 	if err != nil && err != io.EOF {
-		s.reply(w, apiName, s.failure(err))
+		s.reply(w, c, s.failure(err))
 		return
 	}
-	s.stream(w, apiName, id, f, seq, text, err, sp.StreamOptions != nil && sp.StreamOptions.IncludeUsage)
+	s.stream(w, c, id, f, seq, text, err, sp.StreamOptions != nil && sp.StreamOptions.IncludeUsage)
 }
 
-func (s *Server) stream(w http.ResponseWriter, apiName, id string, f format, seq reader, text string, err error, includeUsage bool) {
+func (s *Server) stream(w http.ResponseWriter, c *call, id string, f format, seq reader, text string, err error, includeUsage bool) {
 	h := w.Header()
 	h["Content-Type"] = sseContentType
 	h["Cache-Control"] = noCache
 	h["X-Accel-Buffering"] = no
 	w.WriteHeader(http.StatusOK)
-	s.m.Request(apiName, http.StatusOK)
+	c.answered(http.StatusOK, nil)
 	rc := http.NewResponseController(w)
 	var buf []byte
 	// Each event must be taken by the client within write_timeout: a
@@ -189,6 +199,7 @@ func (s *Server) stream(w http.ResponseWriter, apiName, id string, f format, seq
 	}
 	if err != io.EOF {
 		if e := s.failure(err); e != nil {
+			c.failedLater(e)
 			buf = append(append(append(buf[:0], "data: "...), e.JSON()...), "\n\n"...)
 			w.Write(buf)
 			io.WriteString(w, "data: [DONE]\n\n")
@@ -196,6 +207,7 @@ func (s *Server) stream(w http.ResponseWriter, apiName, id string, f format, seq
 		return
 	}
 	res := seq.Result()
+	c.generated(id, res)
 	if !send(f.final(id, res.Finish)) {
 		return
 	}
@@ -215,16 +227,22 @@ var (
 )
 
 // reply writes an error (nil: the client has gone, nothing to write).
-func (s *Server) reply(w http.ResponseWriter, apiName string, e *api.Error) {
+func (s *Server) reply(w http.ResponseWriter, c *call, e *api.Error) {
 	if e == nil {
-		s.m.Request(apiName, 499)
+		c.answered(499, nil)
 		return
 	}
+	s.refused(c, e)
+	s.writeError(w, e)
+}
+
+// refused counts an error answer: every request answered 400 or 404 is a
+// rejection of an invalid request, whichever API it came on.
+func (s *Server) refused(c *call, e *api.Error) {
 	if e.Status == http.StatusBadRequest || e.Status == http.StatusNotFound {
 		s.m.Reject(telemetry.ReasonInvalid)
 	}
-	s.m.Request(apiName, e.Status)
-	s.writeError(w, e)
+	c.answered(e.Status, e)
 }
 
 func (s *Server) writeError(w http.ResponseWriter, e *api.Error) {

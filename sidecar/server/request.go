@@ -27,6 +27,7 @@ const (
 	HeaderTenant        = "X-Autoglm-Tenant"
 	HeaderEnvoyTimeout  = "X-Envoy-Expected-Rq-Timeout-Ms"
 	HeaderGRPCTimeout   = "Grpc-Timeout"
+	HeaderRequestID     = "X-Request-Id" // Envoy's request id, in access logs
 	defaultCompletionMT = 16 // OpenAI's default max_tokens for /v1/completions
 )
 

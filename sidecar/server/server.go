@@ -26,6 +26,7 @@ import (
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/gpu"
 	"github.com/open-autoglm/autoglm/inference/remote"
+	"github.com/open-autoglm/autoglm/internal/cli"
 	"github.com/open-autoglm/autoglm/sidecar/admission"
 	"github.com/open-autoglm/autoglm/sidecar/api"
 	"github.com/open-autoglm/autoglm/sidecar/batch"
@@ -70,6 +71,11 @@ type Server struct {
 	cache           http.Handler
 	policy          *identity.Policy
 	grpcOpts        []grpc.ServerOption
+	// Access log: on, the fraction of successes logged; the served
+	// model's version (engine.model_version) for the log and spans.
+	accessLog    bool
+	accessSample float64
+	modelVersion string
 }
 
 // SetIdentity makes the server verify callers (their SPIFFE ID becomes the
@@ -149,7 +155,8 @@ func queueConfig(cfg config.Config) admission.Config {
 func newServer(cfg config.Config, be backend, info inference.Info, log *slog.Logger) *Server {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m := telemetry.New(reg, be.depths, func() telemetry.Load {
+	reg.MustRegister(cli.Collector())
+	m := telemetry.New(reg, info.Model, be.depths, func() telemetry.Load {
 		l, _ := be.load()
 		return l
 	})
@@ -169,6 +176,7 @@ func newServer(cfg config.Config, be backend, info inference.Info, log *slog.Log
 		},
 		be: be, info: info, health: newHealth(), m: m, reg: reg, log: log, handshakeErrors: hsErrors,
 		created: now.Unix(), idPrefix: strconv.FormatInt(now.UnixNano()%(1<<40), 36),
+		accessLog: cfg.Log.Access, accessSample: cfg.Log.AccessSample, modelVersion: cfg.Engine.ModelVersion,
 	}
 }
 
@@ -219,7 +227,9 @@ func (s *Server) Handler() http.Handler {
 		}
 		io.WriteString(w, "ready\n")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	// OpenMetrics when the scraper asks for it (exemplars: the trace of an
+	// observation on the GenAI latency histograms).
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg, EnableOpenMetrics: true}))
 	if s.cache != nil {
 		mux.Handle("/v1/cache/", s.cacheGuard(s.cache))
 	}

@@ -26,8 +26,9 @@ type Result struct {
 	Finish           string
 	PromptTokens     int
 	CompletionTokens int
-	// Arrived, FirstToken and Done are the generation's timestamps.
-	Arrived, FirstToken, Done time.Time
+	// Arrived, Admitted (out of the queue, into the engine), FirstToken
+	// and Done are the generation's timestamps.
+	Arrived, Admitted, FirstToken, Done time.Time
 }
 
 // Leave is called when the reader's context ends before the stream does.

@@ -34,6 +34,8 @@ type Metrics struct {
 	tokensOut   prometheus.Counter
 	rejections  *prometheus.CounterVec
 	requests    *prometheus.CounterVec
+	grpcCodes   *prometheus.CounterVec
+	genai       genAI
 	// qps and eps are requests served, and answered 5xx or 429, per
 	// second, for ORCA.
 	qps, eps Rate
@@ -64,10 +66,11 @@ func rounded(b []float64) []float64 {
 	return b
 }
 
-// New registers the metrics with reg. depths reports the queue depth per
-// priority level and load the running sequences, their limit and KV use,
-// both read at scrape time.
-func New(reg prometheus.Registerer, depths func() []int, load func() Load) *Metrics {
+// New registers the metrics of the served model with reg, each with a
+// model label. depths reports the queue depth per priority level and load
+// the running sequences, their limit and KV use, both read at scrape time.
+func New(reg prometheus.Registerer, model string, depths func() []int, load func() Load) *Metrics {
+	perModel := prometheus.WrapRegistererWith(prometheus.Labels{"model": model}, reg)
 	m := &Metrics{
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "autoglm_batch_size", Help: "Sequences in each engine step.",
@@ -105,12 +108,18 @@ func New(reg prometheus.Registerer, depths func() []int, load func() Load) *Metr
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "autoglm_requests_total", Help: "Finished requests by API and status code.",
 		}, []string{"api", "code"}),
+		grpcCodes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "autoglm_grpc_requests_total", Help: "Finished gRPC calls by method and gRPC status code name (autoglm_requests_total{api=\"grpc\"} counts them by the HTTP status of the same answer).",
+		}, []string{"grpc_method", "grpc_code"}),
+		genai: newGenAI(),
 	}
 	for _, r := range []string{ReasonQueueFull, ReasonDeadline, ReasonDraining, ReasonInvalid, ReasonTooLarge} {
 		m.rejections.WithLabelValues(r)
 	}
-	reg.MustRegister(m.batchSize, m.batchTokens, m.ttft, m.tpot, m.e2e, m.queueWait, m.tokensIn, m.tokensOut, m.rejections, m.requests,
-		&loadCollector{depths: depths, load: load})
+	perModel.MustRegister(m.batchSize, m.batchTokens, m.ttft, m.tpot, m.e2e, m.queueWait, m.tokensIn, m.tokensOut, m.rejections, m.requests,
+		m.grpcCodes, &loadCollector{depths: depths, load: load})
+	reg.MustRegister(m.genai.collectors()...)
+	reg.MustRegister(&gieCollector{model: model, depths: depths, load: load})
 	return m
 }
 
@@ -150,6 +159,13 @@ func (m *Metrics) ObserveFinished(outcome string, total, afterFirst time.Duratio
 func (m *Metrics) Reject(reason string) {
 	if m != nil {
 		m.rejections.WithLabelValues(reason).Inc()
+	}
+}
+
+// GRPC counts a finished gRPC call of method by its status code name.
+func (m *Metrics) GRPC(method, code string) {
+	if m != nil {
+		m.grpcCodes.WithLabelValues(method, code).Inc()
 	}
 }
 

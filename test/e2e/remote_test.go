@@ -44,11 +44,19 @@ func (l *logBuffer) String() string {
 
 func startSidecar(t *testing.T, bin, yaml string) *proc {
 	t.Helper()
+	return startSidecarEnv(t, bin, yaml)
+}
+
+// startSidecarEnv starts a sidecar binary with the extra environment
+// variables env (NAME=value).
+func startSidecarEnv(t *testing.T, bin, yaml string, env ...string) *proc {
+	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "sidecar.yaml")
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p := &proc{cmd: exec.Command(bin, "-config", cfg), stderr: &logBuffer{}}
+	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

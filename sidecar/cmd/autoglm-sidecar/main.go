@@ -36,6 +36,7 @@ import (
 	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/inference/testengine"
 	"github.com/open-autoglm/autoglm/internal/cli"
+	"github.com/open-autoglm/autoglm/internal/tracing"
 	"github.com/open-autoglm/autoglm/sidecar/cache"
 	"github.com/open-autoglm/autoglm/sidecar/config"
 	"github.com/open-autoglm/autoglm/sidecar/identity"
@@ -144,6 +145,21 @@ func run(args []string) int {
 		return 2
 	}
 	log := newLogger(cfg.Log)
+	shutdownTracing, tracingOn, err := tracing.Setup(context.Background(), "autoglm-sidecar", cli.Build().Version)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "autoglm-sidecar:", err)
+		return 2
+	}
+	if tracingOn {
+		log.Info("tracing: exporting spans over OTLP (OTEL_* environment)")
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := shutdownTracing(ctx); err != nil {
+				log.Warn("tracing: flushing spans at exit", "err", err)
+			}
+		}()
+	}
 	// The SVID source, when the APIs serve mTLS or the remote engine is
 	// called with it.
 	var source *workloadapi.X509Source
@@ -343,7 +359,7 @@ func newLogger(c config.Log) *slog.Logger {
 	_ = level.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "text" {
-		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+		return slog.New(tracing.LogHandler(slog.NewTextHandler(os.Stderr, opts)))
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	return slog.New(tracing.LogHandler(slog.NewJSONHandler(os.Stderr, opts)))
 }
