@@ -276,7 +276,9 @@ func grpcCodeOf(name string) grpccodes.Code {
 }
 
 // headerCarrier reads trace context from HTTP request headers.
-func headerCarrier(r *http.Request) propagation.TextMapCarrier { return propagation.HeaderCarrier(r.Header) }
+func headerCarrier(r *http.Request) propagation.TextMapCarrier {
+	return propagation.HeaderCarrier(r.Header)
+}
 
 // mdCarrier reads trace context from gRPC metadata.
 type mdCarrier metadata.MD

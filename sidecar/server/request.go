@@ -28,7 +28,7 @@ const (
 	HeaderEnvoyTimeout  = "X-Envoy-Expected-Rq-Timeout-Ms"
 	HeaderGRPCTimeout   = "Grpc-Timeout"
 	HeaderRequestID     = "X-Request-Id" // Envoy's request id, in access logs
-	defaultCompletionMT = 16 // OpenAI's default max_tokens for /v1/completions
+	defaultCompletionMT = 16             // OpenAI's default max_tokens for /v1/completions
 )
 
 // generation is a request reduced to what the scheduler needs, whichever
