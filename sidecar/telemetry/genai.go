@@ -103,9 +103,10 @@ func observe(o prometheus.Observer, v float64, ex prometheus.Labels) {
 // same readings as autoglm_queue_depth, autoglm_running_sequences and
 // autoglm_kv_utilization.
 type gieCollector struct {
-	model  string
-	depths func() []int
-	load   func() Load
+	model   string
+	started float64
+	depths  func() []int
+	load    func() Load
 }
 
 var (
@@ -113,6 +114,7 @@ var (
 	gieRunningDesc = prometheus.NewDesc("vllm:num_requests_running", "Requests running on the engine.", []string{"model_name"}, nil)
 	gieKVDesc      = prometheus.NewDesc("vllm:kv_cache_usage_perc", "KV-cache usage, 0 to 1 (1 = full).", []string{"model_name"}, nil)
 	gieKVOldDesc   = prometheus.NewDesc("vllm:gpu_cache_usage_perc", "KV-cache usage, 0 to 1 (vLLM's older name).", []string{"model_name"}, nil)
+	gieLoRADesc    = prometheus.NewDesc("vllm:lora_requests_info", "LoRA adapters running and waiting (none: this server runs no adapters); the value is the start time, as vLLM's.", []string{"model_name", "running_lora_adapters", "waiting_lora_adapters", "max_lora"}, nil)
 	gieCacheDesc   = prometheus.NewDesc("vllm:cache_config_info", "KV-cache configuration: the token budget as num_gpu_blocks of block_size 1.", []string{"model_name", "block_size", "num_gpu_blocks"}, nil)
 )
 
@@ -122,6 +124,7 @@ func (c *gieCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- gieKVDesc
 	ch <- gieKVOldDesc
 	ch <- gieCacheDesc
+	ch <- gieLoRADesc
 }
 
 func (c *gieCollector) Collect(ch chan<- prometheus.Metric) {
@@ -139,4 +142,5 @@ func (c *gieCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(gieKVDesc, prometheus.GaugeValue, kv, c.model)
 	ch <- prometheus.MustNewConstMetric(gieKVOldDesc, prometheus.GaugeValue, kv, c.model)
 	ch <- prometheus.MustNewConstMetric(gieCacheDesc, prometheus.GaugeValue, 1, c.model, "1", strconv.Itoa(l.KVTotal))
+	ch <- prometheus.MustNewConstMetric(gieLoRADesc, prometheus.GaugeValue, c.started, c.model, "", "", "0")
 }

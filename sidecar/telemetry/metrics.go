@@ -119,7 +119,7 @@ func New(reg prometheus.Registerer, model string, depths func() []int, load func
 	perModel.MustRegister(m.batchSize, m.batchTokens, m.ttft, m.tpot, m.e2e, m.queueWait, m.tokensIn, m.tokensOut, m.rejections, m.requests,
 		m.grpcCodes, &loadCollector{depths: depths, load: load})
 	reg.MustRegister(m.genai.collectors()...)
-	reg.MustRegister(&gieCollector{model: model, depths: depths, load: load})
+	reg.MustRegister(&gieCollector{model: model, started: float64(time.Now().Unix()), depths: depths, load: load})
 	return m
 }
 
