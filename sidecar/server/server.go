@@ -167,7 +167,7 @@ func newServer(cfg config.Config, be backend, info inference.Info, log *slog.Log
 	})
 	reg.MustRegister(hsErrors)
 	now := time.Now()
-	return &Server{
+	s := &Server{
 		opts: Options{
 			MaxBodyBytes: cfg.Server.MaxBodyBytes, DefaultTimeout: cfg.Admission.DefaultTimeout,
 			MaxTimeout: cfg.Admission.MaxTimeout, RetryAfter: cfg.Admission.RetryAfter, DrainTimeout: cfg.Server.DrainTimeout,
@@ -178,6 +178,15 @@ func newServer(cfg config.Config, be backend, info inference.Info, log *slog.Log
 		created: now.Unix(), idPrefix: strconv.FormatInt(now.UnixNano()%(1<<40), 36),
 		accessLog: cfg.Log.Access, accessSample: cfg.Log.AccessSample, modelVersion: cfg.Engine.ModelVersion,
 	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "autoglm_ready", Help: "1 while the sidecar is ready (/readyz answers 200), 0 while warming up, draining or with a failed GPU.",
+	}, func() float64 {
+		if s.Ready() {
+			return 1
+		}
+		return 0
+	}))
+	return s
 }
 
 // Ready reports whether the model is loaded and warmed up, the server is

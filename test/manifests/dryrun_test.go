@@ -33,7 +33,7 @@ import (
 // kubeDir is where make test's kube target caches etcd, kube-apiserver
 // and the CRDs.
 func kubeDir(t *testing.T) string {
-	return toolcache.Require(t, "kube", "kube-v1.36.3", "bin/etcd", "bin/kube-apiserver", "crds/done-2")
+	return toolcache.Require(t, "kube", "kube-v1.36.3", "bin/etcd", "bin/kube-apiserver", "crds/done-3")
 }
 
 func port(t *testing.T) int {
@@ -178,8 +178,8 @@ func TestServerDryRun(t *testing.T) {
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
 
 	var all []*unstructured.Unstructured
-	for _, o := range []string{"dev", "gpu"} {
-		for _, m := range build(t, filepath.Join(root(), "manifests", "overlays", o)) {
+	for _, o := range []string{"overlays/dev", "overlays/gpu", "observability"} {
+		for _, m := range build(t, filepath.Join(root(), "manifests", o)) {
 			all = append(all, &unstructured.Unstructured{Object: m})
 		}
 	}
@@ -225,7 +225,7 @@ func TestServerDryRun(t *testing.T) {
 		}
 		checked[gvk.Kind] = true
 	}
-	for _, k := range []string{"Deployment", "HorizontalPodAutoscaler", "ServiceMonitor", "ClusterSPIFFEID", "VirtualService", "DestinationRule", "WasmPlugin", "AuthorizationPolicy", "PeerAuthentication", "Telemetry"} {
+	for _, k := range []string{"Deployment", "HorizontalPodAutoscaler", "ServiceMonitor", "ClusterSPIFFEID", "VirtualService", "DestinationRule", "WasmPlugin", "AuthorizationPolicy", "PeerAuthentication", "Telemetry", "PrometheusRule", "ConfigMap"} {
 		if !checked[k] {
 			t.Errorf("no %s was dry-run", k)
 		}

@@ -42,6 +42,7 @@ import (
 	"github.com/open-autoglm/autoglm/xds/config"
 	"github.com/open-autoglm/autoglm/xds/envoygen"
 	k8s "github.com/open-autoglm/autoglm/xds/kube"
+	"github.com/open-autoglm/autoglm/xds/metrics"
 	"github.com/open-autoglm/autoglm/xds/rollout"
 	"github.com/open-autoglm/autoglm/xds/server"
 )
@@ -249,7 +250,11 @@ func serve(args []string) int {
 		log.Info("ADS over mTLS", "socket", addr, "allow_nodes", *allowNodes, "node_trust_domain", *trustDomain)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collector{s: s, ro: ro})
+	mc := metrics.Collector{Server: s}
+	if ro != nil {
+		mc.Rollout = func() rollout.Status { return ro.Report().Status }
+	}
+	reg.MustRegister(mc, cli.Collector())
 	al, err := net.Listen("tcp", *adsAddr)
 	if err != nil {
 		log.Error("listen", "err", err)

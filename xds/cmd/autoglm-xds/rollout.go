@@ -16,7 +16,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/open-autoglm/autoglm/internal/strictyaml"
 	k8s "github.com/open-autoglm/autoglm/xds/kube"
@@ -273,52 +272,4 @@ func (r *runner) controller() (*rollout.Controller, error) {
 	}
 	ro, err := rollout.New(r.plan, apply, sample)
 	return ro, err
-}
-
-// collector exports the control plane's and the rollout's state.
-type collector struct {
-	s  *server.Server
-	ro *runner
-}
-
-var (
-	infoDesc     = prometheus.NewDesc("autoglm_xds_snapshot_info", "The served snapshot's version.", []string{"version"}, nil)
-	rejectDesc   = prometheus.NewDesc("autoglm_xds_config_rejected", "1 while the latest configuration is rejected and the previous one served.", nil, nil)
-	nackDesc     = prometheus.NewDesc("autoglm_xds_nacks_total", "NACKs received, by node and resource type.", []string{"node", "type_url"}, nil)
-	weightDesc   = prometheus.NewDesc("autoglm_rollout_canary_weight", "The canary's share of traffic in percent.", []string{"model", "canary"}, nil)
-	stateDesc    = prometheus.NewDesc("autoglm_rollout_state", "1 for the rollout's current state.", []string{"model", "state"}, nil)
-	rolloutState = []string{rollout.Progressing, rollout.Promoted, rollout.RolledBack, rollout.Aborted}
-)
-
-func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{infoDesc, rejectDesc, nackDesc, weightDesc, stateDesc} {
-		ch <- d
-	}
-}
-
-func (c collector) Collect(ch chan<- prometheus.Metric) {
-	st := c.s.Status()
-	if st.Version != "" {
-		ch <- prometheus.MustNewConstMetric(infoDesc, prometheus.GaugeValue, 1, st.Version)
-	}
-	rejected := 0.0
-	if st.LastError != "" {
-		rejected = 1
-	}
-	ch <- prometheus.MustNewConstMetric(rejectDesc, prometheus.GaugeValue, rejected)
-	for _, n := range st.Nacks {
-		ch <- prometheus.MustNewConstMetric(nackDesc, prometheus.CounterValue, float64(n.Count), n.Node, n.TypeURL)
-	}
-	if c.ro == nil {
-		return
-	}
-	rs := c.ro.Report().Status
-	ch <- prometheus.MustNewConstMetric(weightDesc, prometheus.GaugeValue, float64(rs.Weight), rs.Plan.Model, rs.Plan.Canary)
-	for _, s := range rolloutState {
-		v := 0.0
-		if s == rs.State {
-			v = 1
-		}
-		ch <- prometheus.MustNewConstMetric(stateDesc, prometheus.GaugeValue, v, rs.Plan.Model, s)
-	}
 }
