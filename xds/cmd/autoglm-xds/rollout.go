@@ -16,7 +16,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-
 	"github.com/open-autoglm/autoglm/internal/strictyaml"
 	k8s "github.com/open-autoglm/autoglm/xds/kube"
 	"github.com/open-autoglm/autoglm/xds/rollout"
