@@ -71,7 +71,9 @@ type Client struct {
 	base  string
 	model string
 	auth  string
-	http  *http.Client
+	// tracer makes the client spans of upstream calls; nil: tracing off.
+	tracer trace.Tracer
+	http   *http.Client
 	// retries counts requests sent again after their connection failed
 	// before any response came back.
 	retries atomic.Int64
@@ -84,8 +86,14 @@ type Client struct {
 const IdleTimeout = 4 * time.Second
 
 // Retries is how many requests were sent again on a fresh connection.
-// tracer makes the client spans of upstream calls (global provider).
-var tracer = otel.Tracer("github.com/open-autoglm/autoglm/inference/remote")
+// SetTracing makes the client record a span per upstream call with tp
+// (nil: none, the default); the trace context goes upstream either way.
+func (c *Client) SetTracing(tp trace.TracerProvider) {
+	c.tracer = nil
+	if tp != nil {
+		c.tracer = tp.Tracer("github.com/open-autoglm/autoglm/inference/remote")
+	}
+}
 
 func (c *Client) Retries() int64 { return c.retries.Load() }
 
@@ -196,9 +204,12 @@ func (c *Client) Generate(ctx context.Context, r *Request) (_ *Stream, err error
 	if r.Chat == nil {
 		op = "text_completion"
 	}
-	ctx, span := tracer.Start(ctx, op+" "+c.model, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
-		attribute.String("gen_ai.operation.name", op), attribute.String("gen_ai.request.model", c.model),
-		attribute.String("server.address", c.base)))
+	span := trace.SpanFromContext(ctx) // tracing off: not recording, ended by no one
+	if c.tracer != nil {
+		ctx, span = c.tracer.Start(ctx, op+" "+c.model, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(
+			attribute.String("gen_ai.operation.name", op), attribute.String("gen_ai.request.model", c.model),
+			attribute.String("server.address", c.base)))
+	}
 	defer func() {
 		if err != nil {
 			span.SetStatus(codes.Error, err.Error())

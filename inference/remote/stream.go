@@ -127,7 +127,7 @@ func (s *Stream) Usage() Usage {
 
 // Close ends the request; closing before the end cancels it upstream.
 func (s *Stream) Close() error {
-	if s.span != nil {
+	if s.span != nil && s.span.IsRecording() {
 		if s.usage != nil {
 			s.span.SetAttributes(attribute.Int("gen_ai.usage.input_tokens", s.usage.PromptTokens),
 				attribute.Int("gen_ai.usage.output_tokens", s.usage.CompletionTokens))

@@ -21,10 +21,6 @@ import (
 	"github.com/open-autoglm/autoglm/sidecar/telemetry"
 )
 
-// tracer makes the sidecar's spans; it follows the global provider, the
-// no-op one unless tracing is set up (internal/tracing).
-var tracer = otel.Tracer("github.com/open-autoglm/autoglm/sidecar/server")
-
 // GenAI semantic-convention attribute keys (OpenTelemetry semantic
 // conventions, gen-ai spans), and ours.
 const (
@@ -48,6 +44,9 @@ const (
 	attrDecisionReason = attribute.Key("autoglm.admission.reason")
 )
 
+var serverSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer),
+	trace.WithAttributes(attrProvider.String(telemetry.ProviderName))}
+
 // call is one request's observation: its server span, the metrics of its
 // answer and its access-log line. The handler that owns the request owns
 // its call; finish ends it once.
@@ -70,9 +69,15 @@ type call struct {
 // begin starts the call of a request arriving on apiName with the trace
 // context in carrier (HTTP headers or gRPC metadata).
 func (s *Server) begin(ctx context.Context, carrier propagation.TextMapCarrier, apiName, op, requestID string) *call {
+	// The caller's trace context is taken either way, so that it reaches
+	// the remote engine even with tracing off; spans only with it on.
 	ctx = otel.GetTextMapPropagator().Extract(ctx, carrier)
-	ctx, span := tracer.Start(ctx, op, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attrOperation.String(op), attrProvider.String(telemetry.ProviderName)))
+	var span trace.Span
+	if s.tracer != nil {
+		ctx, span = s.tracer.Start(ctx, op, serverSpan...)
+	} else {
+		span = trace.SpanFromContext(ctx) // not recording: the caller's context, or none
+	}
 	return &call{s: s, ctx: ctx, span: span, api: apiName, op: op, start: time.Now(), requestID: requestID}
 }
 
@@ -205,7 +210,9 @@ func (c *call) finish() {
 			}
 		}
 	}
-	c.span.End(trace.WithTimestamp(end))
+	if c.span.IsRecording() {
+		c.span.End(trace.WithTimestamp(end))
+	}
 	c.log(end, r, errType)
 }
 
@@ -217,6 +224,9 @@ func (c *call) log(end time.Time, r *stream.Result, errType string) {
 		return
 	}
 	if errType == "" && s.accessSample < 1 && rand.Float64() >= s.accessSample {
+		return
+	}
+	if !s.log.Enabled(c.ctx, slog.LevelInfo) {
 		return
 	}
 	attrs := make([]slog.Attr, 0, 16)

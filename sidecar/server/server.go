@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -76,6 +77,17 @@ type Server struct {
 	accessLog    bool
 	accessSample float64
 	modelVersion string
+	// tracer makes the request spans; nil: tracing off (SetTracing).
+	tracer trace.Tracer
+}
+
+// SetTracing makes the server record a span per request with tp (nil:
+// none, the default). Call before Run.
+func (s *Server) SetTracing(tp trace.TracerProvider) {
+	s.tracer = nil
+	if tp != nil {
+		s.tracer = tp.Tracer("github.com/open-autoglm/autoglm/sidecar/server")
+	}
 }
 
 // SetIdentity makes the server verify callers (their SPIFFE ID becomes the

@@ -67,7 +67,8 @@ func (m *Metrics) ObserveGenAI(ctx context.Context, f Finished) {
 	if m == nil {
 		return
 	}
-	lv := []string{f.Operation, f.Model, ProviderName, f.ErrorType}
+	lv := make([]string, 4, 5) // room for the token type
+	lv[0], lv[1], lv[2], lv[3] = f.Operation, f.Model, ProviderName, f.ErrorType
 	var ex prometheus.Labels
 	if sc := trace.SpanContextFromContext(ctx); sc.IsSampled() {
 		ex = prometheus.Labels{"trace_id": sc.TraceID().String(), "span_id": sc.SpanID().String()}

@@ -26,6 +26,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"go.opentelemetry.io/otel"
 	"google.golang.org/grpc"
 
 	"github.com/open-autoglm/autoglm/inference"
@@ -233,6 +234,12 @@ func run(args []string) int {
 		srv = server.NewRemote(cfg, client, inference.Info{Model: cmp.Or(cfg.Engine.Model, client.Model()), Description: "remote " + r.URL, ContextLength: r.ContextLength}, log)
 	} else {
 		srv = server.New(cfg, eng, kvTokens, log)
+	}
+	if tracingOn {
+		srv.SetTracing(otel.GetTracerProvider())
+		if client != nil {
+			client.SetTracing(otel.GetTracerProvider())
+		}
 	}
 	if mon != nil {
 		srv.AttachGPU(mon, cfg.GPU.PollInterval)
