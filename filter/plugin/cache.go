@@ -156,7 +156,7 @@ func (s *stream) remoteKey() string { return strings.TrimPrefix(s.cacheKey, cach
 // answers; any failure (error, timeout, not 200) is a miss: fail-open.
 func (s *stream) remoteLookup() bool {
 	r := s.p.cfg.Cache.Remote
-	hs := [][2]string{{":method", "GET"}, {":path", "/v1/cache/" + s.remoteKey()}, {":authority", r.Authority}}
+	hs := s.callout([2]string{":method", "GET"}, [2]string{":path", "/v1/cache/" + s.remoteKey()}, [2]string{":authority", r.Authority})
 	_, err := proxywasm.DispatchHttpCall(r.Cluster, hs, nil, nil, uint32(r.Timeout.Milliseconds()), func(_, bodySize, _ int) {
 		s.awaiting = false
 		status := calloutStatus()
@@ -210,8 +210,8 @@ func (s *stream) store() {
 	val := s.storeLocal(expires)
 	if r := s.p.cfg.Cache.Remote; r.Cluster != "" && val != nil {
 		ttl := s.p.cfg.Cache.TTL / time.Second
-		hs := [][2]string{{":method", "PUT"}, {":path", "/v1/cache/" + s.remoteKey()}, {":authority", r.Authority},
-			{"content-type", "application/octet-stream"}, {"x-autoglm-cache-ttl", strconv.Itoa(int(max(ttl, 1)))}}
+		hs := s.callout([2]string{":method", "PUT"}, [2]string{":path", "/v1/cache/" + s.remoteKey()}, [2]string{":authority", r.Authority},
+			[2]string{"content-type", "application/octet-stream"}, [2]string{"x-autoglm-cache-ttl", strconv.Itoa(int(max(ttl, 1)))})
 		if _, err := proxywasm.DispatchHttpCall(r.Cluster, hs, val, nil, uint32(r.Timeout.Milliseconds()), func(int, int, int) {
 			if st := calloutStatus(); len(st) == 0 || st[0] != '2' {
 				proxywasm.LogWarnf("autoglm filter: storing in the cache cluster: status %q", st)

@@ -19,7 +19,7 @@ func (s *stream) global() bool {
 	if g.PerModel {
 		entries = append(entries, [2]string{"model", s.req.Model})
 	}
-	hs := [][2]string{{":method", "POST"}, {":path", g.Path}, {":authority", g.Authority}, {"content-type", "application/json"}}
+	hs := s.callout([2]string{":method", "POST"}, [2]string{":path", g.Path}, [2]string{":authority", g.Authority}, [2]string{"content-type", "application/json"})
 	_, err := proxywasm.DispatchHttpCall(g.Cluster, hs, ratelimit.Request(g.Domain, entries, 1), nil, uint32(g.Timeout.Milliseconds()),
 		func(_, bodySize, _ int) {
 			s.awaiting = false

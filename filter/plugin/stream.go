@@ -47,6 +47,11 @@ type stream struct {
 	took               float64 // the request taken (1, or 0 with no request limit)
 	reqLimit, tokLimit bucket.Limit
 
+	// trace holds the request's trace-context headers, sent on with the
+	// filter's callouts (the remote cache, the rate limit service), so that
+	// they join the caller's trace.
+	trace [][2]string
+
 	cacheState string // HIT, MISS or BYPASS; "" when the cache is off
 	cacheKey   string
 	record     bool
@@ -67,6 +72,14 @@ func keyHash(s string) string {
 
 // OnHttpRequestHeaders reads the tenant and holds requests whose body is
 // to be read, so that the model header is set before Envoy routes.
+// traceHeaders are the trace-context headers Envoy and Istio propagate:
+// W3C trace context, B3 (multi and single header) and Envoy's request id.
+// The filter passes them on untouched and copies them into its callouts.
+var traceHeaders = []string{"traceparent", "tracestate", "x-request-id", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags"}
+
+// callout is a callout's headers: hs and the request's trace context.
+func (s *stream) callout(hs ...[2]string) [][2]string { return append(hs, s.trace...) }
+
 func (s *stream) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.Action {
 	cfg := &s.p.cfg
 	// Headers one at a time, only those needed: a header not present costs
@@ -105,6 +118,14 @@ func (s *stream) OnHttpRequestHeaders(numHeaders int, endOfStream bool) types.Ac
 		return s.badBody(errors.New("the request has no body"))
 	}
 	s.handle = true
+	if (cfg.Cache.Enabled && cfg.Cache.Remote.Cluster != "") || cfg.Throttle.Global.Cluster != "" {
+		// Read now, as the cache's headers below: gone later in istio mode.
+		for _, k := range traceHeaders {
+			if v, ok := header(k); ok {
+				s.trace = append(s.trace, [2]string{k, v})
+			}
+		}
+	}
 	if cfg.Cache.Enabled {
 		// Read now: in istio mode the request headers are gone by the
 		// time the body is (Envoy's wasm context drops its header map

@@ -45,10 +45,12 @@ func TestFilterRemoteCache(t *testing.T) {
 	clusters := map[string]string{"autoglm-cache": sc.base}
 	a, b := proxy(clusters), proxy(clusters)
 	body := `{"model":"m","messages":[{"role":"user","content":"cache me"}],"temperature":0}`
+	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	reply := `{"choices":[{"index":0,"message":{"content":"cached"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}`
 	send := func(h *wasmtest.Host) *wasmtest.Stream {
 		s := h.Workers[0].NewStream()
-		s.SendRequestHeaders([][2]string{{":method", "POST"}, {":path", "/v1/chat/completions"}, {":authority", "gw"}}, false)
+		s.SendRequestHeaders([][2]string{{":method", "POST"}, {":path", "/v1/chat/completions"}, {":authority", "gw"},
+			{"traceparent", traceparent}, {"x-b3-traceid", "a3ce929d0e0e4736"}, {"x-request-id", "req-1"}}, false)
 		if a := s.SendRequestBody([]byte(body), true); a != wasmtest.Pause {
 			t.Fatalf("the request was not held for the remote lookup: action %d", a)
 		}
@@ -61,6 +63,16 @@ func TestFilterRemoteCache(t *testing.T) {
 	s := send(a)
 	if s.Local != nil || s.Resumed != 1 || !s.Upstream.End || string(s.Upstream.Body) != body {
 		t.Fatalf("first request: local %+v, resumed %d, upstream %+v", s.Local, s.Resumed, s.Upstream)
+	}
+	// The trace context goes on with the request, and with the lookup.
+	lookup := a.Workers[0].Callouts[0]
+	for _, h := range [][2]string{{"traceparent", traceparent}, {"x-b3-traceid", "a3ce929d0e0e4736"}, {"x-request-id", "req-1"}} {
+		if got := wasmtest.Header(s.Upstream.Headers, h[0]); got != h[1] {
+			t.Errorf("the request reached the router with %s %q, want %q", h[0], got, h[1])
+		}
+		if got := wasmtest.Header(lookup.Headers, h[0]); got != h[1] {
+			t.Errorf("the cache lookup carries %s %q, want %q (headers %v)", h[0], got, h[1], lookup.Headers)
+		}
 	}
 	s.SendResponseHeaders([][2]string{{":status", "200"}, {"content-type", "application/json"}}, false)
 	s.SendResponseBody([]byte(reply), true)
