@@ -137,3 +137,43 @@ func TestSidecarBadConfig(t *testing.T) {
 		t.Fatalf("error does not name the field path:\n%s", out)
 	}
 }
+
+// TestCLIConvention: the three binaries share one command line: `help`
+// prints usage and exits 0 (it used to start a server), `version` and
+// -version print the build, stray arguments and unknown commands exit 2.
+func TestCLIConvention(t *testing.T) {
+	for _, dir := range []string{"sidecar/cmd/autoglm-sidecar", "xds/cmd/autoglm-xds", "test/cmd/autoglm-load"} {
+		bin := buildCmd(t, dir)
+		name := filepath.Base(dir)
+		for _, c := range []struct {
+			args []string
+			code int
+			out  string
+		}{
+			{[]string{"help"}, 0, "usage:"},
+			{[]string{"version"}, 0, name + " "},
+			{[]string{"-version"}, 0, name + " "},
+			{[]string{"version", "x"}, 2, "takes no arguments"},
+			{[]string{"nonsense"}, 2, `unknown command "nonsense"`},
+		} {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			out, err := exec.CommandContext(ctx, bin, c.args...).CombinedOutput()
+			cancel()
+			code := 0
+			if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatalf("%s %q: %v", name, c.args, err)
+			}
+			if code != c.code || !strings.Contains(string(out), c.out) {
+				t.Errorf("%s %q: exit %d, output %q; want exit %d and %q", name, c.args, code, out, c.code, c.out)
+			}
+		}
+	}
+	// A stray argument after the flags is refused, not ignored.
+	bin := build(t)
+	out, err := exec.Command(bin, "-http-addr", "127.0.0.1:0", "stray").CombinedOutput()
+	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), `unexpected arguments ["stray"]`) {
+		t.Errorf("stray argument: %v %s", err, out)
+	}
+}
