@@ -82,7 +82,8 @@ func (g grpcService) Generate(req *autoglmv1.GenerateRequest, stream grpc.Server
 	}
 	c := s.begin(stream.Context(), mdCarrier(md), "grpc", "chat", first(HeaderRequestID))
 	defer func() {
-		c.grpcCode = status.Code(err).String()
+		c.grpcStatus = status.Code(err)
+		c.grpcCode = c.grpcStatus.String()
 		s.m.GRPC("Generate", c.grpcCode)
 		c.finish()
 	}()

@@ -61,6 +61,7 @@ type call struct {
 	priority, maxTokens          int
 	status                       int    // HTTP status of the answer (499: the client left)
 	grpcCode                     string // gRPC status code name, for gRPC calls
+	grpcStatus                   grpccodes.Code
 	errType                      string // the API error code of a failure
 	res                          *stream.Result
 	timeout                      time.Duration
@@ -166,7 +167,7 @@ func (c *call) finish() {
 	if c.status >= 400 && errType == "" {
 		errType = strconv.Itoa(c.status)
 	}
-	if c.grpcCode != "" && c.grpcCode != grpccodes.OK.String() && errType == "" {
+	if c.grpcCode != "" && c.grpcStatus != grpccodes.OK && errType == "" {
 		errType = c.grpcCode
 	}
 	if c.model != "" && c.model == c.s.info.Model {
@@ -199,13 +200,13 @@ func (c *call) finish() {
 			sp.SetAttributes(attrModelVersion.String(c.s.modelVersion))
 		}
 		if c.grpcCode != "" {
-			sp.SetAttributes(attrRPCStatus.Int(int(grpcCodeOf(c.grpcCode))))
+			sp.SetAttributes(attrRPCStatus.Int(int(c.grpcStatus)))
 		} else {
 			sp.SetAttributes(attrHTTPStatus.Int(c.status))
 		}
 		if errType != "" {
 			sp.SetAttributes(attrErrorType.String(errType))
-			if c.status >= 500 || c.status == 0 || (c.grpcCode != "" && serverFault(c.grpcCode)) {
+			if c.status >= 500 || c.status == 0 || (c.grpcCode != "" && serverFault(c.grpcStatus)) {
 				sp.SetStatus(codes.Error, errType)
 			}
 		}
@@ -269,20 +270,12 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // serverFault says whether a gRPC code is the server's failure (an error
 // span), not the caller's.
-func serverFault(code string) bool {
-	switch grpcCodeOf(code) {
+func serverFault(code grpccodes.Code) bool {
+	switch code {
 	case grpccodes.Unknown, grpccodes.Internal, grpccodes.Unavailable, grpccodes.DataLoss, grpccodes.Unimplemented, grpccodes.DeadlineExceeded:
 		return true
 	}
 	return false
-}
-
-func grpcCodeOf(name string) grpccodes.Code {
-	var c grpccodes.Code
-	if err := c.UnmarshalJSON([]byte(strconv.Quote(name))); err != nil {
-		return grpccodes.Unknown
-	}
-	return c
 }
 
 // headerCarrier reads trace context from HTTP request headers.
