@@ -8,6 +8,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/sidecar/admission"
 	"github.com/open-autoglm/autoglm/sidecar/stream"
@@ -47,6 +50,10 @@ type Scheduler struct {
 	q    *admission.Queue[*Sequence]
 	m    *telemetry.Metrics
 	log  *slog.Logger
+	// tracer, when set, makes a span per engine step that runs a sampled
+	// request, linked to those requests' spans (SetTracing).
+	tracer trace.Tracer
+	links  []trace.Link
 
 	// Owned by Run's goroutine.
 	running []*Sequence
@@ -79,6 +86,17 @@ func New(cfg Config, eng inference.Engine, log *slog.Logger) *Scheduler {
 
 // SetMetrics attaches metrics; call before Run.
 func (s *Scheduler) SetMetrics(m *telemetry.Metrics) { s.m = m }
+
+// SetTracing makes the scheduler trace its engine steps with tp (nil:
+// not, the default). A step is shared by many requests, so it is not a
+// child of any: it is a span of its own, made only when a request in it
+// is sampled, with a link to each sampled request's span. Call before Run.
+func (s *Scheduler) SetTracing(tp trace.TracerProvider) {
+	s.tracer = nil
+	if tp != nil {
+		s.tracer = tp.Tracer("github.com/open-autoglm/autoglm/sidecar/batch")
+	}
+}
 
 // Info describes the engine's model.
 func (s *Scheduler) Info() inference.Info { return s.info }
@@ -222,6 +240,23 @@ func (s *Scheduler) admit() {
 	s.nKV.Store(int64(s.kvUsed))
 }
 
+// stepSpan starts the span of a step when a running request is sampled;
+// nil otherwise.
+func (s *Scheduler) stepSpan(ctx context.Context, seqs, tokens int) trace.Span {
+	s.links = s.links[:0]
+	for _, seq := range s.running {
+		if sc := trace.SpanContextFromContext(seq.item.Ctx); sc.IsSampled() {
+			s.links = append(s.links, trace.Link{SpanContext: sc})
+		}
+	}
+	if len(s.links) == 0 {
+		return nil
+	}
+	_, span := s.tracer.Start(ctx, "engine step", trace.WithNewRoot(), trace.WithLinks(s.links...),
+		trace.WithAttributes(attribute.Int("autoglm.batch.sequences", seqs), attribute.Int("autoglm.batch.tokens", tokens)))
+	return span
+}
+
 // step runs one engine step: one token for each decoding sequence, then
 // prompt chunks in admission order under the token budget.
 func (s *Scheduler) step(ctx context.Context) {
@@ -244,6 +279,11 @@ func (s *Scheduler) step(ctx context.Context) {
 	}
 	s.inputs = in
 	s.m.ObserveBatch(len(in), s.cfg.MaxBatchTokens-budget)
+	if s.tracer != nil {
+		if span := s.stepSpan(ctx, len(in), s.cfg.MaxBatchTokens-budget); span != nil {
+			defer span.End()
+		}
+	}
 	outs, err := s.eng.Step(ctx, in)
 	if err != nil {
 		if ctx.Err() != nil {

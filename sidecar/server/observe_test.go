@@ -79,7 +79,7 @@ func serverSpans(rec *tracetest.SpanRecorder) []sdktrace.ReadOnlySpan {
 func attrs(s sdktrace.ReadOnlySpan) map[string]string {
 	m := map[string]string{}
 	for _, kv := range s.Attributes() {
-		m[string(kv.Key)] = kv.Value.Emit()
+		m[string(kv.Key)] = kv.Value.String()
 	}
 	return m
 }
@@ -125,6 +125,25 @@ func TestGRPCTraceAndCounts(t *testing.T) {
 	}
 	if ok.Name() != "text_completion autoglm-test" {
 		t.Errorf("span name %q", ok.Name())
+	}
+	// The engine steps that ran the call are spans of their own, linked to
+	// the call's span.
+	steps := 0
+	for _, sp := range rec.Ended() {
+		if sp.Name() != "engine step" {
+			continue
+		}
+		for _, l := range sp.Links() {
+			if l.SpanContext.SpanID() == ok.SpanContext().SpanID() {
+				steps++
+			}
+		}
+		if sp.Parent().IsValid() {
+			t.Errorf("an engine step has a parent: %v", sp.Parent())
+		}
+	}
+	if steps < 5 {
+		t.Errorf("%d engine-step spans link to the call that generated 5 tokens", steps)
 	}
 	if b := attrs(bad); b["rpc.grpc.status_code"] != "3" || b["error.type"] != "invalid_request_error" && b["error.type"] != "400" {
 		t.Errorf("refused call's span: %v", b)

@@ -82,11 +82,15 @@ type Server struct {
 }
 
 // SetTracing makes the server record a span per request with tp (nil:
-// none, the default). Call before Run.
+// none, the default), and the local scheduler a span per engine step
+// linked to the sampled requests in it. Call before Run.
 func (s *Server) SetTracing(tp trace.TracerProvider) {
 	s.tracer = nil
 	if tp != nil {
 		s.tracer = tp.Tracer("github.com/open-autoglm/autoglm/sidecar/server")
+	}
+	if s.sched != nil {
+		s.sched.SetTracing(tp)
 	}
 }
 

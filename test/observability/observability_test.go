@@ -91,7 +91,7 @@ func checkNames(t *testing.T, where, expr string, known map[string]bool) []strin
 		name := vs.Name
 		if name == "" {
 			for _, m := range vs.LabelMatchers {
-				if m.Name == labels.MetricName {
+				if m.Name == model.MetricNameLabel {
 					name = m.Value
 				}
 			}
