@@ -16,7 +16,7 @@ RUN_GRPC  ?= 127.0.0.1:9090
 # built in a git checkout, whatever GOFLAGS says.
 BUILDVCS  := $(shell git rev-parse --git-dir >/dev/null 2>&1 && echo -buildvcs=true)
 
-.PHONY: help deps spire istioctl kube ratelimit golangci-lint build filter filter-image run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz chaos clean
+.PHONY: images help deps spire istioctl kube ratelimit golangci-lint build filter filter-image run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -27,6 +27,14 @@ build: ## build every binary into bin/
 filter: ## build the proxy-wasm filter into bin/autoglm-filter.wasm (standard Go, wasip1)
 	./filter/build.sh $(BIN)/autoglm-filter.wasm
 
+VERSION   ?= dev
+REPO      ?= ghcr.io/open-autoglm
+images: ## OCI images of autoglm-sidecar and autoglm-xds into bin/images (an OCI layout, no Docker); VERSION=tag, PUSH=1 pushes to REPO
+	CGO_ENABLED=1 $(GO) build -trimpath $(BUILDVCS) -o $(BIN)/image/ ./sidecar/cmd/autoglm-sidecar
+	CGO_ENABLED=0 $(GO) build -trimpath $(BUILDVCS) -o $(BIN)/image/ ./xds/cmd/autoglm-xds
+	$(GO) run ./release/cmd/build-images -bin $(BIN)/image -out $(BIN)/images -version $(VERSION) -repo $(REPO) \
+		-revision "$$(git rev-parse HEAD 2>/dev/null)" $(if $(PUSH),-push)
+
 filter-image: filter ## package the filter as the OCI image Istio's WasmPlugin pulls (bin/autoglm-filter-oci; PUSH=ref pushes it)
 	cd filter && $(GO) run ./cmd/filter-image -wasm ../$(BIN)/autoglm-filter.wasm -out ../$(BIN)/autoglm-filter-oci $(if $(PUSH),-push $(PUSH))
 
@@ -36,7 +44,7 @@ run: build ## the local stack: autoglm-xds, two sidecar versions (90/10), Envoy 
 run-sidecar: build ## just one sidecar on the embedded default engine
 	./$(BIN)/autoglm-sidecar -config sidecar/cmd/autoglm-sidecar/dev.yaml -http-addr $(RUN_ADDR) -grpc-addr $(RUN_GRPC) -log-format text
 
-test: lint check-generate deps spire istioctl kube ratelimit ## vet, format check, generated-code check and all tests (race detector on every package with concurrency: test/tools/race-packages.sh)
+test: lint check-generate deps spire istioctl kube ratelimit images ## vet, format check, generated-code check and all tests (race detector on every package with concurrency: test/tools/race-packages.sh)
 	$(GO) test -count=1 -timeout 15m ./...
 	cd filter && $(GO) test -count=1 -timeout 5m ./...
 	$(GO) test -count=1 -timeout 10m -race $$(./test/tools/race-packages.sh)

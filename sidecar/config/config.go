@@ -88,6 +88,11 @@ type Server struct {
 	HTTPAddr string `yaml:"http_addr"`
 	// GRPCAddr serves the gRPC API; empty disables it.
 	GRPCAddr string `yaml:"grpc_addr"`
+	// MetricsAddr, when set, also serves /metrics, /healthz and /readyz
+	// on a port of their own, plain HTTP even with mTLS on the APIs: the
+	// port a Prometheus outside the mesh scrapes (Istio's STRICT mTLS
+	// excludes it by a port-level exception).
+	MetricsAddr string `yaml:"metrics_addr"`
 	// MaxBodyBytes bounds request bodies; larger ones get 413.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// DrainTimeout bounds the wait for in-flight requests on SIGTERM.

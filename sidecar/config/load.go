@@ -59,6 +59,7 @@ func Flags(fs *flag.FlagSet) func(*Config) {
 	d := Default()
 	str("http-addr", "HTTP listen address (server.http_addr, default "+d.Server.HTTPAddr+")", func(c *Config) *string { return &c.Server.HTTPAddr })
 	str("grpc-addr", "gRPC listen address, empty to disable (server.grpc_addr, default "+d.Server.GRPCAddr+")", func(c *Config) *string { return &c.Server.GRPCAddr })
+	str("metrics-addr", "plain-HTTP address of /metrics, /healthz and /readyz alone, for a scraper outside the mesh; empty: none (server.metrics_addr)", func(c *Config) *string { return &c.Server.MetricsAddr })
 	str("engine", "inference engine (engine.kind, default "+d.Engine.Kind+")", func(c *Config) *string { return &c.Engine.Kind })
 	str("model", "served model name (engine.model; default: the model's own name)", func(c *Config) *string { return &c.Engine.Model })
 	str("model-version", "version of the model this replica serves, in access logs and spans (engine.model_version)", func(c *Config) *string { return &c.Engine.ModelVersion })

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -221,5 +222,46 @@ func TestExemplarsAndAccessLogSampling(t *testing.T) {
 	lines = logs.lines(t)
 	if len(lines) != 1 || lines[0]["status"] != 404.0 || lines[0]["error"] != "model_not_found" {
 		t.Errorf("with access_sample 0, want only the failure logged: %v", lines)
+	}
+}
+
+// TestMetricsPort: with a metrics listener, /metrics, /healthz and /readyz
+// are also served there, and nothing of the API (the port a Prometheus
+// outside the mesh scrapes in plain HTTP while the API port takes mTLS).
+func TestMetricsPort(t *testing.T) {
+	ml, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := New(testConfig(), testengine.New(testengine.Config{Model: "autoglm-test", ContextLength: 512}), 0, slog.New(slog.DiscardHandler))
+	hl, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx, Listeners{HTTP: hl, Metrics: ml}) }()
+	defer func() { cancel(); <-done }()
+	base := "http://" + ml.Addr().String()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if r, err := http.Get(base + "/readyz"); err == nil {
+			r.Body.Close()
+			if r.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the metrics port never said ready")
+		}
+	}
+	if m := scrape(t, base, ""); !strings.Contains(m, `autoglm_ready{model="autoglm-test"} 1`) && !strings.Contains(m, "autoglm_ready 1") {
+		t.Errorf("metrics port: no autoglm_ready 1 in\n%.2000s", m)
+	}
+	for _, p := range []string{"/v1/models", "/v1/chat/completions"} {
+		r, err := http.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != http.StatusNotFound && r.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("metrics port serves %s: %d", p, r.StatusCode)
+		}
 	}
 }

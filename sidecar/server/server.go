@@ -238,12 +238,8 @@ func (s *Server) AttachGPU(m *gpu.Monitor, every time.Duration) {
 	})
 }
 
-// Handler is the HTTP API.
-func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/chat/completions", s.chat)
-	mux.HandleFunc("POST /v1/completions", s.completion)
-	mux.HandleFunc("GET /v1/models", s.models)
+// operations adds health, readiness and metrics to mux.
+func (s *Server) operations(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if why := s.notReady(); why != "" {
@@ -255,6 +251,23 @@ func (s *Server) Handler() http.Handler {
 	// OpenMetrics when the scraper asks for it (exemplars: the trace of an
 	// observation on the GenAI latency histograms).
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg, EnableOpenMetrics: true}))
+}
+
+// OperationsHandler serves /metrics, /healthz and /readyz alone (the
+// metrics port).
+func (s *Server) OperationsHandler() http.Handler {
+	mux := http.NewServeMux()
+	s.operations(mux)
+	return mux
+}
+
+// Handler is the HTTP API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/chat/completions", s.chat)
+	mux.HandleFunc("POST /v1/completions", s.completion)
+	mux.HandleFunc("GET /v1/models", s.models)
+	s.operations(mux)
 	if s.cache != nil {
 		mux.Handle("/v1/cache/", s.cacheGuard(s.cache))
 	}
@@ -287,12 +300,13 @@ func (h handshakeCounter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Listeners are where Run serves; GRPC may be nil. With TLS, HTTP
-// connections are TLS (Run wraps HTTP after its connection cap, so that
-// the handlers still see the TLS connection state).
+// Listeners are where Run serves; GRPC and Metrics may be nil. With TLS,
+// HTTP connections are TLS (Run wraps HTTP after its connection cap, so
+// that the handlers still see the TLS connection state); Metrics is plain
+// HTTP, serving OperationsHandler.
 type Listeners struct {
-	HTTP, GRPC net.Listener
-	TLS        *tls.Config
+	HTTP, GRPC, Metrics net.Listener
+	TLS                 *tls.Config
 }
 
 // Run serves until ctx ends, then drains: readiness turns false, new
@@ -329,6 +343,16 @@ func (s *Server) Run(ctx context.Context, ls Listeners) error {
 		}
 		return nil
 	})
+	var ms *http.Server
+	if ls.Metrics != nil {
+		ms = &http.Server{Handler: s.OperationsHandler(), ReadHeaderTimeout: s.opts.HeaderTimeout, IdleTimeout: s.opts.IdleTimeout}
+		g.Go(func() error {
+			if err := ms.Serve(ls.Metrics); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics server: %w", err)
+			}
+			return nil
+		})
+	}
 	if gs != nil {
 		g.Go(func() error {
 			if err := gs.Serve(ls.GRPC); err != nil {
@@ -357,6 +381,9 @@ func (s *Server) Run(ctx context.Context, ls Listeners) error {
 		s.drain(hs, gs, stopSched)
 		stopSched()
 		<-schedDone
+		if ms != nil { // last: scrapes see the drain
+			ms.Close()
+		}
 		return nil
 	})
 	return g.Wait()

@@ -24,7 +24,7 @@ func grpcServed(t *testing.T, base string) int {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`autoglm_requests_total\{api="grpc",code="200"\} (\d+)`).FindSubmatch(b)
+	m := regexp.MustCompile(`autoglm_requests_total\{api="grpc",code="200",model="[^"]*"\} (\d+)`).FindSubmatch(b)
 	if m == nil {
 		return 0
 	}

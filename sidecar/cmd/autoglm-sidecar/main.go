@@ -227,7 +227,13 @@ func run(args []string) int {
 			return 1
 		}
 	}
-	log.Info("listening", "http", ls.HTTP.Addr().String(), "grpc", cfg.Server.GRPCAddr)
+	if cfg.Server.MetricsAddr != "" {
+		if ls.Metrics, err = net.Listen("tcp", cfg.Server.MetricsAddr); err != nil {
+			log.Error("listen metrics", "err", err)
+			return 1
+		}
+	}
+	log.Info("listening", "http", ls.HTTP.Addr().String(), "grpc", cfg.Server.GRPCAddr, "metrics", cfg.Server.MetricsAddr)
 	var srv *server.Server
 	if client != nil {
 		r := cfg.Engine.Remote
