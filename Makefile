@@ -19,7 +19,8 @@ BUILDVCS  := $(shell git rev-parse --git-dir >/dev/null 2>&1 && echo -buildvcs=t
 .PHONY: images help deps spire istioctl kube ratelimit golangci-lint build filter filter-image run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz chaos clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}' | \
+		sed -e 's|$$(dir $$(TOOLS))|$(dir $(TOOLS))|g' -e 's|$$(TOOLS)|$(TOOLS)|g' -e 's|$$(BIN)|$(BIN)|g'
 
 build: ## build every binary into bin/
 	$(GO) build $(BUILDVCS) -o $(BIN)/ ./sidecar/cmd/... ./xds/cmd/... ./test/cmd/...

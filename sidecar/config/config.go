@@ -7,6 +7,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"strings"
@@ -278,8 +279,13 @@ func (c *Config) Validate() error {
 			bad("engine.native.kv_tokens", "must not be negative, got %d", n.KVTokens)
 		}
 		if n.ModelPath != "" {
-			if st, err := os.Stat(n.ModelPath); err != nil || st.IsDir() {
-				bad("engine.native.model_path", "must be a GGUF file, got %q", n.ModelPath)
+			switch st, err := os.Stat(n.ModelPath); {
+			case errors.Is(err, fs.ErrNotExist):
+				bad("engine.native.model_path", "%s: no such file", n.ModelPath)
+			case err != nil:
+				bad("engine.native.model_path", "%v", err)
+			case st.IsDir():
+				bad("engine.native.model_path", "%s is a directory, not a GGUF file", n.ModelPath)
 			}
 		}
 	case "remote":

@@ -134,3 +134,15 @@ func TestIdentityAndCacheValidation(t *testing.T) {
 		t.Fatalf("bad mode: %v", err)
 	}
 }
+
+func TestMissingModelFileSaysSo(t *testing.T) {
+	c := Default()
+	c.Engine.Kind, c.Engine.Native.ModelPath = "native", "/nonexistent/model.gguf"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "engine.native.model_path: /nonexistent/model.gguf: no such file") {
+		t.Errorf("missing model: %v", err)
+	}
+	c.Engine.Native.ModelPath = t.TempDir()
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Errorf("a directory: %v", err)
+	}
+}

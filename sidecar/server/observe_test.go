@@ -203,7 +203,7 @@ func TestExemplarsAndAccessLogSampling(t *testing.T) {
 	found := false
 	for deadline := time.Now().Add(5 * time.Second); !found && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		for _, l := range strings.Split(scrape(t, sc.url, "application/openmetrics-text; version=1.0.0"), "\n") {
-			if strings.HasPrefix(l, "gen_ai_server_request_duration_seconds_bucket") && strings.Contains(l, ` # {trace_id="`+tid+`",span_id="`) {
+			if strings.HasPrefix(l, "gen_ai_server_request_duration_seconds_bucket") && strings.Contains(l, " # {") && strings.Contains(l, `trace_id="`+tid+`"`) && strings.Contains(l, `span_id="`) {
 				found = true
 			}
 		}

@@ -16,7 +16,7 @@ import (
 func TestLoadBinary(t *testing.T) {
 	sidecar, loadBin := build(t), buildCmd(t, "test/cmd/autoglm-load")
 	httpAddr, grpcAddr := freePort(t), freePort(t)
-	sc := startSidecar(t, sidecar, fmt.Sprintf("server:\n  http_addr: %s\n  grpc_addr: %s\nengine:\n  kind: test\n  test:\n    step_cost: 1ms\n", httpAddr, grpcAddr))
+	sc := startSidecar(t, sidecar, fmt.Sprintf("server:\n  http_addr: %s\n  grpc_addr: %s\nengine:\n  kind: test\n  model: autoglm-tiny\n  test:\n    step_cost: 1ms\n", httpAddr, grpcAddr))
 	sc.base = "http://" + httpAddr
 	waitReady(t, sc)
 	dir := t.TempDir()
@@ -64,5 +64,36 @@ func TestLoadBinary(t *testing.T) {
 		if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 2 || len(out) == 0 {
 			t.Errorf("%v: exit %v, want 2 with a message:\n%s", bad, err, out)
 		}
+	}
+}
+
+// TestLoadReportsWhy: requests that fail are reported with what the
+// service said (status and error code), in the report and on stderr.
+func TestLoadReportsWhy(t *testing.T) {
+	sidecar, loadBin := build(t), buildCmd(t, "test/cmd/autoglm-load")
+	httpAddr := freePort(t)
+	sc := startSidecar(t, sidecar, fmt.Sprintf("server:\n  http_addr: %s\n  grpc_addr: \"\"\nengine:\n  kind: test\n  model: autoglm-tiny\n", httpAddr))
+	sc.base = "http://" + httpAddr
+	waitReady(t, sc)
+	report := filepath.Join(t.TempDir(), "r.json")
+	out, err := exec.Command(loadBin, "run", "-url", sc.base, "-model", "nope", "-vus", "1", "-duration", "300ms", "-out", report).CombinedOutput()
+	if err == nil {
+		t.Fatalf("every request failed, yet exit 0:\n%s", out)
+	}
+	var rep struct {
+		Reasons map[string]int `json:"error_reasons"`
+	}
+	raw, _ := os.ReadFile(report)
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for k, v := range rep.Reasons {
+		if strings.HasPrefix(k, "404 model_not_found: ") {
+			n += v
+		}
+	}
+	if n == 0 || !strings.Contains(string(out), "× 404 model_not_found: ") {
+		t.Errorf("reasons %v; output:\n%s", rep.Reasons, out)
 	}
 }

@@ -65,12 +65,18 @@ func TestQuantizeCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(in, b.Bytes(), 0o644)
-	if o, err := exec.Command(bin, "quantize", in, out).CombinedOutput(); err != nil {
+	o, err := exec.Command(bin, "quantize", in, out).CombinedOutput()
+	if err != nil {
 		t.Fatalf("quantize: %v\n%s", err, o)
 	}
 	st, err := os.Stat(out)
 	if err != nil || float64(st.Size()) > float64(b.Len())/3 {
 		t.Fatalf("Q8_0 file %v bytes from %d (%v)", st.Size(), b.Len(), err)
+	}
+	// A model file others can read (not CreateTemp's 0600), and a word on
+	// what was done.
+	if st.Mode().Perm() != 0o644 || !strings.Contains(string(o), "wrote "+out) {
+		t.Errorf("quantized file mode %v, output %q", st.Mode().Perm(), o)
 	}
 	addr := freePort(t)
 	p := &proc{cmd: exec.Command(bin, "-engine", "native", "-native-model", out, "-model", "q8", "-http-addr", addr, "-grpc-addr", ""), stderr: &logBuffer{}, base: "http://" + addr}

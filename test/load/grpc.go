@@ -93,7 +93,7 @@ func (g *GRPC) Do(ctx context.Context, r *Request) Result {
 // grpcFailure classifies a gRPC error like its HTTP counterpart
 // (RESOURCE_EXHAUSTED is the sidecar's 429).
 func grpcFailure(ctx context.Context, err error) Result {
-	res := Result{Done: time.Now()}
+	res := Result{Done: time.Now(), Reason: status.Code(err).String() + ": " + status.Convert(err).Message()}
 	switch status.Code(err) {
 	case codes.ResourceExhausted:
 		res.Class, res.Status = ClassRateLimited, 429

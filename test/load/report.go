@@ -62,6 +62,9 @@ type Report struct {
 	Requests int            `json:"requests"`
 	OK       int            `json:"ok"`
 	Errors   map[string]int `json:"errors"`
+	// Reasons counts the failures by what the service (or the transport)
+	// said, at most maxReasons distinct ones (the rest under "other").
+	Reasons map[string]int `json:"error_reasons,omitempty"`
 	// Dropped are arrivals not sent because max in-flight was reached.
 	Dropped int `json:"dropped_iterations"`
 
@@ -143,12 +146,16 @@ func errRate(r *Report) float64 {
 }
 
 // recorder folds results into histograms; safe for concurrent use.
+// maxReasons bounds the distinct failure reasons a report keeps.
+const maxReasons = 20
+
 type recorder struct {
 	mu      sync.Mutex
 	start   time.Time
 	slo     SLO
 	hist    map[string]*hdrhistogram.Histogram // µs
 	errors  map[string]int
+	reasons map[string]int
 	n, ok   int
 	good    int
 	dropped int
@@ -168,7 +175,7 @@ func newHist() *hdrhistogram.Histogram {
 }
 
 func newRecorder(start time.Time, slo SLO) *recorder {
-	r := &recorder{start: start, slo: slo, hist: map[string]*hdrhistogram.Histogram{}, errors: map[string]int{}}
+	r := &recorder{start: start, slo: slo, hist: map[string]*hdrhistogram.Histogram{}, errors: map[string]int{}, reasons: map[string]int{}}
 	for _, m := range metricNames {
 		r.hist[m] = newHist()
 	}
@@ -210,6 +217,14 @@ func (r *recorder) done(intended time.Time, res *Result) {
 	if res.Class != "" {
 		r.errors[res.Class]++
 		s.errors++
+		reason := res.Reason
+		if reason == "" {
+			reason = res.Class
+		}
+		if _, seen := r.reasons[reason]; !seen && len(r.reasons) >= maxReasons {
+			reason = "other"
+		}
+		r.reasons[reason]++
 		return
 	}
 	r.ok++
@@ -249,6 +264,12 @@ func (r *recorder) report(rep *Report, el time.Duration) {
 	rep.Errors = map[string]int{}
 	for k, v := range r.errors {
 		rep.Errors[k] = v
+	}
+	if len(r.reasons) > 0 {
+		rep.Reasons = map[string]int{}
+		for k, v := range r.reasons {
+			rep.Reasons[k] = v
+		}
 	}
 	sent := 0
 	for _, s := range r.seconds {

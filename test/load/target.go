@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -44,6 +45,9 @@ type Result struct {
 	// Class is "" for a success, else one of the Class constants.
 	Class  string
 	Status int
+	// Reason says why a request failed: the status and the error code or
+	// message the service answered, or the transport error.
+	Reason string
 	// FirstToken is the first generated text (Done for non-streamed
 	// requests); Gaps are the times between later chunks of text.
 	FirstToken, Done time.Time
@@ -145,19 +149,18 @@ func (h *HTTP) Do(ctx context.Context, r *Request) Result {
 	body, _ := json.Marshal(w)
 	resp, err := h.post(ctx, path, body)
 	if err != nil {
-		return failed(ctx, 0)
+		res := failed(ctx, 0)
+		res.Reason = err.Error()
+		return res
 	}
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests:
-		io.Copy(io.Discard, resp.Body)
-		return Result{Class: ClassRateLimited, Status: resp.StatusCode, Done: time.Now()}
+		return Result{Class: ClassRateLimited, Status: resp.StatusCode, Done: time.Now(), Reason: errorReason(resp)}
 	case resp.StatusCode >= 500:
-		io.Copy(io.Discard, resp.Body)
-		return Result{Class: ClassServer, Status: resp.StatusCode, Done: time.Now()}
+		return Result{Class: ClassServer, Status: resp.StatusCode, Done: time.Now(), Reason: errorReason(resp)}
 	case resp.StatusCode >= 400:
-		io.Copy(io.Discard, resp.Body)
-		return Result{Class: ClassClient, Status: resp.StatusCode, Done: time.Now()}
+		return Result{Class: ClassClient, Status: resp.StatusCode, Done: time.Now(), Reason: errorReason(resp)}
 	}
 	if !r.Stream {
 		b, err := io.ReadAll(resp.Body)
@@ -232,6 +235,30 @@ func readStream(ctx context.Context, resp *http.Response) Result {
 }
 
 // failed classifies a transport failure: the context's end is a timeout.
+// errorReason reads an error answer: "404 model_not_found: The model …"
+// from an OpenAI-shaped body, else the status and the body's start.
+func errorReason(resp *http.Response) string {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	io.Copy(io.Discard, resp.Body)
+	var e struct {
+		Error struct {
+			Message string `json:"message"`
+			Code    any    `json:"code"`
+		} `json:"error"`
+	}
+	msg := strings.TrimSpace(string(b))
+	if json.Unmarshal(b, &e) == nil && e.Error.Message != "" {
+		msg = e.Error.Message
+		if c, ok := e.Error.Code.(string); ok && c != "" {
+			msg = c + ": " + msg
+		}
+	}
+	if len(msg) > 160 {
+		msg = msg[:160] + "…"
+	}
+	return strings.TrimSpace(fmt.Sprintf("%d %s", resp.StatusCode, msg))
+}
+
 func failed(ctx context.Context, status int) Result {
 	class := ClassTransport
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {

@@ -33,7 +33,7 @@ import (
 // kubeDir is where make test's kube target caches etcd, kube-apiserver
 // and the CRDs.
 func kubeDir(t *testing.T) string {
-	return toolcache.Require(t, "kube", "kube-v1.36.3", "bin/etcd", "bin/kube-apiserver", "crds/done-3")
+	return toolcache.Require(t, "kube", "kube-v1.36.3", "bin/etcd", "bin/kube-apiserver", "crds/done-4")
 }
 
 func port(t *testing.T) int {
@@ -178,15 +178,26 @@ func TestServerDryRun(t *testing.T) {
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
 
 	var all []*unstructured.Unstructured
-	for _, o := range []string{"overlays/dev", "overlays/gpu", "observability"} {
+	for _, o := range []string{"overlays/minimal", "overlays/dev", "overlays/istio", "overlays/gpu", "observability"} {
 		for _, m := range build(t, filepath.Join(root(), "manifests", o)) {
+			all = append(all, &unstructured.Unstructured{Object: m})
+		}
+	}
+	// The Helm chart with each of its value sets.
+	for _, vs := range chartValues {
+		objs, err := renderChart(vs.vals)
+		if err != nil {
+			t.Fatalf("chart values %s: %v", vs.name, err)
+		}
+		for _, m := range objs {
 			all = append(all, &unstructured.Unstructured{Object: m})
 		}
 	}
 	files, _ := filepath.Glob(filepath.Join(root(), "istio", "*.yaml"))
 	tools, _ := filepath.Glob(filepath.Join(root(), "istio", "rollout-tools", "*.yaml"))
 	drills, _ := filepath.Glob(filepath.Join(root(), "istio", "drills", "*.yaml"))
-	tools = append(tools, drills...)
+	gie, _ := filepath.Glob(filepath.Join(root(), "istio", "inference-extension", "*.yaml"))
+	tools = append(append(tools, drills...), gie...)
 	for _, f := range append(files, tools...) {
 		raw, _ := os.ReadFile(f)
 		all = append(all, objects(t, raw)...)
@@ -225,7 +236,7 @@ func TestServerDryRun(t *testing.T) {
 		}
 		checked[gvk.Kind] = true
 	}
-	for _, k := range []string{"Deployment", "HorizontalPodAutoscaler", "ServiceMonitor", "ClusterSPIFFEID", "VirtualService", "DestinationRule", "WasmPlugin", "AuthorizationPolicy", "PeerAuthentication", "Telemetry", "PrometheusRule", "ConfigMap"} {
+	for _, k := range []string{"Deployment", "HorizontalPodAutoscaler", "ServiceMonitor", "ClusterSPIFFEID", "VirtualService", "DestinationRule", "WasmPlugin", "AuthorizationPolicy", "PeerAuthentication", "Telemetry", "PrometheusRule", "ConfigMap", "InferencePool", "Job", "PersistentVolumeClaim"} {
 		if !checked[k] {
 			t.Errorf("no %s was dry-run", k)
 		}

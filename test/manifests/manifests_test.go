@@ -8,10 +8,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -221,13 +223,29 @@ var crdShapes = map[string][]string{
 	"spire.spiffe.io/v1alpha1/ClusterSPIFFEID": {"spiffeIDTemplate", "podSelector", "namespaceSelector", "dnsNameTemplates", "ttl", "federatesWith", "workloadSelectorTemplates", "className", "fallback", "hint", "admin", "downstream", "autoPopulateDNSNames", "jwtTtl"},
 }
 
-// TestKustomize: base and both overlays render; every built-in object
+// overlays are the installs manifests/ offers, with what each needs.
+var overlays = []struct {
+	dir string
+	// core: only built-in Kubernetes kinds (applies on a plain cluster).
+	core bool
+	// istio: applied under Istio with istio/*.yaml (the filter's remote
+	// cache tier on, callers from the proxy's XFCC).
+	istio bool
+}{
+	{"base", true, false}, {"overlays/minimal", true, false}, {"overlays/dev", true, false},
+	{"overlays/istio", false, true}, {"overlays/gpu", false, true},
+}
+
+// TestKustomize: base and every overlay render; every built-in object
 // decodes strictly into its Kubernetes type; references hold (ConfigMaps,
 // Services' selectors, HPA targets, PDBs); the sidecar and autoglm-xds
-// configuration files inside pass their own validation.
+// configuration files inside pass their own validation; the core
+// overlays hold no object of a CRD; the names agree across configurations
+// (crossReference).
 func TestKustomize(t *testing.T) {
 	strict := kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme.Scheme, scheme.Scheme, kjson.SerializerOptions{Yaml: false, Strict: true})
-	for _, dir := range []string{"base", "overlays/dev", "overlays/gpu"} {
+	for _, ov := range overlays {
+		dir := ov.dir
 		t.Run(dir, func(t *testing.T) {
 			objs := build(t, filepath.Join(root(), "manifests", dir))
 			byKind := map[string][]map[string]any{}
@@ -236,6 +254,9 @@ func TestKustomize(t *testing.T) {
 				byKind[kind] = append(byKind[kind], o)
 				name := kind + "/" + nameOf(o)
 				if fields, ok := crdShapes[api+"/"+kind]; ok {
+					if ov.core {
+						t.Errorf("%s: %s needs a CRD (%s), and this overlay is meant for a plain cluster", dir, name, api)
+					}
 					spec, _ := o["spec"].(map[string]any)
 					for k := range spec {
 						if !contains(fields, k) {
@@ -250,17 +271,96 @@ func TestKustomize(t *testing.T) {
 				}
 			}
 			checkReferences(t, byKind)
-			checkConfigs(t, byKind)
-			for _, k := range []string{"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "HorizontalPodAutoscaler", "ServiceMonitor", "NetworkPolicy", "ClusterSPIFFEID", "ClusterRole", "ServiceAccount"} {
+			sc, xc := checkConfigs(t, byKind)
+			crossReference(t, ov.istio, byKind, sc, xc)
+			want := []string{"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy", "ClusterRole", "ServiceAccount"}
+			if ov.istio {
+				want = append(want, "HorizontalPodAutoscaler", "ServiceMonitor", "ClusterSPIFFEID")
+			}
+			for _, k := range want {
 				if len(byKind[k]) == 0 {
 					t.Errorf("no %s", k)
 				}
 			}
-			if dir == "overlays/gpu" && !strings.Contains(fmt.Sprint(byKind["Deployment"]), "nvidia.com/gpu") {
-				t.Error("the gpu overlay asks for no GPU")
+			if dir == "overlays/gpu" {
+				if !strings.Contains(fmt.Sprint(byKind["Deployment"]), "nvidia.com/gpu") {
+					t.Error("the gpu overlay asks for no GPU")
+				}
+				if len(byKind["PersistentVolumeClaim"]) == 0 || len(byKind["Job"]) == 0 {
+					t.Error("the gpu overlay has no model volume or download Job")
+				}
 			}
 		})
 	}
+}
+
+// crossReference checks that the configurations of one overlay agree: the
+// model the sidecars serve is the one autoglm-xds routes (and each of its
+// versions names a Service of the overlay, on a port that Service has);
+// with the remote cache tier on (every Istio overlay: istio/wasmplugin.yaml
+// turns it on), the sidecar's Redis is a Service of the overlay, and the
+// sidecar verifies callers (the cache endpoint needs it).
+func crossReference(t *testing.T, istio bool, byKind map[string][]map[string]any, sc *sidecarconfig.Config, xc *xdsconfig.Config) {
+	t.Helper()
+	if sc == nil || xc == nil {
+		return
+	}
+	services := map[string]map[string]any{}
+	for _, s := range byKind["Service"] {
+		services[nameOf(s)] = s
+	}
+	hasPort := func(svc map[string]any, port int) bool {
+		ports, _ := get(svc, "spec", "ports").([]any)
+		for _, p := range ports {
+			if fmt.Sprint(get(p, "port")) == strconv.Itoa(port) {
+				return true
+			}
+		}
+		return false
+	}
+	routed := false
+	for _, m := range xc.Models {
+		if m.Name == sc.Engine.Model {
+			routed = true
+		} else {
+			t.Errorf("autoglm-xds routes model %q, which no sidecar of this overlay serves (they serve %q)", m.Name, sc.Engine.Model)
+		}
+		for _, v := range m.Versions {
+			if v.Service == nil {
+				continue
+			}
+			svc, ok := services[v.Service.Name]
+			if !ok {
+				t.Errorf("model %s version %s: Service %s is not in this overlay", m.Name, v.Name, v.Service.Name)
+			} else if !hasPort(svc, v.Service.Port) {
+				t.Errorf("model %s version %s: Service %s has no port %d", m.Name, v.Name, v.Service.Name, v.Service.Port)
+			}
+		}
+	}
+	if !routed {
+		t.Errorf("the sidecars serve %q, which autoglm-xds does not route", sc.Engine.Model)
+	}
+	if istio {
+		u, err := url.Parse(sc.Cache.RedisURL)
+		if err != nil || sc.Cache.RedisURL == "" {
+			t.Errorf("cache.redis_url %q: the remote cache tier (istio/wasmplugin.yaml) has no Redis", sc.Cache.RedisURL)
+		} else if port, _ := strconv.Atoi(u.Port()); services[svcName(u.Hostname())] == nil || !hasPort(services[svcName(u.Hostname())], port) {
+			t.Errorf("cache.redis_url %s: no Service %s with port %d in this overlay", sc.Cache.RedisURL, svcName(u.Hostname()), port)
+		}
+		if sc.Identity.Mode != "xfcc" {
+			t.Errorf("identity.mode %q: behind Istio's proxy the caller comes from x-forwarded-client-cert (xfcc)", sc.Identity.Mode)
+		}
+	}
+	// The filter's plugin configuration under Istio and the metrics port.
+	if sc.Server.MetricsAddr == "" {
+		t.Error("server.metrics_addr is empty: no port for scrapes outside the mesh")
+	}
+}
+
+// svcName is the Service of a cluster DNS name (name, name.ns, name.ns.svc…).
+func svcName(host string) string {
+	name, _, _ := strings.Cut(host, ".")
+	return name
 }
 
 func contains(list []string, s string) bool {
@@ -345,8 +445,10 @@ func subset(sel, labels map[string]any) bool {
 
 // checkConfigs runs the sidecar's and autoglm-xds's validation on the
 // configuration files the ConfigMaps carry.
-func checkConfigs(t *testing.T, byKind map[string][]map[string]any) {
+func checkConfigs(t *testing.T, byKind map[string][]map[string]any) (*sidecarconfig.Config, *xdsconfig.Config) {
 	found := 0
+	var sc *sidecarconfig.Config
+	var xc *xdsconfig.Config
 	for _, cm := range byKind["ConfigMap"] {
 		data, _ := cm["data"].(map[string]any)
 		keys := make([]string, 0, len(data))
@@ -364,18 +466,23 @@ func checkConfigs(t *testing.T, byKind map[string][]map[string]any) {
 					t.Errorf("ConfigMap/%s %s: %v", nameOf(cm), k, err)
 				} else if err := c.Validate(); err != nil {
 					t.Errorf("ConfigMap/%s %s: %v", nameOf(cm), k, err)
+				} else {
+					sc = &c
 				}
 			case "xds.yaml":
 				found++
-				if _, err := xdsconfig.Parse([]byte(body)); err != nil {
+				x, err := xdsconfig.Parse([]byte(body))
+				if err != nil {
 					t.Errorf("ConfigMap/%s %s: %v", nameOf(cm), k, err)
 				}
+				xc = x
 			}
 		}
 	}
 	if found != 2 {
 		t.Errorf("%d configuration files found in the ConfigMaps, want the sidecar's and autoglm-xds's", found)
 	}
+	return sc, xc
 }
 
 // TestPrometheusAdapterRules: the adapter rules read metrics the sidecar

@@ -9,7 +9,7 @@ set -eu
 tools=${AUTOGLM_TOOLS:-$HOME/.cache/autoglm-tools}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 dir=$tools/kube-v1.36.3
-if [ -x "$dir/bin/etcd" ] && [ -x "$dir/bin/kube-apiserver" ] && [ -f "$dir/crds/done-3" ]; then
+if [ -x "$dir/bin/etcd" ] && [ -x "$dir/bin/kube-apiserver" ] && [ -f "$dir/crds/done-4" ]; then
 	exit 0
 fi
 mkdir -p "$dir/bin.tmp" "$dir/crds"
@@ -31,5 +31,7 @@ cp "$(moddir github.com/spiffe/spire-controller-manager@v0.6.3)/config/crd/bases
 # Flagger's and Argo Rollouts' CRDs, for istio/rollout-tools/.
 cp "$(moddir github.com/fluxcd/flagger@v1.36.1)/artifacts/flagger/crd.yaml" "$dir/crds/flagger.yaml"
 cp "$(moddir github.com/argoproj/argo-rollouts@v1.9.0)/manifests/crds/analysis-template-crd.yaml" "$dir/crds/argo-analysistemplates.yaml"
+# The Gateway API Inference Extension's InferencePool, for istio/inference-extension/.
+cp "$(moddir sigs.k8s.io/gateway-api-inference-extension@v1.5.0)/config/crd/bases/inference.networking.k8s.io_inferencepools.yaml" "$dir/crds/inferencepools.yaml"
 chmod 644 "$dir/crds/"*.yaml
-touch "$dir/crds/done-3"
+touch "$dir/crds/done-4"

@@ -113,11 +113,18 @@ func quantize(args []string) int {
 	}
 	defer in.Close()
 	tmp, err := os.CreateTemp(filepath.Dir(args[1]), ".quantize-*")
+	var pw *progressWriter
 	if err == nil {
 		defer os.Remove(tmp.Name())
-		w := bufio.NewWriterSize(tmp, 1<<20)
+		fmt.Fprintf(os.Stderr, "quantizing %s to Q8_0 into %s\n", args[0], args[1])
+		pw = &progressWriter{w: tmp, start: time.Now(), every: 256 << 20}
+		w := bufio.NewWriterSize(pw, 1<<20)
 		if err = llama.Quantize(in, w); err == nil {
 			err = w.Flush()
+		}
+		// A model file as any other: readable by all (CreateTemp makes 0600).
+		if err == nil {
+			err = tmp.Chmod(0o644)
 		}
 		if cerr := tmp.Close(); err == nil {
 			err = cerr
@@ -130,7 +137,27 @@ func quantize(args []string) int {
 		fmt.Fprintln(os.Stderr, "autoglm-sidecar quantize:", err)
 		return 1
 	}
+	fmt.Fprintf(os.Stderr, "wrote %s: %.1f MiB in %.1fs\n", args[1], float64(pw.n)/(1<<20), time.Since(pw.start).Seconds())
 	return 0
+}
+
+// progressWriter counts what goes through it and says so on stderr every
+// `every` bytes.
+type progressWriter struct {
+	w       io.Writer
+	n, next int64
+	every   int64
+	start   time.Time
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.n += int64(n)
+	if p.n >= p.next+p.every {
+		p.next = p.n
+		fmt.Fprintf(os.Stderr, "  %.0f MiB written (%.0fs)\n", float64(p.n)/(1<<20), time.Since(p.start).Seconds())
+	}
+	return n, err
 }
 
 func run(args []string) int {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -95,7 +96,7 @@ func run(args []string) int {
 	url := fs.String("url", "http://127.0.0.1:8080", "base URL of the OpenAI-compatible service")
 	grpcAddr := fs.String("grpc", "", "the sidecar's gRPC API, to target it instead of -url (always streamed): host:port, or xds:///NAME through a control plane")
 	xdsServer := fs.String("xds-server", "", "with -grpc xds:///NAME: host:port of autoglm-xds (otherwise GRPC_XDS_BOOTSTRAP or GRPC_XDS_BOOTSTRAP_CONFIG)")
-	model := fs.String("model", "autoglm-test", `the "model" of every request`)
+	model := fs.String("model", "autoglm-tiny", `the "model" of every request (default: the one make run and the manifests serve)`)
 	rateF := fs.Float64("rate", 0, "open model: arrivals per second (with -duration)")
 	rateStart := fs.Float64("rate-start", 0, "open model with -rate-stages: the rate at the start")
 	rateStages := fs.String("rate-stages", "", "open model: ramping stages DURATION:RATE,… (k6's ramping-arrival-rate)")
@@ -254,6 +255,14 @@ func summary(r *load.Report) {
 	for _, m := range []string{"ttft", "itl", "tpot", "e2e"} {
 		p := r.Latency[m]
 		fmt.Fprintf(os.Stderr, "  %-5s p50 %8.1f  p90 %8.1f  p99 %8.1f  p99.9 %8.1f ms\n", m, p.P50, p.P90, p.P99, p.P999)
+	}
+	reasons := make([]string, 0, len(r.Reasons))
+	for k := range r.Reasons {
+		reasons = append(reasons, k)
+	}
+	sort.Slice(reasons, func(i, j int) bool { return r.Reasons[reasons[i]] > r.Reasons[reasons[j]] })
+	for _, k := range reasons {
+		fmt.Fprintf(os.Stderr, "  failed %d× %s\n", r.Reasons[k], k)
 	}
 	for _, w := range r.Warnings {
 		fmt.Fprintln(os.Stderr, "warning:", w)
