@@ -34,7 +34,7 @@ func TestNativeEngineBinary(t *testing.T) {
 	}
 	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
 	waitReady(t, p)
-	if _, err := os.Stat(filepath.Join(home, ".cache", "autoglm", "autoglm-tiny-v1.gguf")); err != nil {
+	if _, err := os.Stat(filepath.Join(home, ".cache", "autoglm", "autoglm-tiny-v2.gguf")); err != nil {
 		t.Fatalf("built-in model not in the cache: %v", err)
 	}
 	c := openai.NewClient(option.WithBaseURL(p.base+"/v1/"), option.WithAPIKey("x"), option.WithMaxRetries(0))

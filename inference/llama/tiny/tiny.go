@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"strings"
 
 	"github.com/open-autoglm/autoglm/inference/gguf"
 	"github.com/open-autoglm/autoglm/inference/llama"
@@ -29,7 +30,20 @@ type Config struct {
 	// files that do not match their architecture, for load tests.
 	NoBias bool
 	Extra  []gguf.Tensor
+	// Suppress lists tokens the model never generates (their logits sit
+	// hundreds below the others): a constant lane, embedding dimension 0,
+	// that no layer writes to, read by the output matrix only for these
+	// tokens. The built-in model uses it to keep control characters and
+	// lone bytes out of its gibberish. Needs an untied output.
+	Suppress []int
 }
+
+// laneValue is dimension 0 of every token embedding, and suppressWeight
+// the output weight that turns it into a suppressed token's logit.
+const (
+	laneValue      = 2
+	suppressWeight = -1000
+)
 
 // Write writes the model.
 func Write(w io.Writer, c Config) error { return WriteWith(w, c, nil) }
@@ -64,6 +78,9 @@ func WriteWith(w io.Writer, c Config, extra []gguf.KV) error {
 		std := 1 / math.Sqrt(float64(cols))
 		for i := range xs {
 			xs[i] = float32(rng.NormFloat64() * std)
+		}
+		if len(c.Suppress) > 0 {
+			lane(name, xs, rows, cols, c.Suppress)
 		}
 		data, err := encode(c.Type, xs)
 		if err != nil {
@@ -113,6 +130,9 @@ func WriteWith(w io.Writer, c Config, extra []gguf.KV) error {
 		)
 	}
 	steps = append(steps, func() error { norm("output_norm.weight", c.Embd); return nil })
+	if c.Tied && len(c.Suppress) > 0 {
+		return fmt.Errorf("tiny: Suppress needs an untied output matrix")
+	}
 	if !c.Tied {
 		steps = append(steps, func() error { return mat("output.weight", c.Vocab, c.Embd) })
 	}
@@ -133,6 +153,33 @@ func WriteWith(w io.Writer, c Config, extra []gguf.KV) error {
 		}
 	}
 	return gguf.Write(w, append(keep, extra...), append(tensors, c.Extra...))
+}
+
+// lane shapes the weights of a model with suppressed tokens: embedding
+// dimension 0 is laneValue for every token; the layers' output
+// projections (attn_output, ffn_down) never write to it, so it reaches
+// the final norm unchanged and positive; the output matrix reads it with
+// suppressWeight for the suppressed tokens and 0 for the others.
+func lane(name string, xs []float32, rows, cols int, suppress []int) {
+	switch {
+	case name == "token_embd.weight":
+		for r := range rows {
+			xs[r*cols] = laneValue
+		}
+	case strings.HasSuffix(name, "attn_output.weight"), strings.HasSuffix(name, "ffn_down.weight"):
+		for j := range cols {
+			xs[j] = 0 // output row 0
+		}
+	case name == "output.weight":
+		for r := range rows {
+			xs[r*cols] = 0
+		}
+		for _, t := range suppress {
+			if t >= 0 && t < rows {
+				xs[t*cols] = suppressWeight
+			}
+		}
+	}
 }
 
 func typeOr(t gguf.TensorType) gguf.TensorType {
