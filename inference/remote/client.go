@@ -137,6 +137,10 @@ type Request struct {
 	MaxTokens *int
 	Stop      []string
 	Sampling  inference.Sampling
+	// Extra are request members the sidecar's API does not define (a
+	// newer SDK's field, the upstream's own extensions): sent on as they
+	// came. They never replace a member the sidecar sets.
+	Extra map[string]json.RawMessage
 }
 
 type wireMessage struct {
@@ -188,6 +192,19 @@ func (c *Client) body(r *Request) ([]byte, string) {
 		w.Prompt = r.Prompt
 	}
 	b, _ := json.Marshal(w) // plain types only: cannot fail
+	if len(r.Extra) > 0 {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(b, &m) == nil {
+			for k, v := range r.Extra {
+				if _, set := m[k]; !set {
+					m[k] = v
+				}
+			}
+			if out, err := json.Marshal(m); err == nil {
+				b = out
+			}
+		}
+	}
 	return b, path
 }
 

@@ -111,6 +111,11 @@ type Server struct {
 	WriteTimeout   time.Duration `yaml:"write_timeout"`
 	MaxConnections int           `yaml:"max_connections"`
 	MaxHeaderBytes int           `yaml:"max_header_bytes"`
+	// UnknownFields is what a request member the API does not define gets:
+	// "ignore" (the default, as vLLM: the request is served, with a
+	// Warning header naming them; a remote engine is sent them) or
+	// "reject" (400 naming the first).
+	UnknownFields string `yaml:"unknown_fields"`
 }
 
 // Engine chooses and shapes the inference engine.
@@ -220,7 +225,7 @@ func Default() Config {
 	return Config{
 		Server: Server{HTTPAddr: ":8080", GRPCAddr: ":9090", MaxBodyBytes: 4 << 20, DrainTimeout: 30 * time.Second,
 			HeaderTimeout: 10 * time.Second, BodyTimeout: 30 * time.Second, IdleTimeout: 90 * time.Second, WriteTimeout: 30 * time.Second,
-			MaxConnections: 4096, MaxHeaderBytes: 64 << 10},
+			MaxConnections: 4096, MaxHeaderBytes: 64 << 10, UnknownFields: "ignore"},
 		Engine: Engine{Kind: "native", Test: TestEngine{
 			Slots: 64, ContextLength: 4096, StepCost: 2 * time.Millisecond, SeqCost: 50 * time.Microsecond,
 		}, Native: NativeEngine{Slots: 16, ContextLength: 2048}, Remote: RemoteEngine{ConcurrencyMetric: "autoglm_max_running_sequences"}},
@@ -243,6 +248,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.MaxBodyBytes < 1024 {
 		bad("server.max_body_bytes", "must be at least 1024, got %d", c.Server.MaxBodyBytes)
+	}
+	if c.Server.UnknownFields != "ignore" && c.Server.UnknownFields != "reject" {
+		bad("server.unknown_fields", "must be ignore or reject, got %q", c.Server.UnknownFields)
 	}
 	if c.Server.DrainTimeout < 0 {
 		bad("server.drain_timeout", "must not be negative, got %s", c.Server.DrainTimeout)

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/open-autoglm/autoglm/inference"
@@ -20,7 +21,7 @@ import (
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	c := s.begin(r.Context(), headerCarrier(r), "chat", "chat", r.Header.Get(HeaderRequestID))
 	defer c.finish()
-	req, ok := decodeBody(s, w, r, c, api.DecodeChat)
+	req, extra, ok := decodeBody(s, w, r, c, api.DecodeChat)
 	if !ok {
 		return
 	}
@@ -29,35 +30,46 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		msgs[i] = inference.Message{Role: m.Role, Content: m.Content.Text}
 	}
 	g := generation{model: req.Model, chat: msgs, maxTokens: req.MaxTokens, stop: req.Stop,
-		sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS}
+		sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS, extra: extra}
 	s.serve(w, r, c, &g, &req.Sampling, chatFormat{model: req.Model, created: time.Now().Unix()})
 }
 
 func (s *Server) completion(w http.ResponseWriter, r *http.Request) {
 	c := s.begin(r.Context(), headerCarrier(r), "completions", "text_completion", r.Header.Get(HeaderRequestID))
 	defer c.finish()
-	req, ok := decodeBody(s, w, r, c, api.DecodeCompletion)
+	req, extra, ok := decodeBody(s, w, r, c, api.DecodeCompletion)
 	if !ok {
 		return
 	}
 	g := generation{model: req.Model, prompt: req.Prompt.Text, tokens: req.Prompt.Tokens, maxTokens: req.MaxTokens,
-		defaultMT: defaultCompletionMT, stop: req.Stop, sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS}
+		defaultMT: defaultCompletionMT, stop: req.Stop, sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS, extra: extra}
 	s.serve(w, r, c, &g, &req.Sampling, textFormat{model: req.Model, created: time.Now().Unix()})
 }
 
 // decodeBody reads and decodes a request body, answering the error itself
-// when there is one.
-func decodeBody[T any](s *Server, w http.ResponseWriter, r *http.Request, c *call, decode func([]byte) (T, *api.Error)) (T, bool) {
+// when there is one. With server.unknown_fields ignore, the members the
+// API does not define are taken out first: a remote engine is sent them
+// (returned), the local engine ignores them and the answer names them in
+// a Warning header, as vLLM serves such requests.
+func decodeBody[T any](s *Server, w http.ResponseWriter, r *http.Request, c *call, decode func([]byte) (T, *api.Error)) (T, map[string]json.RawMessage, bool) {
 	var zero T
 	body, aerr := s.readBody(w, r)
 	if aerr == nil {
+		var u api.Unknown
+		if s.opts.IgnoreUnknown {
+			body, u = api.SplitUnknown(body, new(T))
+		}
 		var req T
 		if req, aerr = decode(body); aerr == nil {
-			return req, true
+			if len(u.Names) > 0 && s.sched != nil {
+				w.Header().Set("Warning", `299 autoglm-sidecar "Unrecognized request arguments ignored: `+strings.Join(u.Names, ", ")+`"`)
+				return req, nil, true
+			}
+			return req, u.Fields, true
 		}
 	}
 	s.reply(w, c, aerr)
-	return zero, false
+	return zero, nil, false
 }
 
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.Error) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -43,6 +44,9 @@ type generation struct {
 	stop      []string
 	sampling  inference.Sampling
 	timeoutMS *int64
+	// extra are the request's members the API does not define, with
+	// server.unknown_fields ignore: a remote engine is sent them.
+	extra map[string]json.RawMessage
 }
 
 // meta is what the request's headers (or gRPC metadata) say.

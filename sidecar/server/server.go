@@ -47,6 +47,8 @@ type Options struct {
 	// Connection limits (config.Server's).
 	HeaderTimeout, BodyTimeout, IdleTimeout, WriteTimeout time.Duration
 	MaxConnections, MaxHeaderBytes                        int
+	// IgnoreUnknown: server.unknown_fields is ignore.
+	IgnoreUnknown bool
 }
 
 // Server serves one model: an in-process engine through the batch
@@ -189,6 +191,7 @@ func newServer(cfg config.Config, be backend, info inference.Info, log *slog.Log
 			MaxTimeout: cfg.Admission.MaxTimeout, RetryAfter: cfg.Admission.RetryAfter, DrainTimeout: cfg.Server.DrainTimeout,
 			HeaderTimeout: cfg.Server.HeaderTimeout, BodyTimeout: cfg.Server.BodyTimeout, IdleTimeout: cfg.Server.IdleTimeout,
 			WriteTimeout: cfg.Server.WriteTimeout, MaxConnections: cfg.Server.MaxConnections, MaxHeaderBytes: cfg.Server.MaxHeaderBytes,
+			IgnoreUnknown: cfg.Server.UnknownFields == "ignore",
 		},
 		be: be, info: info, health: newHealth(), m: m, reg: reg, log: log, handshakeErrors: hsErrors,
 		created: now.Unix(), idPrefix: strconv.FormatInt(now.UnixNano()%(1<<40), 36),
