@@ -270,6 +270,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/chat/completions", s.chat)
 	mux.HandleFunc("POST /v1/completions", s.completion)
 	mux.HandleFunc("GET /v1/models", s.models)
+	mux.HandleFunc("GET /v1/models/{id...}", s.model)
 	s.operations(mux)
 	if s.cache != nil {
 		mux.Handle("/v1/cache/", s.cacheGuard(s.cache))
@@ -478,6 +479,15 @@ func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
 	s.writeJSON(w, http.StatusOK, api.ModelList{Object: "list", Data: []api.Model{{
 		ID: s.info.Model, Object: "model", Created: s.created, OwnedBy: "autoglm", MaxModelLen: s.info.ContextLength,
 	}}})
+}
+
+// model answers OpenAI's "retrieve model": the served model, or 404.
+func (s *Server) model(w http.ResponseWriter, r *http.Request) {
+	if id := r.PathValue("id"); id != s.info.Model {
+		s.writeError(w, api.ModelNotFound(id))
+		return
+	}
+	s.writeJSON(w, http.StatusOK, api.Model{ID: s.info.Model, Object: "model", Created: s.created, OwnedBy: "autoglm", MaxModelLen: s.info.ContextLength})
 }
 
 // orca is the current ORCA load report.

@@ -87,3 +87,18 @@ func TestUnknownFields(t *testing.T) {
 		}
 	})
 }
+
+// TestRetrieveModel: GET /v1/models/{id} through the official SDK — the
+// served model, and 404 model_not_found for another (ids may hold "/").
+func TestRetrieveModel(t *testing.T) {
+	c := client(start(t))
+	m, err := c.Models.Get(context.Background(), "autoglm-test")
+	if err != nil || m.ID != "autoglm-test" || m.Object != "model" || m.OwnedBy != "autoglm" {
+		t.Fatalf("%+v %v", m, err)
+	}
+	_, err = c.Models.Get(context.Background(), "Qwen/Qwen2.5-7B-Instruct")
+	var ae *openai.Error
+	if !errors.As(err, &ae) || ae.StatusCode != 404 || ae.Code != "model_not_found" {
+		t.Fatalf("another model: %v", err)
+	}
+}
