@@ -124,10 +124,12 @@ func TestHighAvailability(t *testing.T) {
 	if w := follower.s.Weights("m"); w["v2"] != 100 || w["v1"] != 0 {
 		t.Fatalf("served weights %v", w)
 	}
-	sv, ok, err := (&k8s.RolloutState{Client: client, Namespace: "autoglm", Name: "autoglm-rollout"}).Load(context.Background(), "m")
-	if err != nil || !ok || sv.State != rollout.Promoted || sv.Weight != 100 {
-		t.Fatalf("saved %+v %v %v", sv, ok, err)
-	}
+	// The leader saves the final state just after it reports it.
+	store := &k8s.RolloutState{Client: client, Namespace: "autoglm", Name: "autoglm-rollout"}
+	eventually(t, "the promotion saved", func() bool {
+		sv, ok, err := store.Load(context.Background(), "m")
+		return err == nil && ok && sv.State == rollout.Promoted && sv.Weight == 100
+	})
 
 	late := startReplica(t, client, "c", plan) // e.g. a restarted pod
 	eventually(t, "the late replica serving 100 %", func() bool { return late.s.Weights("m")["v2"] == 100 })
