@@ -141,6 +141,20 @@ type Request struct {
 	// newer SDK's field, the upstream's own extensions): sent on as they
 	// came. They never replace a member the sidecar sets.
 	Extra map[string]json.RawMessage
+	// Raw, when set, is the client's request sent on as it came, for the
+	// OpenAI features the sidecar leaves to the upstream (tools,
+	// structured output, logprobs, n, image parts): only "model" is
+	// replaced by the upstream's, and a streamed request asks for usage.
+	// The Stream then returns each event's JSON as it came (not streamed:
+	// the whole answer, once).
+	Raw *RawRequest
+}
+
+// RawRequest is a request body passed through.
+type RawRequest struct {
+	Path   string // /v1/chat/completions or /v1/completions
+	Body   []byte
+	Stream bool
 }
 
 type wireMessage struct {
@@ -169,6 +183,9 @@ type streamOptions struct {
 }
 
 func (c *Client) body(r *Request) ([]byte, string) {
+	if r.Raw != nil {
+		return c.rawBody(r.Raw), r.Raw.Path
+	}
 	w := wireRequest{
 		Model: c.model, MaxTokens: r.MaxTokens, Stop: r.Stop,
 		Temperature: r.Sampling.Temperature, TopP: r.Sampling.TopP, TopK: r.Sampling.TopK,
@@ -208,6 +225,30 @@ func (c *Client) body(r *Request) ([]byte, string) {
 	return b, path
 }
 
+// rawBody is a passed-through body with the upstream's model name, and,
+// streamed, the usage asked for (the sidecar accounts tokens).
+func (c *Client) rawBody(r *RawRequest) []byte {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(r.Body, &m) != nil {
+		return r.Body // the client's body was validated: cannot happen
+	}
+	m["model"], _ = json.Marshal(c.model)
+	if r.Stream {
+		m["stream"] = json.RawMessage("true")
+		so := map[string]json.RawMessage{}
+		if raw, ok := m["stream_options"]; ok {
+			_ = json.Unmarshal(raw, &so)
+		}
+		so["include_usage"] = json.RawMessage("true")
+		m["stream_options"], _ = json.Marshal(so)
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return r.Body
+	}
+	return b
+}
+
 // Generate starts a streamed generation. The stream ends when ctx does,
 // which cancels the upstream request (the upstream sees the connection
 // close and frees the sequence). A non-2xx answer is an *Error; transport
@@ -239,7 +280,11 @@ func (c *Client) Generate(ctx context.Context, r *Request) (_ *Stream, err error
 	}
 	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(req.Header))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "text/event-stream")
+	if r.Raw != nil && !r.Raw.Stream {
+		req.Header.Set("Accept", "application/json")
+	} else {
+		req.Header.Set("Accept", "text/event-stream")
+	}
 	if c.auth != "" {
 		req.Header.Set("Authorization", c.auth)
 	}
@@ -278,6 +323,9 @@ func (c *Client) Generate(ctx context.Context, r *Request) (_ *Stream, err error
 	}
 	st := newStream(ctx, resp.Body)
 	st.span = span
+	if r.Raw != nil {
+		st.raw, st.whole = true, !r.Raw.Stream
+	}
 	return st, nil
 }
 

@@ -22,6 +22,9 @@ type Stream struct {
 	chunks int
 	done   bool
 	span   trace.Span // the client span of the call, ended by Close
+	// raw: Next returns each event's JSON as it came; whole: the answer
+	// is one JSON body, not events.
+	raw, whole bool
 }
 
 // Usage is the upstream's token count for the generation.
@@ -62,6 +65,28 @@ func (s *Stream) Next() (string, error) {
 	if s.done {
 		return "", io.EOF
 	}
+	if s.whole {
+		s.done = true
+		b, err := io.ReadAll(io.LimitReader(s.body, maxEventBytes))
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return "", s.ctx.Err()
+			}
+			return "", fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		var c chunk
+		if err := json.Unmarshal(b, &c); err != nil {
+			return "", fmt.Errorf("%w: malformed answer: %v", ErrUnavailable, err)
+		}
+		s.usage = c.Usage
+		for _, ch := range c.Choices {
+			if ch.FinishReason != nil && *ch.FinishReason != "" {
+				s.finish = *ch.FinishReason
+			}
+		}
+		s.chunks++
+		return string(b), nil
+	}
 	for s.sc.Scan() {
 		line := s.sc.Bytes()
 		if !bytes.HasPrefix(line, dataPrefix) {
@@ -86,6 +111,17 @@ func (s *Stream) Next() (string, error) {
 		}
 		if c.Usage != nil {
 			s.usage = c.Usage
+		}
+		if s.raw {
+			for _, ch := range c.Choices {
+				if ch.FinishReason != nil && *ch.FinishReason != "" {
+					s.finish = *ch.FinishReason
+				}
+			}
+			s.chunks++
+			// One line per event (SSE data lines hold no newline): a
+			// reader that takes several at once can tell them apart.
+			return string(data) + "\n", nil
 		}
 		text := ""
 		for _, ch := range c.Choices {

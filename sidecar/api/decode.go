@@ -19,6 +19,10 @@ const MaxStop = 4
 type problems struct {
 	param string
 	msgs  []string
+	// passThrough: the request goes to a remote engine as it came, so the
+	// OpenAI features the sidecar does not implement are the engine's to
+	// judge (tools, response_format, logprobs, n, non-text parts).
+	passThrough bool
 }
 
 func (p *problems) add(param, format string, args ...any) {
@@ -142,12 +146,36 @@ func typeName(goType string) string {
 }
 
 // DecodeChat parses and validates a chat completion request.
-func DecodeChat(body []byte) (*ChatRequest, *Error) {
+func DecodeChat(body []byte) (*ChatRequest, *Error) { return decodeChat(body, false) }
+
+// DecodeChatPassThrough parses a chat request bound for a remote engine:
+// the same checks, but tools, tool calls, response_format, logprobs, n
+// and non-text content parts are left to the engine (PassThrough says
+// whether the request uses any).
+func DecodeChatPassThrough(body []byte) (*ChatRequest, *Error) { return decodeChat(body, true) }
+
+// PassThrough says whether the request uses an OpenAI feature that only a
+// remote engine serves.
+func (r *ChatRequest) PassThrough() bool {
+	if isSet(r.Tools) || (isSet(r.ToolChoice) && string(r.ToolChoice) != `"none"`) || (r.Logprobs != nil && *r.Logprobs) ||
+		(r.TopLogprobs != nil && *r.TopLogprobs != 0) || (r.ResponseFormat != nil && r.ResponseFormat.Type != "text") ||
+		(r.N != nil && *r.N != 1) {
+		return true
+	}
+	for _, m := range r.Messages {
+		if m.Content.Other || isSet(m.ToolCalls) || m.Role == "tool" {
+			return true
+		}
+	}
+	return false
+}
+
+func decodeChat(body []byte, passThrough bool) (*ChatRequest, *Error) {
 	var r ChatRequest
 	if err := decode(body, &r); err != nil {
 		return nil, err
 	}
-	var p problems
+	p := problems{passThrough: passThrough}
 	r.Sampling.validate(&p)
 	if len(r.Messages) == 0 {
 		p.add("messages", "must hold at least one message")
@@ -156,10 +184,17 @@ func DecodeChat(body []byte) (*ChatRequest, *Error) {
 		if !roles[m.Role] {
 			p.add(fmt.Sprintf("messages[%d].role", i), "must be one of system, developer, user, assistant, tool; got %q", m.Role)
 		}
-		if !m.Content.Set {
+		hasCalls := len(m.ToolCalls) > 0 && string(m.ToolCalls) != "null"
+		if !m.Content.Set && !(passThrough && hasCalls) { // an assistant turn of tool calls may have no content
 			p.add(fmt.Sprintf("messages[%d].content", i), "is required")
 		}
-		if len(m.ToolCalls) > 0 && string(m.ToolCalls) != "null" {
+		if passThrough {
+			continue
+		}
+		if m.Content.Other {
+			p.add(fmt.Sprintf("messages[%d].content", i), "only text content parts are supported")
+		}
+		if hasCalls {
 			p.add(fmt.Sprintf("messages[%d].tool_calls", i), "tool calls are not supported")
 		}
 	}
@@ -171,6 +206,12 @@ func DecodeChat(body []byte) (*ChatRequest, *Error) {
 			p.add("max_completion_tokens", "must be at least 1, got %d", *r.MaxCompletionTokens)
 		}
 		r.MaxTokens = r.MaxCompletionTokens
+	}
+	if passThrough {
+		if err := p.err(); err != nil {
+			return nil, err
+		}
+		return &r, nil
 	}
 	if r.Logprobs != nil && *r.Logprobs {
 		p.add("logprobs", "log probabilities are not supported")
@@ -256,7 +297,7 @@ func (s *Sampling) validate(p *problems) {
 	if s.TopP != nil && (*s.TopP <= 0 || *s.TopP > 1) {
 		p.add("top_p", "must be in (0, 1], got %g", *s.TopP)
 	}
-	if s.N != nil && *s.N != 1 {
+	if s.N != nil && *s.N != 1 && !p.passThrough {
 		p.add("n", "only n=1 is supported, got %d", *s.N)
 	}
 	if s.StreamOptions != nil && !s.Stream {

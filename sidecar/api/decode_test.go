@@ -29,7 +29,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"no model", `{"messages":[{"role":"user","content":"x"}]}`, "model", "is required"},
 		{"bad role", `{"model":"m","messages":[{"role":"robot","content":"x"}]}`, "messages[0].role", "must be one of"},
 		{"missing content", `{"model":"m","messages":[{"role":"user"}]}`, "messages[0].content", "is required"},
-		{"image part", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, "", "only text content parts"},
+		{"image part", `{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, "messages[0].content", "only text content parts"},
 		{"zero max", `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}`, "max_tokens", "at least 1"},
 		{"negative max", `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-5}`, "max_tokens", "at least 1"},
 		{"all problems", `{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3,"top_p":0,"n":2}`, "temperature", "n: only n=1"},

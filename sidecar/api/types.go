@@ -24,6 +24,9 @@ type ChatMessage struct {
 type Content struct {
 	Text string
 	Set  bool
+	// Other: the array held parts that are not text (image_url,
+	// input_audio, file), which only a remote engine is sent.
+	Other bool
 }
 
 func (c *Content) UnmarshalJSON(b []byte) error {
@@ -49,7 +52,8 @@ func (c *Content) UnmarshalJSON(b []byte) error {
 	c.Set = true
 	for _, p := range parts {
 		if p.Type != "text" {
-			return errors.New("only text content parts are supported, got type " + strconvQuote(p.Type))
+			c.Other = true // an image or audio part: only a remote engine takes it
+			continue
 		}
 		c.Text += p.Text
 	}
@@ -126,7 +130,8 @@ type ChatRequest struct {
 	ToolChoice          json.RawMessage `json:"tool_choice"`
 	ParallelToolCalls   *bool           `json:"parallel_tool_calls"`
 	ResponseFormat      *struct {
-		Type string `json:"type"`
+		Type       string          `json:"type"`
+		JSONSchema json.RawMessage `json:"json_schema"`
 	} `json:"response_format"`
 	ReasoningEffort string `json:"reasoning_effort"`
 }

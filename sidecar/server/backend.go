@@ -71,7 +71,7 @@ type remoteEngine struct {
 func (r remoteEngine) start(ctx context.Context, g *generation, priority int, tenant string) (reader, error) {
 	req := dispatch.Request{Request: remote.Request{
 		Chat: g.chat, Prompt: g.prompt, Tokens: g.tokens, MaxTokens: g.maxTokens, Stop: g.stop, Sampling: g.sampling,
-		Extra: g.extra,
+		Extra: g.extra, Raw: g.raw,
 	}, Priority: priority, Tenant: tenant}
 	if req.MaxTokens == nil && g.defaultMT > 0 {
 		mt := g.defaultMT

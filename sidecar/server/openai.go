@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/sidecar/api"
 	"github.com/open-autoglm/autoglm/sidecar/identity"
 	"github.com/open-autoglm/autoglm/sidecar/stream"
@@ -21,7 +22,11 @@ import (
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	c := s.begin(r.Context(), headerCarrier(r), "chat", "chat", r.Header.Get(HeaderRequestID))
 	defer c.finish()
-	req, extra, ok := decodeBody(s, w, r, c, api.DecodeChat)
+	decode := api.DecodeChat
+	if s.sched == nil { // a remote engine judges the features it serves
+		decode = api.DecodeChatPassThrough
+	}
+	req, extra, raw, ok := decodeBody(s, w, r, c, decode)
 	if !ok {
 		return
 	}
@@ -31,13 +36,18 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	g := generation{model: req.Model, chat: msgs, maxTokens: req.MaxTokens, stop: req.Stop,
 		sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS, extra: extra}
+	if s.sched == nil && req.PassThrough() {
+		g.raw = &remote.RawRequest{Path: "/v1/chat/completions", Body: raw, Stream: req.Stream}
+		s.relay(w, r, c, &g, &req.Sampling)
+		return
+	}
 	s.serve(w, r, c, &g, &req.Sampling, chatFormat{model: req.Model, created: time.Now().Unix()})
 }
 
 func (s *Server) completion(w http.ResponseWriter, r *http.Request) {
 	c := s.begin(r.Context(), headerCarrier(r), "completions", "text_completion", r.Header.Get(HeaderRequestID))
 	defer c.finish()
-	req, extra, ok := decodeBody(s, w, r, c, api.DecodeCompletion)
+	req, extra, _, ok := decodeBody(s, w, r, c, api.DecodeCompletion)
 	if !ok {
 		return
 	}
@@ -51,25 +61,26 @@ func (s *Server) completion(w http.ResponseWriter, r *http.Request) {
 // API does not define are taken out first: a remote engine is sent them
 // (returned), the local engine ignores them and the answer names them in
 // a Warning header, as vLLM serves such requests.
-func decodeBody[T any](s *Server, w http.ResponseWriter, r *http.Request, c *call, decode func([]byte) (T, *api.Error)) (T, map[string]json.RawMessage, bool) {
+func decodeBody[T any](s *Server, w http.ResponseWriter, r *http.Request, c *call, decode func([]byte) (T, *api.Error)) (T, map[string]json.RawMessage, []byte, bool) {
 	var zero T
-	body, aerr := s.readBody(w, r)
+	raw, aerr := s.readBody(w, r)
 	if aerr == nil {
+		body := raw
 		var u api.Unknown
 		if s.opts.IgnoreUnknown {
-			body, u = api.SplitUnknown(body, new(T))
+			body, u = api.SplitUnknown(raw, new(T))
 		}
 		var req T
 		if req, aerr = decode(body); aerr == nil {
 			if len(u.Names) > 0 && s.sched != nil {
 				w.Header().Set("Warning", `299 autoglm-sidecar "Unrecognized request arguments ignored: `+strings.Join(u.Names, ", ")+`"`)
-				return req, nil, true
+				return req, nil, raw, true
 			}
-			return req, u.Fields, true
+			return req, u.Fields, raw, true
 		}
 	}
 	s.reply(w, c, aerr)
-	return zero, nil, false
+	return zero, nil, nil, false
 }
 
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.Error) {

@@ -47,6 +47,9 @@ type generation struct {
 	// extra are the request's members the API does not define, with
 	// server.unknown_fields ignore: a remote engine is sent them.
 	extra map[string]json.RawMessage
+	// raw is the client's request passed through to a remote engine as it
+	// came (the features only the engine serves); nil otherwise.
+	raw *remote.RawRequest
 }
 
 // meta is what the request's headers (or gRPC metadata) say.

@@ -81,6 +81,9 @@ type Server struct {
 	modelVersion string
 	// tracer makes the request spans; nil: tracing off (SetTracing).
 	tracer trace.Tracer
+	// upstreamModel is the remote engine's own name of the model, which
+	// relayed answers carry (replaced by the client's).
+	upstreamModel string
 }
 
 // SetTracing makes the server record a span per request with tp (nil:
@@ -159,6 +162,7 @@ func NewRemote(cfg config.Config, c *remote.Client, info inference.Info, log *sl
 		Queue: queueConfig(cfg),
 	}, c, log)
 	s := newServer(cfg, remoteEngine{d: d}, info, log)
+	s.upstreamModel = c.Model()
 	s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "autoglm_remote_retries_total",
 		Help: "Requests sent to the upstream again because a kept-alive connection failed before any response came back.",
