@@ -235,20 +235,42 @@ func decodeChat(body []byte, passThrough bool) (*ChatRequest, *Error) {
 }
 
 // DecodeCompletion parses and validates a text completion request.
-func DecodeCompletion(body []byte) (*CompletionRequest, *Error) {
+func DecodeCompletion(body []byte) (*CompletionRequest, *Error) { return decodeCompletion(body, false) }
+
+// DecodeCompletionPassThrough parses a completion request bound for a
+// remote engine: echo, suffix, logprobs, best_of, n and several prompts
+// are the engine's to judge (PassThrough says whether any is used).
+func DecodeCompletionPassThrough(body []byte) (*CompletionRequest, *Error) {
+	return decodeCompletion(body, true)
+}
+
+// PassThrough says whether the request uses a feature only a remote
+// engine serves.
+func (r *CompletionRequest) PassThrough() bool {
+	return r.Echo || (r.Suffix != nil && *r.Suffix != "") || (r.Logprobs != nil && *r.Logprobs != 0) ||
+		(r.BestOf != nil && *r.BestOf != 1) || (r.N != nil && *r.N != 1) || (r.Prompt != nil && r.Prompt.Count > 1)
+}
+
+func decodeCompletion(body []byte, passThrough bool) (*CompletionRequest, *Error) {
 	var r CompletionRequest
 	if err := decode(body, &r); err != nil {
 		return nil, err
 	}
-	var p problems
+	p := problems{passThrough: passThrough}
 	r.Sampling.validate(&p)
 	switch {
 	case r.Prompt == nil || r.Prompt.Count == 0:
 		p.add("prompt", "is required")
-	case r.Prompt.Count > 1:
+	case r.Prompt.Count > 1 && !passThrough:
 		p.add("prompt", "only one prompt per request is supported, got %d", r.Prompt.Count)
-	case r.Prompt.Tokens == nil && r.Prompt.Text == "":
+	case r.Prompt.Count == 1 && r.Prompt.Tokens == nil && r.Prompt.Text == "":
 		p.add("prompt", "must not be empty")
+	}
+	if passThrough {
+		if err := p.err(); err != nil {
+			return nil, err
+		}
+		return &r, nil
 	}
 	if r.Echo {
 		p.add("echo", "echo is not supported")

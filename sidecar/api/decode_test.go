@@ -106,6 +106,8 @@ func FuzzDecode(f *testing.F) {
 		`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"x"}]}]}`,
 		`{"model":"m","prompt":[1,2,3],"stream":true,"stream_options":{"include_usage":true}}`,
 		`{"model":"m","prompt":["a"],"temperature":0.5,"top_k":4}`,
+		`{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c"}]},{"role":"tool","tool_call_id":"c","content":"r"}],"tools":[{}],"n":2}`,
+		`{"model":"m","prompt":["a","b"],"echo":true,"logprobs":2,"best_of":3}`,
 		`{"model":`, `[]`, `null`, `""`,
 	} {
 		f.Add([]byte(s))
@@ -114,6 +116,20 @@ func FuzzDecode(f *testing.F) {
 		for _, dec := range []func([]byte) *Error{
 			func(b []byte) *Error { _, err := DecodeChat(b); return err },
 			func(b []byte) *Error { _, err := DecodeCompletion(b); return err },
+			func(b []byte) *Error {
+				r, err := DecodeChatPassThrough(b)
+				if err == nil {
+					r.PassThrough()
+				}
+				return err
+			},
+			func(b []byte) *Error {
+				r, err := DecodeCompletionPassThrough(b)
+				if err == nil {
+					r.PassThrough()
+				}
+				return err
+			},
 		} {
 			if err := dec(b); err != nil && (err.Status != 400 || err.Message == "" || !json.Valid(err.JSON())) {
 				t.Fatalf("bad error for %q: %+v", b, err)

@@ -88,7 +88,7 @@ func (c *call) request(g *generation) {
 	if g.maxTokens != nil {
 		c.maxTokens = *g.maxTokens
 	}
-	if g.chat == nil {
+	if g.chat == nil && c.op == "chat" { // a gRPC call of a prompt
 		c.op = "text_completion"
 	}
 	if c.span.IsRecording() {

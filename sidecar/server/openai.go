@@ -47,12 +47,21 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 func (s *Server) completion(w http.ResponseWriter, r *http.Request) {
 	c := s.begin(r.Context(), headerCarrier(r), "completions", "text_completion", r.Header.Get(HeaderRequestID))
 	defer c.finish()
-	req, extra, _, ok := decodeBody(s, w, r, c, api.DecodeCompletion)
+	decode := api.DecodeCompletion
+	if s.sched == nil {
+		decode = api.DecodeCompletionPassThrough
+	}
+	req, extra, raw, ok := decodeBody(s, w, r, c, decode)
 	if !ok {
 		return
 	}
 	g := generation{model: req.Model, prompt: req.Prompt.Text, tokens: req.Prompt.Tokens, maxTokens: req.MaxTokens,
 		defaultMT: defaultCompletionMT, stop: req.Stop, sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS, extra: extra}
+	if s.sched == nil && req.PassThrough() {
+		g.raw = &remote.RawRequest{Path: "/v1/completions", Body: raw, Stream: req.Stream}
+		s.relay(w, r, c, &g, &req.Sampling)
+		return
+	}
 	s.serve(w, r, c, &g, &req.Sampling, textFormat{model: req.Model, created: time.Now().Unix()})
 }
 

@@ -27,6 +27,12 @@ type toolUpstream struct {
 	bodies []map[string]any
 }
 
+func (u *toolUpstream) record(req map[string]any) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.bodies = append(u.bodies, req)
+}
+
 func (u *toolUpstream) last() map[string]any {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -39,15 +45,27 @@ func (u *toolUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	json.Unmarshal(b, &req)
 	stream, _ := req["stream"].(bool)
 	usage := map[string]any{"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+	switch {
+	case r.URL.Path == "/v1/embeddings":
+		u.record(req)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.25,-0.5,1]}],"model":"up-model","usage":{"prompt_tokens":2,"total_tokens":2}}`)
+		return
+	case r.URL.Path == "/v1/completions" && req["logprobs"] != nil:
+		u.record(req)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"id":"cmpl-up","object":"text_completion","created":1,"model":"up-model","choices":[{"index":0,"text":"once x",`+
+			`"logprobs":{"tokens":["once"," x"],"token_logprobs":[null,-0.25],"top_logprobs":[null,{" x":-0.25," y":-1.5}],"text_offset":[0,4]},`+
+			`"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`)
+		return
+	}
 	if r.URL.Path == "/v1/completions" { // the sidecar's warm-up
 		w.Header().Set("Content-Type", "text/event-stream")
 		fmt.Fprintf(w, "data: {\"model\":\"up-model\",\"choices\":[{\"index\":0,\"text\":\"x\",\"finish_reason\":\"length\"}]}\n\n")
 		fmt.Fprintf(w, "data: {\"model\":\"up-model\",\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\ndata: [DONE]\n\n")
 		return
 	}
-	u.mu.Lock()
-	u.bodies = append(u.bodies, req)
-	u.mu.Unlock()
+	u.record(req)
 	msgs, _ := req["messages"].([]any)
 	lastRole := ""
 	if len(msgs) > 0 {
@@ -223,9 +241,26 @@ func TestPassThroughToRemoteEngine(t *testing.T) {
 		t.Fatalf("the upstream got content %v", parts)
 	}
 
+	// Completions: echo and logprobs; embeddings.
+	cp, err := c.Completions.New(ctx, openai.CompletionNewParams{Model: "autoglm-test", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("once")},
+		Echo: openai.Bool(true), Logprobs: openai.Int(2), MaxTokens: openai.Int(1)})
+	if err != nil || cp.Model != "autoglm-test" || cp.Choices[0].Text != "once x" || len(cp.Choices[0].Logprobs.Tokens) != 2 {
+		t.Fatalf("completion with echo and logprobs: %+v %v", cp, err)
+	}
+	if got := up.last(); got["echo"] != true || got["model"] != "up-model" {
+		t.Fatalf("upstream got %v", got)
+	}
+	emb, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: "autoglm-test", Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String("hi")},
+		EncodingFormat: openai.EmbeddingNewParamsEncodingFormatFloat})
+	if err != nil || emb.Model != "autoglm-test" || len(emb.Data) != 1 || len(emb.Data[0].Embedding) != 3 || emb.Data[0].Embedding[1] != -0.5 {
+		t.Fatalf("embeddings: %+v %v", emb, err)
+	}
+
 	// The sidecar counted them: 6 answered, 3 completion tokens each (and 1 of the warm-up).
 	m := scrape(t, sc.url, "")
-	for _, want := range []string{`autoglm_requests_total{api="chat",code="200",model="autoglm-test"} 6`, `autoglm_generation_tokens_total{model="autoglm-test"} 19`} {
+	for _, want := range []string{`autoglm_requests_total{api="chat",code="200",model="autoglm-test"} 6`,
+		`autoglm_requests_total{api="completions",code="200",model="autoglm-test"} 1`, `autoglm_requests_total{api="embeddings",code="200",model="autoglm-test"} 1`,
+		`autoglm_generation_tokens_total{model="autoglm-test"} 20`} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
 		}

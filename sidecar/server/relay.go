@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/sidecar/api"
 	"github.com/open-autoglm/autoglm/sidecar/identity"
 	"github.com/open-autoglm/autoglm/sidecar/telemetry"
@@ -155,4 +156,41 @@ func usageOnly(ev []byte) bool {
 		Usage   json.RawMessage   `json:"usage"`
 	}
 	return json.Unmarshal(ev, &c) == nil && len(c.Choices) == 0 && len(c.Usage) > 0 && string(c.Usage) != "null"
+}
+
+// embeddings serves /v1/embeddings: a remote engine's, passed through as
+// any relayed request (queued, timed out, counted). The native engine
+// has no embedding endpoint: 400.
+func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
+	c := s.begin(r.Context(), headerCarrier(r), "embeddings", "embeddings", r.Header.Get(HeaderRequestID))
+	defer c.finish()
+	raw, aerr := s.readBody(w, r)
+	if aerr != nil {
+		s.reply(w, c, aerr)
+		return
+	}
+	var req struct {
+		Model     string          `json:"model"`
+		Input     json.RawMessage `json:"input"`
+		TimeoutMS *int64          `json:"timeout_ms"`
+	}
+	if !json.Valid(raw) || json.Unmarshal(raw, &req) != nil {
+		s.reply(w, c, api.Invalid("", "request body must be a JSON object with model and input"))
+		return
+	}
+	switch {
+	case req.Model == "":
+		s.reply(w, c, api.Invalid("model", "model: is required"))
+		return
+	case len(req.Input) == 0 || string(req.Input) == "null":
+		s.reply(w, c, api.Invalid("input", "input: is required"))
+		return
+	case s.sched != nil:
+		s.reply(w, c, api.NewError(http.StatusBadRequest, "invalid_request_error", "unsupported",
+			"The native engine does not serve embeddings; a remote engine (engine.kind: remote) passes them to the upstream."))
+		return
+	}
+	g := generation{model: req.Model, prompt: " ", timeoutMS: req.TimeoutMS,
+		raw: &remote.RawRequest{Path: "/v1/embeddings", Body: raw}}
+	s.relay(w, r, c, &g, &api.Sampling{Model: req.Model})
 }

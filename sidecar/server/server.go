@@ -275,13 +275,14 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/completions", s.completion)
 	mux.HandleFunc("GET /v1/models", s.models)
 	mux.HandleFunc("GET /v1/models/{id...}", s.model)
+	mux.HandleFunc("POST /v1/embeddings", s.embeddings)
 	s.operations(mux)
 	if s.cache != nil {
 		mux.Handle("/v1/cache/", s.cacheGuard(s.cache))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case "/v1/chat/completions", "/v1/completions", "/v1/models":
+		case "/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/embeddings":
 			s.writeError(w, api.NewError(http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed",
 				fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path)))
 			return
