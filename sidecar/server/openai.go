@@ -137,10 +137,10 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.
 	}
 }
 
-// serve runs a generation and answers it, streamed or not. Nothing is
-// written before the first token or the failure, so a request rejected
-// while queued still gets its own status code.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call, g *generation, sp *api.Sampling, f format) {
+// start verifies the caller, admits g (model, priority, deadline) and
+// queues it, recording each step on c; on a refusal it answers and
+// returns a nil reader. cancel ends the request's deadline context.
+func (s *Server) start(w http.ResponseWriter, r *http.Request, c *call, g *generation) (reader, context.CancelFunc) {
 	c.request(g)
 	tenant := r.Header.Get(HeaderTenant)
 	if s.policy.Enabled() {
@@ -151,7 +151,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call, g *gener
 				code, typ = "forbidden", "permission_error"
 			}
 			s.reply(w, c, api.NewError(identityStatus(err), typ, code, err.Error()))
-			return
+			return nil, nil
 		}
 		tenant = id.String()
 	}
@@ -162,19 +162,31 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call, g *gener
 	c.caller(tenant, pri)
 	if aerr != nil {
 		s.reply(w, c, aerr)
-		return
+		return nil, nil
 	}
 	ctx, cancel := context.WithDeadline(c.ctx, dl)
-	defer cancel()
 	seq, err := s.be.start(ctx, g, pri, tenant)
 	w.Header()[telemetry.ORCAHeader] = []string{s.orca()}
 	if err != nil {
+		cancel()
 		e := s.failure(err)
 		c.admitted(true, e)
 		s.reply(w, c, e)
-		return
+		return nil, nil
 	}
 	c.admitted(false, nil)
+	return seq, cancel
+}
+
+// serve runs a generation and answers it, streamed or not. Nothing is
+// written before the first token or the failure, so a request rejected
+// while queued still gets its own status code.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call, g *generation, sp *api.Sampling, f format) {
+	seq, cancel := s.start(w, r, c, g)
+	if seq == nil {
+		return
+	}
+	defer cancel()
 	id := s.nextID(f.idPrefix())
 	if !sp.Stream {
 		text, err := seq.Wait()

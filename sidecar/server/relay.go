@@ -2,9 +2,7 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -12,8 +10,6 @@ import (
 
 	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/sidecar/api"
-	"github.com/open-autoglm/autoglm/sidecar/identity"
-	"github.com/open-autoglm/autoglm/sidecar/telemetry"
 )
 
 // relay serves a request that a remote engine answers as it is (tools,
@@ -23,40 +19,11 @@ import (
 // "model" (the name the client asked for) and, when the client did not
 // ask for it, the usage event the sidecar requested for its accounting.
 func (s *Server) relay(w http.ResponseWriter, r *http.Request, c *call, g *generation, sp *api.Sampling) {
-	c.request(g)
-	tenant := r.Header.Get(HeaderTenant)
-	if s.policy.Enabled() {
-		id, err := s.policy.HTTP(r, s.info.Model)
-		if err != nil {
-			code, typ := "unauthenticated", "authentication_error"
-			if errors.Is(err, identity.ErrForbidden) {
-				code, typ = "forbidden", "permission_error"
-			}
-			s.reply(w, c, api.NewError(identityStatus(err), typ, code, err.Error()))
-			return
-		}
-		tenant = id.String()
-	}
-	pri, dl, aerr := s.admit(g, meta{
-		priority:     r.Header.Get(HeaderPriority),
-		envoyTimeout: r.Header.Get(HeaderEnvoyTimeout), grpcTimeout: r.Header.Get(HeaderGRPCTimeout),
-	}, time.Now())
-	c.caller(tenant, pri)
-	if aerr != nil {
-		s.reply(w, c, aerr)
+	seq, cancel := s.start(w, r, c, g)
+	if seq == nil {
 		return
 	}
-	ctx, cancel := context.WithDeadline(c.ctx, dl)
 	defer cancel()
-	seq, err := s.be.start(ctx, g, pri, tenant)
-	w.Header()[telemetry.ORCAHeader] = []string{s.orca()}
-	if err != nil {
-		e := s.failure(err)
-		c.admitted(true, e)
-		s.reply(w, c, e)
-		return
-	}
-	c.admitted(false, nil)
 	if !sp.Stream {
 		body, err := seq.Wait()
 		if err != io.EOF {
