@@ -122,7 +122,9 @@ func jsonError(err error) *Error {
 		return Invalid("", fmt.Sprintf("invalid JSON body: %v (at byte %d)", syn, syn.Offset))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return Invalid(name, "Unrecognized request argument supplied: "+name)
+		e := Invalid(name, "Unrecognized request argument supplied: "+name)
+		e.unknown = true
+		return e
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		return Invalid("", "invalid JSON body: the body is empty or truncated")
 	}

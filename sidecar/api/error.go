@@ -13,7 +13,14 @@ type Error struct {
 	Type    string  `json:"type"`
 	Param   *string `json:"param"`
 	Code    *string `json:"code"`
+	// unknown: the request has a member its API does not define
+	// (UnknownMember).
+	unknown bool
 }
+
+// UnknownMember says whether e refuses a member the API does not define:
+// a server that ignores such members (SplitUnknown) decodes again.
+func (e *Error) UnknownMember() bool { return e != nil && e.unknown }
 
 func (e *Error) Error() string { return e.Message }
 

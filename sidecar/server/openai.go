@@ -73,23 +73,28 @@ func (s *Server) completion(w http.ResponseWriter, r *http.Request) {
 func decodeBody[T any](s *Server, w http.ResponseWriter, r *http.Request, c *call, decode func([]byte) (T, *api.Error)) (T, map[string]json.RawMessage, []byte, bool) {
 	var zero T
 	raw, aerr := s.readBody(w, r)
-	if aerr == nil {
-		body := raw
-		var u api.Unknown
-		if s.opts.IgnoreUnknown {
-			body, u = api.SplitUnknown(raw, new(T))
-		}
-		var req T
-		if req, aerr = decode(body); aerr == nil {
-			if len(u.Names) > 0 && s.sched != nil {
-				w.Header().Set("Warning", `299 autoglm-sidecar "Unrecognized request arguments ignored: `+strings.Join(u.Names, ", ")+`"`)
-				return req, nil, raw, true
-			}
-			return req, u.Fields, raw, true
-		}
+	if aerr != nil {
+		s.reply(w, c, aerr)
+		return zero, nil, nil, false
 	}
-	s.reply(w, c, aerr)
-	return zero, nil, nil, false
+	// The strict decoder first: only a body it refuses for an unknown
+	// member is parsed again without them (no second parse per request).
+	req, aerr := decode(raw)
+	var u api.Unknown
+	if aerr.UnknownMember() && s.opts.IgnoreUnknown {
+		var body []byte
+		body, u = api.SplitUnknown(raw, new(T))
+		req, aerr = decode(body)
+	}
+	if aerr != nil {
+		s.reply(w, c, aerr)
+		return zero, nil, nil, false
+	}
+	if len(u.Names) > 0 && s.sched != nil {
+		w.Header().Set("Warning", `299 autoglm-sidecar "Unrecognized request arguments ignored: `+strings.Join(u.Names, ", ")+`"`)
+		return req, nil, raw, true
+	}
+	return req, u.Fields, raw, true
 }
 
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.Error) {

@@ -97,6 +97,41 @@ func replicaWith(t *testing.T, ip string, grpcPort int, eng inference.Engine, cf
 	return hl.Addr().String(), gl.Addr().(*net.TCPAddr).Port, k
 }
 
+// pairConfig is model m served by one version on the two replicas at
+// endpoints a and b (gRPC on port), with policy: the model's YAML lines
+// (indented by four spaces) between its name and its versions.
+func pairConfig(t *testing.T, policy, a, b string, port int) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(fmt.Sprintf(`apiVersion: autoglm.io/v1alpha1
+listeners: {grpc: [inference]}
+models:
+  - name: m
+%s
+    versions:
+      - {name: v1, weight: 100, endpoints: ["%s", "%s"], grpc_port: %d}
+`, policy, a, b, port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// loop runs f back to back on n goroutines until ctx ends; wait for them
+// with the WaitGroup.
+func loop(ctx context.Context, n int, f func()) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				f()
+			}
+		}()
+	}
+	return &wg
+}
+
 // attempts counts the attempts of each call (a stats handler sees every
 // attempt of a call begin, retries included).
 type attempts struct{}
@@ -147,18 +182,7 @@ type outcome struct {
 func TestReplicaKilledUnderLoad(t *testing.T) {
 	ha, port, _ := replica(t, "127.0.0.1", 0)
 	hb, _, kb := replica(t, "127.0.0.2", port)
-	c, err := config.Parse([]byte(fmt.Sprintf(`apiVersion: autoglm.io/v1alpha1
-listeners: {grpc: [inference]}
-models:
-  - name: m
-    timeout: 30s
-    retries: {attempts: 2, on: [reset, connect-failure, 5xx]}
-    versions:
-      - {name: v1, weight: 100, endpoints: ["%s", "%s"], grpc_port: %d}
-`, ha, hb, port)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := pairConfig(t, "    timeout: 30s\n    retries: {attempts: 2, on: [reset, connect-failure, 5xx]}", ha, hb, port)
 	s := New(slog.New(slog.DiscardHandler))
 	if err := s.Publish(c); err != nil {
 		t.Fatal(err)
@@ -209,16 +233,7 @@ models:
 			t.Logf("failed before any token: %v (%s)", err, status.Code(err))
 		}
 	}
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				call()
-			}
-		}()
-	}
+	wg := loop(ctx, 8, call)
 	time.Sleep(1500 * time.Millisecond)
 	// Kill while a call waits in b's queue (no token yet), so that there
 	// is a call the retry policy must move: which calls are where at a
@@ -325,35 +340,18 @@ func TestFailingReplicaEjected(t *testing.T) {
 	ha, port, _ := replicaOf(t, "127.0.0.1", 0, a)
 	hb, _, _ := replicaOf(t, "127.0.0.2", port, b)
 	b.failing.Store(true) // after its warm-up
-	c, err := config.Parse([]byte(fmt.Sprintf(`apiVersion: autoglm.io/v1alpha1
-listeners: {grpc: [inference]}
-models:
-  - name: m
-    outlier_detection: {consecutive_5xx: 5, interval: 500ms, base_ejection_time: 2s, max_ejection_percent: 50, request_volume: 5}
-    versions:
-      - {name: v1, weight: 100, endpoints: ["%s", "%s"], grpc_port: %d}
-`, ha, hb, port)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := pairConfig(t, "    outlier_detection: {consecutive_5xx: 5, interval: 500ms, base_ejection_time: 2s, max_ejection_percent: 50, request_volume: 5}", ha, hb, port)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	client := proxyless(t, ctx, c)
 	var failures atomic.Int64
 	var lastErr atomic.Value
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				if _, err := generate(ctx, client, "hi", 2, 5*time.Second); err != nil {
-					failures.Add(1)
-					lastErr.Store(err.Error())
-				}
-			}
-		}()
-	}
+	wg := loop(ctx, 4, func() {
+		if _, err := generate(ctx, client, "hi", 2, 5*time.Second); err != nil {
+			failures.Add(1)
+			lastErr.Store(err.Error())
+		}
+	})
 	defer func() { stop(); wg.Wait() }()
 	share := func(d time.Duration) (float64, int64) {
 		a0, b0 := a.starts.Load(), b.starts.Load()

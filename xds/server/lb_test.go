@@ -31,29 +31,10 @@ func slowShare(t *testing.T, policy string) float64 {
 	if policy == "weighted_round_robin" {
 		lb = "{policy: weighted_round_robin, blackout_period: 500ms, weight_update_period: 200ms}"
 	}
-	c, err := config.Parse([]byte(fmt.Sprintf(`apiVersion: autoglm.io/v1alpha1
-listeners: {grpc: [inference]}
-models:
-  - name: m
-    load_balancing: %s
-    versions:
-      - {name: v1, weight: 100, endpoints: ["%s", "%s"], grpc_port: %d}
-`, lb, ha, hb, port)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := pairConfig(t, "    load_balancing: "+lb, ha, hb, port)
 	ctx, stop := context.WithCancel(context.Background())
 	client := proxyless(t, ctx, c)
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				generate(ctx, client, "hello", 8, 5*time.Second)
-			}
-		}()
-	}
+	wg := loop(ctx, 16, func() { generate(ctx, client, "hello", 8, 5*time.Second) })
 	time.Sleep(4 * time.Second) // the weights settle (WRR: blackout 500 ms; qps over 10 s)
 	f0, s0 := fast.starts.Load(), slow.starts.Load()
 	time.Sleep(4 * time.Second)
@@ -90,18 +71,8 @@ func TestShedCallsRetriedOnPeer(t *testing.T) {
 	idle := &flaky{Engine: testengine.New(testengine.Config{Model: "m", StepCost: 2 * time.Millisecond})}
 	ha, port, _ := replicaWith(t, "127.0.0.1", 0, busy, full)
 	hb, _, _ := replicaOf(t, "127.0.0.2", port, idle)
-	c, err := config.Parse([]byte(fmt.Sprintf(`apiVersion: autoglm.io/v1alpha1
-listeners: {grpc: [inference]}
-models:
-  - name: m
-    retries: {attempts: 3, on: ["429", reset, connect-failure]}
-    load_balancing: {policy: weighted_round_robin, blackout_period: 200ms, weight_update_period: 100ms}
-    versions:
-      - {name: v1, weight: 100, endpoints: ["%s", "%s"], grpc_port: %d}
-`, ha, hb, port)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := pairConfig(t, `    retries: {attempts: 3, on: ["429", reset, connect-failure]}
+    load_balancing: {policy: weighted_round_robin, blackout_period: 200ms, weight_update_period: 100ms}`, ha, hb, port)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	client := proxyless(t, ctx, c)
