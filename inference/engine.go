@@ -44,6 +44,33 @@ type Sampling struct {
 	// Seed makes sampling reproducible when HasSeed is set.
 	Seed    int64
 	HasSeed bool
+	// Constraint, when set, masks the logits before every sample
+	// (structured output, tool calls) and is told each sampled token.
+	Constraint Constraint
+	// Logprobs asks for every sampled token's log probability and those
+	// of the TopLogprobs (0..MaxTopLogprobs) most likely tokens.
+	Logprobs    bool
+	TopLogprobs int
+}
+
+// MaxTopLogprobs is the most alternatives reported per token.
+const MaxTopLogprobs = 20
+
+// Constraint restricts the tokens a sequence may sample. It belongs to one
+// sequence and is called from the engine's goroutine.
+type Constraint interface {
+	// Mask sets to -Inf the logits of the tokens that may not come next.
+	Mask(logits []float32)
+	// Accept advances past the sampled token, whose bytes are piece.
+	Accept(tok int, piece []byte)
+}
+
+// TokenLogprob is a token and its log probability under the model's
+// distribution (the log-softmax of the raw logits, before temperature,
+// penalties or a constraint, as vLLM reports them).
+type TokenLogprob struct {
+	Token   int
+	Logprob float32
 }
 
 // Input is one sequence's share of a step.
@@ -65,12 +92,41 @@ type Output struct {
 	// EOS is set when Token is an end-of-sequence token; its text is not
 	// part of the completion.
 	EOS bool
+	// Logprob and Top are set when the sequence's Sampling asks for
+	// log probabilities: Token's and the most likely tokens', most likely
+	// first.
+	Logprob float32
+	Top     []TokenLogprob
 }
 
 // Message is one turn of a chat conversation.
 type Message struct {
 	Role    string
 	Content string
+	// ToolCalls are the calls an assistant turn made; ToolCallID is the
+	// call a tool turn answers.
+	ToolCalls  []ToolCall
+	ToolCallID string
+}
+
+// ToolCall is a call of a tool by the model.
+type ToolCall struct {
+	ID        string
+	Name      string
+	Arguments string // a JSON object
+}
+
+// Tool is a function the model may call.
+type Tool struct {
+	Name        string
+	Description string
+	Parameters  []byte // a JSON Schema of the arguments (an object)
+}
+
+// ToolSyntax is how a chat format's model writes a tool call: Open, a
+// JSON object {"name": …, ArgsKey: {…}}, Close.
+type ToolSyntax struct {
+	Open, Close, ArgsKey string
 }
 
 // Tokenizer turns text into token ids and back.
@@ -80,9 +136,12 @@ type Tokenizer interface {
 	// modify. Pieces may split a UTF-8 character; callers join them before
 	// emitting text.
 	Piece(token int) []byte
-	// ChatPrompt renders a conversation with the model's chat template,
-	// ending where the assistant's reply starts.
-	ChatPrompt(msgs []Message) (string, error)
+	// ChatPrompt renders a conversation, with the tools the model may
+	// call, in the model's chat format, ending where the assistant's reply
+	// starts.
+	ChatPrompt(msgs []Message, tools []Tool) (string, error)
+	// ToolSyntax is how the chat format's model writes a tool call.
+	ToolSyntax() ToolSyntax
 }
 
 // Engine executes a model. All methods except Info and Tokenizer are called

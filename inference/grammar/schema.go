@@ -651,3 +651,53 @@ func init() {
 		n.first = firstOf(n)
 	}
 }
+
+// Alt is one alternative of a Choice: Prefix, a value of Schema, Suffix.
+type Alt struct {
+	Prefix []byte
+	Schema []byte
+	Suffix []byte
+}
+
+// Choice is the grammar of one of alts, told apart by their prefixes
+// (which must differ before either ends): a tool call is
+// `{"name":"get_weather","arguments":` + the tool's parameters + `}`.
+func Choice(alts []Alt) (*Grammar, error) {
+	c := compiler{}
+	root := c.newNode(kBranch)
+	for i, a := range alts {
+		var doc any
+		d := json.NewDecoder(bytes.NewReader(a.Schema))
+		d.UseNumber()
+		if err := d.Decode(&doc); err != nil {
+			return nil, &Error{Msg: fmt.Sprintf("alternative %d: the schema is not valid JSON: %v", i, err)}
+		}
+		// Each schema resolves its own references; node ids stay unique.
+		c.doc, c.refs = doc, map[string]*node{}
+		n, err := c.compile(doc, "")
+		if err != nil {
+			return nil, err
+		}
+		if len(a.Prefix) == 0 {
+			return nil, &Error{Msg: fmt.Sprintf("alternative %d has no prefix", i)}
+		}
+		for j, b := range alts[:i] {
+			if bytes.HasPrefix(a.Prefix, b.Prefix) || bytes.HasPrefix(b.Prefix, a.Prefix) {
+				return nil, &Error{Msg: fmt.Sprintf("alternatives %d and %d: one prefix starts the other", j, i)}
+			}
+		}
+		seq := c.newNode(kSeq)
+		seq.parts = []part{{lit: a.Prefix}, {n: n}}
+		if len(a.Suffix) > 0 {
+			seq.parts = append(seq.parts, part{lit: a.Suffix})
+		}
+		root.alts = append(root.alts, seq)
+	}
+	if len(root.alts) == 0 || len(root.alts) > maxProps {
+		return nil, &Error{Msg: fmt.Sprintf("a choice needs 1 to %d alternatives", maxProps)}
+	}
+	if err := c.finish(); err != nil {
+		return nil, err
+	}
+	return &Grammar{root: root}, nil
+}

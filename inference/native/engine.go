@@ -7,9 +7,11 @@ package native
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/gguf"
+	"github.com/open-autoglm/autoglm/inference/grammar"
 	"github.com/open-autoglm/autoglm/inference/llama"
 	"github.com/open-autoglm/autoglm/inference/sample"
 	"github.com/open-autoglm/autoglm/inference/tokenizer"
@@ -39,8 +41,13 @@ type Engine struct {
 	states []*llama.State
 	pool   *llama.KVPool
 	samp   []*sample.Sampler
+	params []inference.Sampling
+	raw    []float32 // the logits before a constraint, for log probabilities
 	out    []inference.Output
 	f      *gguf.File
+
+	vocabOnce sync.Once
+	vocab     *grammar.Vocab
 }
 
 // Open loads the GGUF model at path.
@@ -93,7 +100,7 @@ func New(f *gguf.File, c Config) (*Engine, error) {
 		kv = c.Slots * ctx
 	}
 	e := &Engine{m: m, tok: tok, states: make([]*llama.State, c.Slots), samp: make([]*sample.Sampler, c.Slots),
-		pool: m.NewPool(kv, kvBlock)}
+		params: make([]inference.Sampling, c.Slots), pool: m.NewPool(kv, kvBlock)}
 	e.info = inference.Info{
 		Model: name, Description: fmt.Sprintf("native %s, %d layers, %s weights", m.Arch, m.Layers, weights),
 		ContextLength: ctx, Vocab: m.Vocab, Slots: c.Slots,
@@ -127,6 +134,7 @@ func (e *Engine) Start(slot int, s inference.Sampling) error {
 	}
 	e.states[slot].Reset()
 	e.samp[slot] = sample.New(s)
+	e.params[slot] = s
 	return nil
 }
 
@@ -134,6 +142,7 @@ func (e *Engine) Start(slot int, s inference.Sampling) error {
 func (e *Engine) Release(slot int) {
 	if slot >= 0 && slot < len(e.samp) {
 		e.samp[slot] = nil
+		e.params[slot] = inference.Sampling{}
 		if e.states[slot] != nil {
 			e.states[slot].Reset() // its blocks go back to the pool
 		}
@@ -168,9 +177,45 @@ func (e *Engine) Step(ctx context.Context, batch []inference.Input) ([]inference
 	e.out = e.out[:0]
 	for _, in := range batch {
 		if in.Sample && len(in.Tokens) > 0 {
-			tok := e.samp[in.Slot].Sample(e.states[in.Slot].Logits)
-			e.out = append(e.out, inference.Output{Slot: in.Slot, Token: tok, EOS: tok == e.tok.EOSToken() || e.tok.IsControl(tok) || e.tok.EndsGeneration(tok)})
+			e.out = append(e.out, e.sample(in.Slot))
 		}
 	}
 	return e.out, nil
+}
+
+// sample picks a slot's next token: log probabilities from the raw logits
+// when asked, then the constraint's mask, then the sampler.
+func (e *Engine) sample(slot int) inference.Output {
+	logits, p := e.states[slot].Logits, &e.params[slot]
+	if p.Logprobs {
+		e.raw = append(e.raw[:0], logits...)
+	}
+	if p.Constraint != nil {
+		p.Constraint.Mask(logits)
+	}
+	tok := e.samp[slot].Sample(logits)
+	if p.Constraint != nil {
+		p.Constraint.Accept(tok, e.tok.Piece(tok))
+	}
+	o := inference.Output{Slot: slot, Token: tok, EOS: e.Ends(tok)}
+	if p.Logprobs {
+		o.Logprob, o.Top = sample.Logprobs(e.raw, tok, p.TopLogprobs, nil)
+	}
+	return o
+}
+
+// Ends says whether the engine ends a sequence on tok: EOS, any
+// end-of-generation token, or a control token.
+func (e *Engine) Ends(tok int) bool {
+	return tok == e.tok.EOSToken() || e.tok.IsControl(tok) || e.tok.EndsGeneration(tok)
+}
+
+// Vocab is the vocabulary as constrained decoding sees it: the tokens that
+// end a reply, and no control token inside one.
+func (e *Engine) Vocab() *grammar.Vocab {
+	e.vocabOnce.Do(func() {
+		eog := func(t int) bool { return t == e.tok.EOSToken() || e.tok.EndsGeneration(t) }
+		e.vocab = grammar.NewVocab(e.info.Vocab, e.tok.Piece, eog, e.tok.IsControl)
+	})
+	return e.vocab
 }

@@ -201,7 +201,7 @@ func (c *Client) body(r *Request) ([]byte, string) {
 		path = "/v1/chat/completions"
 		w.Messages = make([]wireMessage, len(r.Chat))
 		for i, m := range r.Chat {
-			w.Messages[i] = wireMessage(m)
+			w.Messages[i] = wireMessage{Role: m.Role, Content: m.Content}
 		}
 	case r.Tokens != nil:
 		w.Prompt = r.Tokens

@@ -108,3 +108,51 @@ func (s *Sampler) Sample(logits []float32) int {
 	}
 	return c[len(c)-1].tok
 }
+
+// Logprobs returns tok's log probability under logits (their
+// log-softmax) and the top most likely tokens', most likely first (ties
+// by token id), appended to dst.
+func Logprobs(logits []float32, tok, top int, dst []inference.TokenLogprob) (float32, []inference.TokenLogprob) {
+	mx := float32(math.Inf(-1))
+	for _, v := range logits {
+		mx = max(mx, v)
+	}
+	var sum float64
+	for _, v := range logits {
+		sum += math.Exp(float64(v - mx))
+	}
+	lse := float64(mx) + math.Log(sum)
+	lp := func(v float32) float32 { return float32(float64(v) - lse) }
+	base := len(dst)
+	for i, v := range logits {
+		if top <= 0 {
+			break
+		}
+		// Insertion into a short sorted list: top is at most 20.
+		n := len(dst) - base
+		if n == top && !better(v, i, dst[len(dst)-1], logits) {
+			continue
+		}
+		if n < top {
+			dst = append(dst, inference.TokenLogprob{})
+		}
+		j := len(dst) - 1
+		for j > base && better(v, i, dst[j-1], logits) {
+			dst[j] = dst[j-1]
+			j--
+		}
+		dst[j] = inference.TokenLogprob{Token: i, Logprob: v}
+	}
+	for k := base; k < len(dst); k++ {
+		dst[k].Logprob = lp(dst[k].Logprob)
+	}
+	if tok < 0 || tok >= len(logits) {
+		return float32(math.Inf(-1)), dst
+	}
+	return lp(logits[tok]), dst
+}
+
+func better(v float32, i int, than inference.TokenLogprob, logits []float32) bool {
+	w := logits[than.Token]
+	return v > w || (v == w && i < than.Token)
+}

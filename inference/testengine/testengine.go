@@ -7,10 +7,15 @@ package testengine
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/chat"
+	"github.com/open-autoglm/autoglm/inference/grammar"
+	"github.com/open-autoglm/autoglm/inference/sample"
 )
 
 // EOS is the end-of-sequence token; tokens 0..255 are bytes.
@@ -39,6 +44,7 @@ type Config struct {
 }
 
 type slot struct {
+	params  inference.Sampling
 	started bool
 	hash    uint64
 	length  int
@@ -52,6 +58,10 @@ type Engine struct {
 	cfg   Config
 	slots []slot
 	out   []inference.Output
+	// logits and raw are scratch for constrained or logprob steps.
+	logits, raw []float32
+	vocabOnce   sync.Once
+	vocab       *grammar.Vocab
 	// Steps counts the steps run, for tests.
 	Steps int
 }
@@ -87,7 +97,7 @@ func (e *Engine) Start(i int, s inference.Sampling) error {
 	if i < 0 || i >= len(e.slots) {
 		return fmt.Errorf("start slot %d: %w", i, inference.ErrSlot)
 	}
-	e.slots[i] = slot{started: true, hash: 14695981039346656037, seed: uint64(s.Seed), random: s.Temperature > 0}
+	e.slots[i] = slot{started: true, hash: 14695981039346656037, seed: uint64(s.Seed), random: s.Temperature > 0, params: s}
 	return nil
 }
 
@@ -141,10 +151,63 @@ func (e *Engine) Step(ctx context.Context, batch []inference.Input) ([]inference
 			h ^= (s.seed + 0x9e3779b97f4a7c15) * 0xbf58476d1ce4e5b9
 		}
 		h ^= h >> 29
-		out = append(out, inference.Output{Slot: in.Slot, Token: int(alphabet[h%uint64(len(alphabet))])})
+		out = append(out, e.pick(s, in.Slot, h))
 	}
 	e.out = out
 	return out, nil
+}
+
+// pick is the token for hash h. The engine's distribution is the
+// alphabet's letter frequencies, and the token is the alphabet's letter at
+// h. Under a constraint every token gets a logit from h, the constraint
+// masks them and the highest is taken.
+func (e *Engine) pick(s *slot, i int, h uint64) inference.Output {
+	p := &s.params
+	if p.Constraint == nil && !p.Logprobs {
+		return inference.Output{Slot: i, Token: int(alphabet[h%uint64(len(alphabet))])}
+	}
+	logits := e.logits[:0]
+	for t := range EOS + 1 {
+		v := float32(math.Inf(-1))
+		if n := strings.Count(alphabet, string(rune(t))); t < 128 && n > 0 {
+			v = float32(math.Log(float64(n)))
+		}
+		logits = append(logits, v)
+	}
+	tok := int(alphabet[h%uint64(len(alphabet))])
+	var raw []float32
+	if p.Constraint != nil {
+		raw = append(e.raw[:0], logits...)
+		e.raw = raw
+		for t := range logits {
+			x := (h ^ uint64(t)*0x9e3779b97f4a7c15) * 0xbf58476d1ce4e5b9
+			logits[t] = float32(x>>40) / float32(1<<24)
+		}
+		p.Constraint.Mask(logits)
+		tok = 0
+		for t, v := range logits {
+			if v > logits[tok] {
+				tok = t
+			}
+		}
+		p.Constraint.Accept(tok, tokenizer{}.Piece(tok))
+		logits = raw
+	}
+	e.logits = logits
+	o := inference.Output{Slot: i, Token: tok, EOS: tok == EOS}
+	if p.Logprobs {
+		o.Logprob, o.Top = sample.Logprobs(logits, tok, p.TopLogprobs, nil)
+	}
+	return o
+}
+
+// Vocab is the vocabulary as constrained decoding sees it: bytes, and EOS
+// that ends a reply.
+func (e *Engine) Vocab() *grammar.Vocab {
+	e.vocabOnce.Do(func() {
+		e.vocab = grammar.NewVocab(EOS+1, tokenizer{}.Piece, func(t int) bool { return t == EOS }, func(int) bool { return false })
+	})
+	return e.vocab
 }
 
 type tokenizer struct{}
@@ -173,15 +236,9 @@ func (tokenizer) Piece(token int) []byte {
 }
 
 // ChatPrompt renders ChatML.
-func (tokenizer) ChatPrompt(msgs []inference.Message) (string, error) {
-	var b strings.Builder
-	for _, m := range msgs {
-		b.WriteString("<|im_start|>")
-		b.WriteString(m.Role)
-		b.WriteByte('\n')
-		b.WriteString(m.Content)
-		b.WriteString("<|im_end|>\n")
-	}
-	b.WriteString("<|im_start|>assistant\n")
-	return b.String(), nil
+func (tokenizer) ChatPrompt(msgs []inference.Message, tools []inference.Tool) (string, error) {
+	return chat.Render(chat.ChatML, msgs, tools)
 }
+
+// ToolSyntax is ChatML's.
+func (tokenizer) ToolSyntax() inference.ToolSyntax { return chat.Syntax(chat.ChatML) }

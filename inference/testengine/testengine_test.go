@@ -59,7 +59,7 @@ func TestDeterministicAndSeeded(t *testing.T) {
 	if equal(s1, run(inference.Sampling{Temperature: 1, Seed: 0, HasSeed: true}, "x")) || equal(s1, run(inference.Sampling{Temperature: 1, Seed: 2, HasSeed: true}, "x")) || !equal(s1, run(inference.Sampling{Temperature: 1, Seed: 1, HasSeed: true}, "x")) {
 		t.Fatal("seeds must change the output and the same seed must repeat it")
 	}
-	chat, _ := New(Config{}).Tokenizer().ChatPrompt([]inference.Message{{Role: "user", Content: "hi"}})
+	chat, _ := New(Config{}).Tokenizer().ChatPrompt([]inference.Message{{Role: "user", Content: "hi"}}, nil)
 	if chat != "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n" {
 		t.Fatalf("ChatML: %q", chat)
 	}

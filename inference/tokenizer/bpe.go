@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/chat"
 	"github.com/open-autoglm/autoglm/inference/gguf"
 )
 
@@ -124,7 +125,7 @@ func FromGGUF(f *gguf.File) (Tokenizer, error) {
 	}
 	merges, _ := get("tokenizer.ggml.merges").([]string)
 	t := &BPE{tokens: tokens, ids: make(map[string]int, len(tokens)), ranks: make(map[[2]string]int, len(merges)),
-		control: map[int]bool{}, pieces: make([][]byte, len(tokens)), template: "chatml"}
+		control: map[int]bool{}, pieces: make([][]byte, len(tokens)), template: chat.ChatML}
 	for i, s := range tokens {
 		t.ids[s] = i
 		kind := typeNormal
@@ -154,7 +155,7 @@ func FromGGUF(f *gguf.File) (Tokenizer, error) {
 	}
 	sortLongestFirst(t.special)
 	if tpl, _ := get("tokenizer.chat_template").(string); strings.Contains(tpl, "<|start_header_id|>") {
-		t.template = "llama3"
+		t.template = chat.Llama3
 	}
 	return t, nil
 }
@@ -237,34 +238,14 @@ func (t *BPE) IsControl(tok int) bool { return t.control[tok] }
 // EOSToken is the end-of-sequence token (-1: none).
 func (t *BPE) EOSToken() int { return t.EOS }
 
-// ChatPrompt renders a conversation in the model's format, ending where
-// the assistant's reply starts.
-func (t *BPE) ChatPrompt(msgs []inference.Message) (string, error) { return render(t.template, msgs) }
-
-func render(template string, msgs []inference.Message) (string, error) {
-	var b strings.Builder
-	for i, m := range msgs {
-		switch m.Role {
-		case "system", "user", "assistant", "developer":
-		default:
-			return "", fmt.Errorf("messages[%d].role: %q is not supported", i, m.Role)
-		}
-		if template == "llama3" {
-			if i == 0 {
-				b.WriteString("<|begin_of_text|>")
-			}
-			fmt.Fprintf(&b, "<|start_header_id|>%s<|end_header_id|>\n\n%s<|eot_id|>", m.Role, m.Content)
-		} else {
-			fmt.Fprintf(&b, "<|im_start|>%s\n%s<|im_end|>\n", m.Role, m.Content)
-		}
-	}
-	if template == "llama3" {
-		b.WriteString("<|start_header_id|>assistant<|end_header_id|>\n\n")
-	} else {
-		b.WriteString("<|im_start|>assistant\n")
-	}
-	return b.String(), nil
+// ChatPrompt renders a conversation, with tools, in the model's format,
+// ending where the assistant's reply starts.
+func (t *BPE) ChatPrompt(msgs []inference.Message, tools []inference.Tool) (string, error) {
+	return chat.Render(t.template, msgs, tools)
 }
+
+// ToolSyntax is how the model's format writes a tool call.
+func (t *BPE) ToolSyntax() inference.ToolSyntax { return chat.Syntax(t.template) }
 
 // pretokenize splits text as GPT-2's pattern does:
 // 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+

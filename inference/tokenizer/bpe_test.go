@@ -86,16 +86,16 @@ func TestRoundTrip(t *testing.T) {
 
 func TestChatTemplates(t *testing.T) {
 	msgs := []inference.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "hi"}}
-	p, err := build(t, nil).ChatPrompt(msgs)
+	p, err := build(t, nil).ChatPrompt(msgs, nil)
 	if err != nil || p != "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n" {
 		t.Fatalf("chatml %q %v", p, err)
 	}
 	l3 := build(t, nil, gguf.KV{Key: "tokenizer.chat_template", Value: "{{ '<|start_header_id|>' + role }}"})
-	p, _ = l3.ChatPrompt(msgs)
+	p, _ = l3.ChatPrompt(msgs, nil)
 	if !strings.HasPrefix(p, "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nbe brief<|eot_id|>") || !strings.HasSuffix(p, "<|start_header_id|>assistant<|end_header_id|>\n\n") {
 		t.Fatalf("llama3 %q", p)
 	}
-	if _, err := l3.ChatPrompt([]inference.Message{{Role: "tool"}}); err == nil {
+	if _, err := l3.ChatPrompt([]inference.Message{{Role: "robot"}}, nil); err == nil {
 		t.Fatal("unknown role accepted")
 	}
 }

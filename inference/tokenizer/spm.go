@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/chat"
 	"github.com/open-autoglm/autoglm/inference/gguf"
 )
 
@@ -33,7 +34,7 @@ func newSPM(f *gguf.File, tokens []string, types []int32) (*SPM, error) {
 		return nil, fmt.Errorf("tokenizer.ggml.scores has %d entries for %d tokens", len(scores), len(tokens))
 	}
 	t := &SPM{tokens: tokens, scores: scores, ids: make(map[string]int, len(tokens)), control: map[int]bool{},
-		pieces: make([][]byte, len(tokens)), prefix: true, template: "llama3"}
+		pieces: make([][]byte, len(tokens)), prefix: true, template: chat.Llama3}
 	if v, ok := getKey(f, "tokenizer.ggml.add_space_prefix").(bool); ok {
 		t.prefix = v
 	}
@@ -65,7 +66,7 @@ func newSPM(f *gguf.File, tokens []string, types []int32) (*SPM, error) {
 	}
 	sortLongestFirst(t.special)
 	if tpl, _ := getKey(f, "tokenizer.chat_template").(string); strings.Contains(tpl, "<|im_start|>") {
-		t.template = "chatml"
+		t.template = chat.ChatML
 	}
 	if err := t.ends.read(func(k string) any { return getKey(f, k) }, len(tokens), true); err != nil {
 		return nil, err
@@ -160,6 +161,9 @@ func (t *SPM) EOSToken() int { return t.EOS }
 
 // ChatPrompt renders a conversation (Llama-2/3 style models default to the
 // Llama-3 header format; ChatML when the model's template uses it).
-func (t *SPM) ChatPrompt(msgs []inference.Message) (string, error) {
-	return render(t.template, msgs)
+func (t *SPM) ChatPrompt(msgs []inference.Message, tools []inference.Tool) (string, error) {
+	return chat.Render(t.template, msgs, tools)
 }
+
+// ToolSyntax is how the model's format writes a tool call.
+func (t *SPM) ToolSyntax() inference.ToolSyntax { return chat.Syntax(t.template) }

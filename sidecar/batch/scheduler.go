@@ -315,21 +315,37 @@ func (s *Scheduler) emit(seq *Sequence, o inference.Output, now time.Time) {
 		s.m.ObserveFirstToken(now.Sub(r.Arrived))
 	}
 	if o.EOS {
-		seq.Deliver(seq.flush())
+		seq.deliver(seq.flush())
 		s.retire(seq, FinishStop, nil)
 		return
 	}
 	r.CompletionTokens++
 	seq.last[0] = o.Token
-	text, stopped := seq.appendPiece(s.tok.Piece(o.Token))
-	seq.Deliver(text)
+	piece := s.tok.Piece(o.Token)
+	if seq.req.Sampling.Logprobs {
+		seq.lps = append(seq.lps, s.logprob(o, piece))
+	}
+	text, stopped := seq.appendPiece(piece)
+	seq.deliver(text)
 	switch {
 	case stopped:
 		s.retire(seq, FinishStop, nil)
 	case r.CompletionTokens >= seq.req.MaxTokens || len(seq.req.Prompt)+r.CompletionTokens >= s.info.ContextLength:
-		seq.Deliver(seq.flush())
+		seq.deliver(seq.flush())
 		s.retire(seq, FinishLength, nil)
 	}
+}
+
+// logprob is an output's log probabilities with the tokens' bytes.
+func (s *Scheduler) logprob(o inference.Output, piece []byte) stream.Logprob {
+	lp := stream.Logprob{Token: piece, Logprob: o.Logprob}
+	if len(o.Top) > 0 {
+		lp.Top = make([]stream.TopLogprob, len(o.Top))
+		for i, t := range o.Top {
+			lp.Top[i] = stream.TopLogprob{Token: s.tok.Piece(t.Token), Logprob: t.Logprob}
+		}
+	}
+	return lp
 }
 
 // retire ends a sequence and frees its slot; compact removes it from the

@@ -50,8 +50,9 @@ type Sequence struct {
 	fed     int
 	feeding int
 	last    [1]int
-	partial []byte // bytes of an incomplete UTF-8 character
-	hold    string // text that may be the start of a stop string
+	partial []byte           // bytes of an incomplete UTF-8 character
+	hold    string           // text that may be the start of a stop string
+	lps     []stream.Logprob // of tokens not yet delivered
 	reserve int
 	stats   Result // passed to Finish when the sequence ends
 }
@@ -99,6 +100,13 @@ func (s *Sequence) appendPiece(piece []byte) (out string, stopped bool) {
 	}
 	s.hold = text[len(text)-keep:]
 	return text[:len(text)-keep], false
+}
+
+// deliver hands text to the reader with the log probabilities of the
+// tokens generated since the last delivery.
+func (s *Sequence) deliver(text string) {
+	s.DeliverLogprobs(text, s.lps)
+	s.lps = nil
 }
 
 // flush releases what was held back when the sequence ends for another

@@ -46,6 +46,7 @@ type Stream struct {
 
 	mu     sync.Mutex
 	text   []byte
+	lps    []Logprob // of the tokens whose text is in text
 	done   bool
 	err    error
 	result Result
@@ -59,17 +60,38 @@ func (s *Stream) Init(ctx context.Context, leave Leave) {
 	s.notify, s.ended = make(chan struct{}, 1), make(chan struct{})
 }
 
+// Logprob is a generated token's log probability and its alternatives'
+// (when the request asked for them).
+type Logprob struct {
+	Token   []byte // the token's bytes, which may split a UTF-8 character
+	Logprob float32
+	Top     []TopLogprob
+}
+
+// TopLogprob is one of the most likely tokens at a position.
+type TopLogprob struct {
+	Token   []byte
+	Logprob float32
+}
+
 // Next returns the text produced since the previous call, waiting for some
 // if there is none. At the end it returns io.EOF or why the generation
 // failed. When the reader's context ends, Next returns at once.
 func (s *Stream) Next() (string, error) {
+	t, _, err := s.NextLogprobs()
+	return t, err
+}
+
+// NextLogprobs is Next with the log probabilities of the tokens whose
+// text it returns.
+func (s *Stream) NextLogprobs() (string, []Logprob, error) {
 	for {
 		s.mu.Lock()
-		if len(s.text) > 0 {
-			t := string(s.text)
-			s.text = s.text[:0]
+		if len(s.text) > 0 || len(s.lps) > 0 {
+			t, lps := string(s.text), s.lps
+			s.text, s.lps = s.text[:0], nil
 			s.mu.Unlock()
-			return t, nil
+			return t, lps, nil
 		}
 		if s.done {
 			err := s.err
@@ -77,13 +99,13 @@ func (s *Stream) Next() (string, error) {
 			if err == nil {
 				err = io.EOF
 			}
-			return "", err
+			return "", nil, err
 		}
 		s.mu.Unlock()
 		select {
 		case <-s.notify:
 		case <-s.ctx.Done():
-			return "", s.abandon()
+			return "", nil, s.abandon()
 		}
 	}
 }
@@ -91,23 +113,30 @@ func (s *Stream) Next() (string, error) {
 // Wait waits for the end and returns all the text not yet read, with the
 // same errors as Next. Unlike a loop over Next it wakes once, not per token.
 func (s *Stream) Wait() (string, error) {
+	t, _, err := s.WaitLogprobs()
+	return t, err
+}
+
+// WaitLogprobs is Wait with the log probabilities of the tokens whose text
+// it returns.
+func (s *Stream) WaitLogprobs() (string, []Logprob, error) {
 	select {
 	case <-s.ended:
 	case <-s.ctx.Done():
 		select {
 		case <-s.ended: // ended as the context did: keep the result
 		default:
-			return "", s.abandon()
+			return "", nil, s.abandon()
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t := string(s.text)
-	s.text = s.text[:0]
+	t, lps := string(s.text), s.lps
+	s.text, s.lps = s.text[:0], nil
 	if s.err != nil {
-		return t, s.err
+		return t, lps, s.err
 	}
-	return t, io.EOF
+	return t, lps, io.EOF
 }
 
 // Ended is closed when the generation has ended.
@@ -139,12 +168,17 @@ func (s *Stream) Result() Result {
 }
 
 // Deliver hands text to the reader.
-func (s *Stream) Deliver(text string) {
-	if text == "" {
+func (s *Stream) Deliver(text string) { s.DeliverLogprobs(text, nil) }
+
+// DeliverLogprobs hands text to the reader with the log probabilities of
+// the tokens it came from.
+func (s *Stream) DeliverLogprobs(text string, lps []Logprob) {
+	if text == "" && len(lps) == 0 {
 		return
 	}
 	s.mu.Lock()
 	s.text = append(s.text, text...)
+	s.lps = append(s.lps, lps...)
 	s.mu.Unlock()
 	s.wake()
 }
