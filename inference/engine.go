@@ -63,6 +63,9 @@ type Constraint interface {
 	Mask(logits []float32)
 	// Accept advances past the sampled token, whose bytes are piece.
 	Accept(tok int, piece []byte)
+	// Complete says whether the output is a whole document that can take
+	// nothing more: a reply cut there by max tokens ends normally.
+	Complete() bool
 }
 
 // TokenLogprob is a token and its log probability under the model's

@@ -110,6 +110,10 @@ func (v *Vocab) Constrain(g *Grammar, maxTokens int) (*Constraint, error) {
 // Done says whether the output so far is a complete document.
 func (c *Constraint) Done() bool { return c.m.Done() }
 
+// Complete says whether the output is a complete document that can take
+// no more bytes.
+func (c *Constraint) Complete() bool { return !c.failed && c.m.Closed() }
+
 // Failed says whether a token outside the grammar was accepted (the mask
 // left nothing but an end, or the caller did not mask).
 func (c *Constraint) Failed() bool { return c.failed }

@@ -11,8 +11,14 @@ import (
 	"unicode/utf8"
 )
 
-// MaxStop is the most stop strings a request may give (OpenAI's limit).
-const MaxStop = 4
+// Limits of a request: stop strings (OpenAI's limit), choices, and log
+// probability alternatives (chat: OpenAI's 20; completions: its 5).
+const (
+	MaxStop               = 4
+	MaxN                  = 16
+	MaxTopLogprobs        = 20
+	MaxCompletionLogprobs = 5
+)
 
 // problems collects validation failures so a request learns all of them
 // at once; the first one's field becomes the error's param.
@@ -187,7 +193,7 @@ func decodeChat(body []byte, passThrough bool) (*ChatRequest, *Error) {
 			p.add(fmt.Sprintf("messages[%d].role", i), "must be one of system, developer, user, assistant, tool; got %q", m.Role)
 		}
 		hasCalls := len(m.ToolCalls) > 0 && string(m.ToolCalls) != "null"
-		if !m.Content.Set && !(passThrough && hasCalls) { // an assistant turn of tool calls may have no content
+		if !m.Content.Set && !hasCalls { // an assistant turn of tool calls may have no content
 			p.add(fmt.Sprintf("messages[%d].content", i), "is required")
 		}
 		if passThrough {
@@ -196,9 +202,7 @@ func decodeChat(body []byte, passThrough bool) (*ChatRequest, *Error) {
 		if m.Content.Other {
 			p.add(fmt.Sprintf("messages[%d].content", i), "only text content parts are supported")
 		}
-		if hasCalls {
-			p.add(fmt.Sprintf("messages[%d].tool_calls", i), "tool calls are not supported")
-		}
+		decodeMessageTools(&r.Messages[i], i, &p)
 	}
 	if r.MaxCompletionTokens != nil {
 		if r.MaxTokens != nil && *r.MaxTokens != *r.MaxCompletionTokens {
@@ -215,21 +219,16 @@ func decodeChat(body []byte, passThrough bool) (*ChatRequest, *Error) {
 		}
 		return &r, nil
 	}
-	if r.Logprobs != nil && *r.Logprobs {
-		p.add("logprobs", "log probabilities are not supported")
+	if r.TopLogprobs != nil {
+		if *r.TopLogprobs < 0 || *r.TopLogprobs > MaxTopLogprobs {
+			p.add("top_logprobs", "must be between 0 and %d, got %d", MaxTopLogprobs, *r.TopLogprobs)
+		}
+		if *r.TopLogprobs > 0 && (r.Logprobs == nil || !*r.Logprobs) {
+			p.add("top_logprobs", "requires logprobs to be true")
+		}
 	}
-	if r.TopLogprobs != nil && *r.TopLogprobs != 0 {
-		p.add("top_logprobs", "log probabilities are not supported")
-	}
-	if isSet(r.Tools) {
-		p.add("tools", "tool calling is not supported")
-	}
-	if isSet(r.ToolChoice) && string(r.ToolChoice) != `"none"` {
-		p.add("tool_choice", "tool calling is not supported")
-	}
-	if r.ResponseFormat != nil && r.ResponseFormat.Type != "text" {
-		p.add("response_format.type", "only \"text\" is supported, got %q", r.ResponseFormat.Type)
-	}
+	decodeTools(&r, &p)
+	decodeFormat(&r, &p)
 	if err := p.err(); err != nil {
 		return nil, err
 	}
@@ -280,8 +279,8 @@ func decodeCompletion(body []byte, passThrough bool) (*CompletionRequest, *Error
 	if r.Suffix != nil && *r.Suffix != "" {
 		p.add("suffix", "suffix is not supported")
 	}
-	if r.Logprobs != nil && *r.Logprobs != 0 {
-		p.add("logprobs", "log probabilities are not supported")
+	if r.Logprobs != nil && (*r.Logprobs < 0 || *r.Logprobs > MaxCompletionLogprobs) {
+		p.add("logprobs", "must be between 0 and %d, got %d", MaxCompletionLogprobs, *r.Logprobs)
 	}
 	if r.BestOf != nil && *r.BestOf != 1 {
 		p.add("best_of", "only best_of=1 is supported")
@@ -321,8 +320,8 @@ func (s *Sampling) validate(p *problems) {
 	if s.TopP != nil && (*s.TopP <= 0 || *s.TopP > 1) {
 		p.add("top_p", "must be in (0, 1], got %g", *s.TopP)
 	}
-	if s.N != nil && *s.N != 1 && !p.passThrough {
-		p.add("n", "only n=1 is supported, got %d", *s.N)
+	if s.N != nil && (*s.N < 1 || (*s.N > MaxN && !p.passThrough)) {
+		p.add("n", "must be between 1 and %d, got %d", MaxN, *s.N)
 	}
 	if s.StreamOptions != nil && !s.Stream {
 		p.add("stream_options", "is only allowed when stream is true")

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+
+	"github.com/open-autoglm/autoglm/inference/grammar"
 )
 
 // Role names accepted in chat messages.
@@ -18,6 +20,8 @@ type ChatMessage struct {
 	ToolCallID string          `json:"tool_call_id,omitempty"`
 	ToolCalls  json.RawMessage `json:"tool_calls,omitempty"`
 	Refusal    *string         `json:"refusal,omitempty"`
+	// Calls are ToolCalls decoded (native engine).
+	Calls []ToolCall `json:"-"`
 }
 
 // Content is message text; Set reports that the field was present.
@@ -134,6 +138,12 @@ type ChatRequest struct {
 		JSONSchema json.RawMessage `json:"json_schema"`
 	} `json:"response_format"`
 	ReasoningEffort string `json:"reasoning_effort"`
+
+	// Set by the decoder for the native engine: the tools, the tool
+	// choice, and the grammar of response_format (nil for text).
+	ToolDefs []ToolDef        `json:"-"`
+	Choice   ToolChoice       `json:"-"`
+	Format   *grammar.Grammar `json:"-"`
 }
 
 // Prompt is the prompt of a text completion: a string, one string in an
@@ -202,13 +212,75 @@ type ChatCompletion struct {
 type ChatChoice struct {
 	Index        int             `json:"index"`
 	Message      AssistantOutput `json:"message"`
-	Logprobs     *struct{}       `json:"logprobs"`
+	Logprobs     *ChatLogprobs   `json:"logprobs"`
 	FinishReason string          `json:"finish_reason"`
 }
 
 type AssistantOutput struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role string `json:"role"`
+	// Content is null in a reply that only calls tools.
+	Content   *string    `json:"content"`
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+}
+
+// ToolDef is a tool of a chat request.
+type ToolDef struct {
+	Type     string      `json:"type"`
+	Function FunctionDef `json:"function"`
+}
+
+type FunctionDef struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description"`
+	Parameters  json.RawMessage `json:"parameters"`
+	Strict      *bool           `json:"strict"`
+}
+
+// ToolCall is a call of a tool, in an assistant message (request or
+// reply); in a streamed delta Index says which call a fragment extends.
+type ToolCall struct {
+	Index    *int         `json:"index,omitempty"`
+	ID       string       `json:"id,omitempty"`
+	Type     string       `json:"type,omitempty"`
+	Function FunctionCall `json:"function"`
+}
+
+type FunctionCall struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"`
+}
+
+// ToolChoice is a request's tool_choice: Mode none, auto, required or
+// function (Name is the function).
+type ToolChoice struct {
+	Mode string
+	Name string
+}
+
+// ChatLogprobs are the log probabilities of a chat choice's tokens.
+type ChatLogprobs struct {
+	Content []TokenLogprob `json:"content"`
+}
+
+type TokenLogprob struct {
+	Token       string       `json:"token"`
+	Logprob     float64      `json:"logprob"`
+	Bytes       []int        `json:"bytes"`
+	TopLogprobs []TopLogprob `json:"top_logprobs"`
+}
+
+type TopLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
+}
+
+// CompletionLogprobs are the legacy completions API's log probabilities.
+type CompletionLogprobs struct {
+	Tokens        []string             `json:"tokens"`
+	TokenLogprobs []float64            `json:"token_logprobs"`
+	TopLogprobs   []map[string]float64 `json:"top_logprobs"`
+	TextOffset    []int                `json:"text_offset"`
 }
 
 // ChatChunk is one SSE event of a streamed chat response.
@@ -222,15 +294,16 @@ type ChatChunk struct {
 }
 
 type ChunkChoice struct {
-	Index        int       `json:"index"`
-	Delta        Delta     `json:"delta"`
-	Logprobs     *struct{} `json:"logprobs"`
-	FinishReason *string   `json:"finish_reason"`
+	Index        int           `json:"index"`
+	Delta        Delta         `json:"delta"`
+	Logprobs     *ChatLogprobs `json:"logprobs"`
+	FinishReason *string       `json:"finish_reason"`
 }
 
 type Delta struct {
-	Role    string `json:"role,omitempty"`
-	Content string `json:"content"`
+	Role      string     `json:"role,omitempty"`
+	Content   string     `json:"content"`
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
 }
 
 // Completion is a text completion response; streamed chunks share it.
@@ -244,10 +317,10 @@ type Completion struct {
 }
 
 type CompletionChoice struct {
-	Text         string    `json:"text"`
-	Index        int       `json:"index"`
-	Logprobs     *struct{} `json:"logprobs"`
-	FinishReason *string   `json:"finish_reason"`
+	Text         string              `json:"text"`
+	Index        int                 `json:"index"`
+	Logprobs     *CompletionLogprobs `json:"logprobs"`
+	FinishReason *string             `json:"finish_reason"`
 }
 
 // Model is an entry of GET /v1/models.

@@ -332,7 +332,11 @@ func (s *Scheduler) emit(seq *Sequence, o inference.Output, now time.Time) {
 		s.retire(seq, FinishStop, nil)
 	case r.CompletionTokens >= seq.req.MaxTokens || len(seq.req.Prompt)+r.CompletionTokens >= s.info.ContextLength:
 		seq.deliver(seq.flush())
-		s.retire(seq, FinishLength, nil)
+		finish := FinishLength
+		if c := seq.req.Sampling.Constraint; c != nil && c.Complete() {
+			finish = FinishStop // the document ended with the last token the budget allowed
+		}
+		s.retire(seq, finish, nil)
 	}
 }
 

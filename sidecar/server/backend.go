@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/grammar"
 	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/sidecar/batch"
 	"github.com/open-autoglm/autoglm/sidecar/dispatch"
@@ -28,6 +29,8 @@ type backend interface {
 type reader interface {
 	Next() (string, error)
 	Wait() (string, error)
+	NextLogprobs() (string, []stream.Logprob, error)
+	WaitLogprobs() (string, []stream.Logprob, error)
 	Result() stream.Result
 }
 
@@ -36,6 +39,9 @@ type local struct {
 	sched    *batch.Scheduler
 	info     inference.Info
 	maxBatch int
+	// vocab is the engine's vocabulary for constrained decoding (nil:
+	// the engine cannot constrain its output).
+	vocab func() *grammar.Vocab
 }
 
 func (l *local) start(ctx context.Context, g *generation, priority int, tenant string) (reader, error) {

@@ -30,18 +30,24 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	msgs := make([]inference.Message, len(req.Messages))
-	for i, m := range req.Messages {
-		msgs[i] = inference.Message{Role: m.Role, Content: m.Content.Text}
+	g := generation{model: req.Model, chat: toolMessages(req.Messages), maxTokens: req.MaxTokens, stop: req.Stop,
+		sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS, extra: extra, n: 1,
+		tools: engineTools(req.ToolDefs), choice: req.Choice, format: req.Format}
+	if req.N != nil {
+		g.n = *req.N
 	}
-	g := generation{model: req.Model, chat: msgs, maxTokens: req.MaxTokens, stop: req.Stop,
-		sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS, extra: extra}
+	if req.Logprobs != nil && *req.Logprobs {
+		g.logprobs = true
+		if req.TopLogprobs != nil {
+			g.topLogprobs = *req.TopLogprobs
+		}
+	}
 	if s.sched == nil && req.PassThrough() {
 		g.raw = &remote.RawRequest{Path: "/v1/chat/completions", Body: raw, Stream: req.Stream}
 		s.relay(w, r, c, &g, &req.Sampling)
 		return
 	}
-	s.serve(w, r, c, &g, &req.Sampling, chatFormat{model: req.Model, created: time.Now().Unix()})
+	s.serve(w, r, c, &g, &req.Sampling, &chatFormat{model: req.Model, created: time.Now().Unix(), logprobs: g.logprobs})
 }
 
 func (s *Server) completion(w http.ResponseWriter, r *http.Request) {
@@ -56,13 +62,19 @@ func (s *Server) completion(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g := generation{model: req.Model, prompt: req.Prompt.Text, tokens: req.Prompt.Tokens, maxTokens: req.MaxTokens,
-		defaultMT: defaultCompletionMT, stop: req.Stop, sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS, extra: extra}
+		defaultMT: defaultCompletionMT, stop: req.Stop, sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS, extra: extra, n: 1}
+	if req.N != nil {
+		g.n = *req.N
+	}
+	if req.Logprobs != nil {
+		g.logprobs, g.topLogprobs = true, *req.Logprobs
+	}
 	if s.sched == nil && req.PassThrough() {
 		g.raw = &remote.RawRequest{Path: "/v1/completions", Body: raw, Stream: req.Stream}
 		s.relay(w, r, c, &g, &req.Sampling)
 		return
 	}
-	s.serve(w, r, c, &g, &req.Sampling, textFormat{model: req.Model, created: time.Now().Unix()})
+	s.serve(w, r, c, &g, &req.Sampling, &textFormat{model: req.Model, created: time.Now().Unix(), logprobs: g.logprobs})
 }
 
 // decodeBody reads and decodes a request body, answering the error itself
@@ -145,7 +157,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.
 // start verifies the caller, admits g (model, priority, deadline) and
 // queues it, recording each step on c; on a refusal it answers and
 // returns a nil reader. cancel ends the request's deadline context.
-func (s *Server) start(w http.ResponseWriter, r *http.Request, c *call, g *generation) (reader, context.CancelFunc) {
+func (s *Server) start(w http.ResponseWriter, r *http.Request, c *call, g *generation) ([]reader, context.CancelFunc) {
 	c.request(g)
 	tenant := r.Header.Get(HeaderTenant)
 	if s.policy.Enabled() {
@@ -170,7 +182,7 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request, c *call, g *gener
 		return nil, nil
 	}
 	ctx, cancel := context.WithDeadline(c.ctx, dl)
-	seq, err := s.be.start(ctx, g, pri, tenant)
+	seqs, err := s.startChoices(ctx, g, pri, tenant)
 	w.Header()[telemetry.ORCAHeader] = []string{s.orca()}
 	if err != nil {
 		cancel()
@@ -180,39 +192,137 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request, c *call, g *gener
 		return nil, nil
 	}
 	c.admitted(false, nil)
-	return seq, cancel
+	return seqs, cancel
 }
 
-// serve runs a generation and answers it, streamed or not. Nothing is
-// written before the first token or the failure, so a request rejected
-// while queued still gets its own status code.
+// startChoices queues a generation's n choices, each its own sequence
+// under the same deadline; a request passed through to a remote engine
+// is one, whatever its n.
+func (s *Server) startChoices(ctx context.Context, g *generation, pri int, tenant string) ([]reader, error) {
+	seq, err := s.be.start(ctx, g, pri, tenant)
+	if err != nil {
+		return nil, err
+	}
+	seqs := []reader{seq}
+	for i := 1; i < g.n && g.raw == nil; i++ {
+		gi := *g
+		gi.sampling.Seed += int64(i) // with a seed the choices are reproducible, not equal
+		more, err := s.be.start(ctx, &gi, pri, tenant)
+		if err != nil {
+			return nil, err // the request's context ends the queued ones
+		}
+		seqs = append(seqs, more)
+	}
+	return seqs, nil
+}
+
+// serve runs a generation (its n choices) and answers it, streamed or
+// not. Nothing is written before the first token or the failure, so a
+// request rejected while queued still gets its own status code.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call, g *generation, sp *api.Sampling, f format) {
-	seq, cancel := s.start(w, r, c, g)
-	if seq == nil {
+	seqs, cancel := s.start(w, r, c, g)
+	if seqs == nil {
 		return
 	}
 	defer cancel()
+	syn := inference.ToolSyntax{}
+	if s.sched != nil {
+		syn = s.sched.Tokenizer().ToolSyntax()
+	}
+	shapers := make([]*shaper, len(seqs))
+	for i := range shapers {
+		shapers[i] = newShaper(g, syn)
+	}
 	id := s.nextID(f.idPrefix())
 	if !sp.Stream {
-		text, err := seq.Wait()
-		if err != io.EOF {
-			s.reply(w, c, s.failure(err))
-			return
+		choices := make([]choice, len(seqs))
+		for i, seq := range seqs {
+			text, lps, err := seq.WaitLogprobs()
+			if err != io.EOF {
+				s.reply(w, c, s.failure(err))
+				return
+			}
+			res := seq.Result()
+			content, calls, finish := shapers[i].whole(text)
+			if finish == "" {
+				finish = res.Finish
+			}
+			choices[i] = choice{content: content, lps: lps, calls: calls, finish: finish}
 		}
-		c.generated(id, seq.Result())
-		s.writeJSON(w, http.StatusOK, f.full(id, text, seq.Result()))
+		res := total(seqs)
+		c.generated(id, res)
+		s.writeJSON(w, http.StatusOK, f.full(id, choices, usage(res)))
 		c.answered(http.StatusOK, nil)
 		return
 	}
-	text, err := seq.Next()
-	if err != nil && err != io.EOF {
-		s.reply(w, c, s.failure(err))
-		return
-	}
-	s.stream(w, c, id, f, seq, text, err, sp.StreamOptions != nil && sp.StreamOptions.IncludeUsage)
+	s.stream(w, c, id, f, seqs, shapers, sp.StreamOptions != nil && sp.StreamOptions.IncludeUsage)
 }
 
-func (s *Server) stream(w http.ResponseWriter, c *call, id string, f format, seq reader, text string, err error, includeUsage bool) {
+// total is the result of a generation's choices: the prompt once, the
+// completions' tokens added, the first token and the end of any.
+func total(seqs []reader) stream.Result {
+	res := seqs[0].Result()
+	for _, q := range seqs[1:] {
+		o := q.Result()
+		res.CompletionTokens += o.CompletionTokens
+		if !o.FirstToken.IsZero() && (res.FirstToken.IsZero() || o.FirstToken.Before(res.FirstToken)) {
+			res.FirstToken = o.FirstToken
+		}
+		if o.Done.After(res.Done) {
+			res.Done = o.Done
+		}
+	}
+	return res
+}
+
+// event is one choice's news for the streamed answer.
+type event struct {
+	i    int
+	text string
+	lps  []stream.Logprob
+	err  error
+}
+
+// events reads every choice's stream into one channel (a goroutine per
+// choice; one choice is read in place). The goroutines end when their
+// streams do or quit closes.
+func events(seqs []reader, quit <-chan struct{}) func() event {
+	if len(seqs) == 1 {
+		return func() event {
+			text, lps, err := seqs[0].NextLogprobs()
+			return event{text: text, lps: lps, err: err}
+		}
+	}
+	ch := make(chan event)
+	for i, q := range seqs {
+		go func() {
+			for {
+				text, lps, err := q.NextLogprobs()
+				select {
+				case ch <- event{i, text, lps, err}:
+				case <-quit:
+					return
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	return func() event { return <-ch }
+}
+
+func (s *Server) stream(w http.ResponseWriter, c *call, id string, f format, seqs []reader, shapers []*shaper, includeUsage bool) {
+	quit := make(chan struct{})
+	defer close(quit)
+	next := events(seqs, quit)
+	// The first event decides the status: a failure before any token is
+	// answered with its own code.
+	ev := next()
+	if ev.err != nil && ev.err != io.EOF {
+		s.reply(w, c, s.failure(ev.err))
+		return
+	}
 	h := w.Header()
 	h["Content-Type"] = sseContentType
 	h["Cache-Control"] = noCache
@@ -238,27 +348,48 @@ func (s *Server) stream(w http.ResponseWriter, c *call, id string, f format, seq
 		}
 		return rc.Flush() == nil
 	}
-	if !send(f.chunk(id, text, true)) {
-		return
-	}
-	for err == nil {
-		if text, err = seq.Next(); text != "" && !send(f.chunk(id, text, false)) {
+	for i := range seqs { // every choice opens with the assistant's role
+		if !send(f.chunk(id, i, delta{}, true)) {
 			return
 		}
 	}
-	if err != io.EOF {
-		if e := s.failure(err); e != nil {
-			c.failedLater(e)
-			buf = append(append(append(buf[:0], "data: "...), e.JSON()...), "\n\n"...)
-			w.Write(buf)
-			io.WriteString(w, "data: [DONE]\n\n")
+	finishes := make([]string, len(seqs))
+	open := len(seqs)
+	for {
+		if ev.err == nil {
+			if d := shapers[ev.i].feed(ev.text, ev.lps); !d.empty() && !send(f.chunk(id, ev.i, d, false)) {
+				return
+			}
+		} else if ev.err != io.EOF {
+			if e := s.failure(ev.err); e != nil {
+				c.failedLater(e)
+				buf = append(append(append(buf[:0], "data: "...), e.JSON()...), "\n\n"...)
+				w.Write(buf)
+				io.WriteString(w, "data: [DONE]\n\n")
+			}
+			return
+		} else {
+			open--
+			d, finish := shapers[ev.i].end()
+			if !d.empty() && !send(f.chunk(id, ev.i, d, false)) {
+				return
+			}
+			if finish == "" {
+				finish = seqs[ev.i].Result().Finish
+			}
+			finishes[ev.i] = finish
+			if open == 0 {
+				break
+			}
 		}
-		return
+		ev = next()
 	}
-	res := seq.Result()
+	res := total(seqs)
 	c.generated(id, res)
-	if !send(f.final(id, res.Finish)) {
-		return
+	for i, fin := range finishes {
+		if !send(f.final(id, i, fin)) {
+			return
+		}
 	}
 	if includeUsage && !send(f.usage(id, usage(res))) {
 		return
@@ -323,72 +454,159 @@ func usage(r stream.Result) api.Usage {
 	return api.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.PromptTokens + r.CompletionTokens}
 }
 
+// choice is one finished choice of a whole answer.
+type choice struct {
+	content *string
+	lps     []stream.Logprob
+	calls   []api.ToolCall
+	finish  string
+}
+
 // format shapes the responses of one API.
 type format interface {
 	idPrefix() string
-	full(id, text string, r stream.Result) any
-	chunk(id, text string, first bool) any
-	final(id, finish string) any
+	full(id string, choices []choice, u api.Usage) any
+	chunk(id string, i int, d delta, first bool) any
+	final(id string, i int, finish string) any
 	usage(id string, u api.Usage) any
 }
 
 type chatFormat struct {
-	model   string
-	created int64
+	model    string
+	created  int64
+	logprobs bool
 }
 
-func (chatFormat) idPrefix() string { return "chatcmpl-" }
+func (*chatFormat) idPrefix() string { return "chatcmpl-" }
 
-func (f chatFormat) full(id, text string, r stream.Result) any {
-	u := usage(r)
-	return api.ChatCompletion{ID: id, Object: "chat.completion", Created: f.created, Model: f.model, Usage: &u,
-		Choices: []api.ChatChoice{{Message: api.AssistantOutput{Role: "assistant", Content: text}, FinishReason: r.Finish}}}
-}
-
-func (f chatFormat) chunk(id, text string, first bool) any {
-	d := api.Delta{Content: text}
-	if first {
-		d.Role = "assistant"
+func (f *chatFormat) full(id string, choices []choice, u api.Usage) any {
+	out := make([]api.ChatChoice, len(choices))
+	for i, ch := range choices {
+		out[i] = api.ChatChoice{Index: i, FinishReason: ch.finish,
+			Message: api.AssistantOutput{Role: "assistant", Content: ch.content, ToolCalls: ch.calls}}
+		if f.logprobs {
+			out[i].Logprobs = chatLogprobs(ch.lps)
+		}
 	}
-	return f.wrap(id, []api.ChunkChoice{{Delta: d}}, nil)
+	return api.ChatCompletion{ID: id, Object: "chat.completion", Created: f.created, Model: f.model, Usage: &u, Choices: out}
 }
 
-func (f chatFormat) final(id, finish string) any {
-	return f.wrap(id, []api.ChunkChoice{{FinishReason: &finish}}, nil)
+func (f *chatFormat) chunk(id string, i int, d delta, first bool) any {
+	ch := api.ChunkChoice{Index: i, Delta: api.Delta{Content: d.text, ToolCalls: d.calls}}
+	if first {
+		ch.Delta.Role = "assistant"
+	}
+	if f.logprobs && len(d.lps) > 0 {
+		ch.Logprobs = chatLogprobs(d.lps)
+	}
+	return f.wrap(id, []api.ChunkChoice{ch}, nil)
 }
 
-func (f chatFormat) usage(id string, u api.Usage) any { return f.wrap(id, []api.ChunkChoice{}, &u) }
+func (f *chatFormat) final(id string, i int, finish string) any {
+	return f.wrap(id, []api.ChunkChoice{{Index: i, FinishReason: &finish}}, nil)
+}
 
-func (f chatFormat) wrap(id string, c []api.ChunkChoice, u *api.Usage) api.ChatChunk {
+func (f *chatFormat) usage(id string, u api.Usage) any { return f.wrap(id, []api.ChunkChoice{}, &u) }
+
+func (f *chatFormat) wrap(id string, c []api.ChunkChoice, u *api.Usage) api.ChatChunk {
 	return api.ChatChunk{ID: id, Object: "chat.completion.chunk", Created: f.created, Model: f.model, Choices: c, Usage: u}
 }
 
+// chatLogprobs is the chat API's form of log probabilities; a token's
+// bytes are given as numbers since they may split a character.
+func chatLogprobs(lps []stream.Logprob) *api.ChatLogprobs {
+	out := &api.ChatLogprobs{Content: make([]api.TokenLogprob, len(lps))}
+	for i, lp := range lps {
+		t := api.TokenLogprob{Token: string(lp.Token), Logprob: finite(lp.Logprob), Bytes: byteInts(lp.Token),
+			TopLogprobs: make([]api.TopLogprob, len(lp.Top))}
+		for j, a := range lp.Top {
+			t.TopLogprobs[j] = api.TopLogprob{Token: string(a.Token), Logprob: finite(a.Logprob), Bytes: byteInts(a.Token)}
+		}
+		out.Content[i] = t
+	}
+	return out
+}
+
+// finite is a log probability JSON can carry: OpenAI writes -9999 for a
+// token of zero probability.
+func finite(lp float32) float64 {
+	if math.IsInf(float64(lp), -1) || float64(lp) < -9999 {
+		return -9999
+	}
+	return float64(lp)
+}
+
+func byteInts(b []byte) []int {
+	out := make([]int, len(b))
+	for i, x := range b {
+		out[i] = int(x)
+	}
+	return out
+}
+
 type textFormat struct {
-	model   string
-	created int64
+	model    string
+	created  int64
+	logprobs bool
+	offsets  map[int]int // streamed: text offset so far, per choice
 }
 
-func (textFormat) idPrefix() string { return "cmpl-" }
+func (*textFormat) idPrefix() string { return "cmpl-" }
 
-func (f textFormat) full(id, text string, r stream.Result) any {
-	u := usage(r)
-	return f.wrap(id, []api.CompletionChoice{{Text: text, FinishReason: &r.Finish}}, &u)
+func (f *textFormat) full(id string, choices []choice, u api.Usage) any {
+	out := make([]api.CompletionChoice, len(choices))
+	for i, ch := range choices {
+		out[i] = api.CompletionChoice{Index: i, Text: *ch.content, FinishReason: &choices[i].finish}
+		if f.logprobs {
+			out[i].Logprobs = completionLogprobs(ch.lps, 0)
+		}
+	}
+	return f.wrap(id, out, &u)
 }
 
-func (f textFormat) chunk(id, text string, _ bool) any {
-	return f.wrap(id, []api.CompletionChoice{{Text: text}}, nil)
+func (f *textFormat) chunk(id string, i int, d delta, first bool) any {
+	if first && d.empty() {
+		return f.wrap(id, []api.CompletionChoice{{Index: i}}, nil)
+	}
+	ch := api.CompletionChoice{Index: i, Text: d.text}
+	if f.logprobs && len(d.lps) > 0 {
+		if f.offsets == nil {
+			f.offsets = map[int]int{}
+		}
+		ch.Logprobs = completionLogprobs(d.lps, f.offsets[i])
+		for _, lp := range d.lps {
+			f.offsets[i] += len(lp.Token)
+		}
+	}
+	return f.wrap(id, []api.CompletionChoice{ch}, nil)
 }
 
-func (f textFormat) final(id, finish string) any {
-	return f.wrap(id, []api.CompletionChoice{{FinishReason: &finish}}, nil)
+func (f *textFormat) final(id string, i int, finish string) any {
+	return f.wrap(id, []api.CompletionChoice{{Index: i, FinishReason: &finish}}, nil)
 }
 
-func (f textFormat) usage(id string, u api.Usage) any {
+func (f *textFormat) usage(id string, u api.Usage) any {
 	return f.wrap(id, []api.CompletionChoice{}, &u)
 }
 
-func (f textFormat) wrap(id string, c []api.CompletionChoice, u *api.Usage) api.Completion {
+func (f *textFormat) wrap(id string, c []api.CompletionChoice, u *api.Usage) api.Completion {
 	return api.Completion{ID: id, Object: "text_completion", Created: f.created, Model: f.model, Choices: c, Usage: u}
+}
+
+// completionLogprobs is the legacy completions API's form, offsets
+// counted from at.
+func completionLogprobs(lps []stream.Logprob, at int) *api.CompletionLogprobs {
+	out := &api.CompletionLogprobs{Tokens: make([]string, len(lps)), TokenLogprobs: make([]float64, len(lps)),
+		TopLogprobs: make([]map[string]float64, len(lps)), TextOffset: make([]int, len(lps))}
+	for i, lp := range lps {
+		out.Tokens[i], out.TokenLogprobs[i], out.TextOffset[i] = string(lp.Token), finite(lp.Logprob), at
+		at += len(lp.Token)
+		out.TopLogprobs[i] = make(map[string]float64, len(lp.Top))
+		for _, a := range lp.Top {
+			out.TopLogprobs[i][string(a.Token)] = finite(a.Logprob)
+		}
+	}
+	return out
 }
 
 // identityStatus is the HTTP status of an identity refusal.

@@ -19,10 +19,11 @@ import (
 // "model" (the name the client asked for) and, when the client did not
 // ask for it, the usage event the sidecar requested for its accounting.
 func (s *Server) relay(w http.ResponseWriter, r *http.Request, c *call, g *generation, sp *api.Sampling) {
-	seq, cancel := s.start(w, r, c, g)
-	if seq == nil {
+	seqs, cancel := s.start(w, r, c, g)
+	if seqs == nil {
 		return
 	}
+	seq := seqs[0]
 	defer cancel()
 	if !sp.Stream {
 		body, err := seq.Wait()

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/open-autoglm/autoglm/inference"
+	"github.com/open-autoglm/autoglm/inference/chat"
+	"github.com/open-autoglm/autoglm/inference/grammar"
 	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/sidecar/admission"
 	"github.com/open-autoglm/autoglm/sidecar/api"
@@ -50,6 +52,14 @@ type generation struct {
 	// raw is the client's request passed through to a remote engine as it
 	// came (the features only the engine serves); nil otherwise.
 	raw *remote.RawRequest
+	// For the local engine: the tools and the choice among them, the
+	// grammar of response_format, log probabilities, and choices (n).
+	tools       []inference.Tool
+	choice      api.ToolChoice
+	format      *grammar.Grammar
+	logprobs    bool
+	topLogprobs int
+	n           int
 }
 
 // meta is what the request's headers (or gRPC metadata) say.
@@ -87,7 +97,7 @@ func (l *local) request(g *generation) (batch.Request, *api.Error) {
 		}
 		r.Prompt = g.tokens
 	case g.chat != nil:
-		text, err := tok.ChatPrompt(g.chat)
+		text, err := tok.ChatPrompt(g.chat, g.tools)
 		if err != nil {
 			return r, api.Invalid("messages", err.Error())
 		}
@@ -116,7 +126,37 @@ func (l *local) request(g *generation) (batch.Request, *api.Error) {
 		return r, e
 	}
 	r.Stop, r.Sampling = g.stop, g.sampling
-	return r, nil
+	r.Sampling.Logprobs, r.Sampling.TopLogprobs = g.logprobs, g.topLogprobs
+	return r, l.constrain(g, &r)
+}
+
+// constrain sets the request's constraint: a call of the tools when the
+// choice requires one, else the response format's grammar.
+func (l *local) constrain(g *generation, r *batch.Request) *api.Error {
+	gr, param := g.format, "response_format"
+	if g.choice.Mode == "required" || g.choice.Mode == "function" {
+		var err error
+		name := ""
+		if g.choice.Mode == "function" {
+			name = g.choice.Name
+		}
+		if gr, err = chat.ToolGrammar(g.tools, name, l.sched.Tokenizer().ToolSyntax()); err != nil {
+			return api.Invalid("tool_choice", err.Error())
+		}
+		param = "tool_choice"
+	}
+	if gr == nil {
+		return nil
+	}
+	if l.vocab == nil {
+		return api.Invalid(param, "this engine cannot constrain its output")
+	}
+	c, err := l.vocab().Constrain(gr, r.MaxTokens)
+	if err != nil {
+		return api.Invalid("max_tokens", fmt.Sprintf("%v (%d tokens)", err, r.MaxTokens))
+	}
+	r.Sampling.Constraint = c
+	return nil
 }
 
 func parsePriority(v string) (int, error) {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/gpu"
+	"github.com/open-autoglm/autoglm/inference/grammar"
 	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/internal/cli"
 	"github.com/open-autoglm/autoglm/sidecar/admission"
@@ -147,7 +148,11 @@ func New(cfg config.Config, eng inference.Engine, kvTokens int, log *slog.Logger
 		KVTokens:       kvTokens,
 		Queue:          queueConfig(cfg),
 	}, eng, log)
-	s := newServer(cfg, &local{sched: sched, info: sched.Info(), maxBatch: cfg.Batch.MaxBatchSize}, sched.Info(), log)
+	l := &local{sched: sched, info: sched.Info(), maxBatch: cfg.Batch.MaxBatchSize}
+	if v, ok := eng.(interface{ Vocab() *grammar.Vocab }); ok {
+		l.vocab = v.Vocab
+	}
+	s := newServer(cfg, l, sched.Info(), log)
 	s.sched = sched
 	return s
 }
