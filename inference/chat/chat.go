@@ -49,24 +49,56 @@ func Render(format string, msgs []inference.Message, tools []inference.Tool) (st
 	return renderChatML(msgs, tools), nil
 }
 
-// toolJSON is a tool as the families' templates list it.
+// toolJSON is a tool as the families' templates list it: the request's
+// tool through Jinja's tojson (Python's json.dumps: ", " and ": ").
 func toolJSON(t inference.Tool) string {
-	params := json.RawMessage(t.Parameters)
+	params := t.Parameters
 	if len(params) == 0 {
-		params = json.RawMessage(`{"type":"object","properties":{}}`)
+		params = []byte(`{"type":"object","properties":{}}`)
 	}
-	b, _ := json.Marshal(map[string]any{"type": "function", "function": map[string]any{
-		"name": t.Name, "description": t.Description, "parameters": params}})
-	return string(b)
+	return `{"type": "function", "function": {"name": ` + pyString(t.Name) + `, "description": ` + pyString(t.Description) +
+		`, "parameters": ` + pySpaced(params) + `}}`
 }
 
+// callJSON is a call as the templates write it in an assistant turn.
 func callJSON(c inference.ToolCall, argsKey string) string {
-	args := json.RawMessage(c.Arguments)
+	args := []byte(c.Arguments)
 	if !json.Valid(args) {
-		args, _ = json.Marshal(c.Arguments) // kept as text
+		return `{"name": ` + pyString(c.Name) + `, "` + argsKey + `": ` + pyString(c.Arguments) + `}`
 	}
-	b, _ := json.Marshal(map[string]any{"name": c.Name, argsKey: args})
-	return string(b)
+	return `{"name": ` + pyString(c.Name) + `, "` + argsKey + `": ` + pySpaced(args) + `}`
+}
+
+func pyString(s string) string {
+	var b bytes.Buffer
+	e := json.NewEncoder(&b)
+	e.SetEscapeHTML(false)
+	e.Encode(s)
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// pySpaced is a JSON text with Python's separators.
+func pySpaced(v []byte) string {
+	var c bytes.Buffer
+	if json.Compact(&c, v) != nil {
+		return string(v)
+	}
+	var b strings.Builder
+	in, esc := false, false
+	for _, x := range c.Bytes() {
+		b.WriteByte(x)
+		switch {
+		case esc:
+			esc = false
+		case in && x == '\\':
+			esc = true
+		case x == '"':
+			in = !in
+		case !in && (x == ',' || x == ':'):
+			b.WriteByte(' ')
+		}
+	}
+	return b.String()
 }
 
 // renderChatML follows Qwen2.5's template: the tools in the system turn
