@@ -51,7 +51,21 @@ type Sampling struct {
 	// of the TopLogprobs (0..MaxTopLogprobs) most likely tokens.
 	Logprobs    bool
 	TopLogprobs int
+	// Pooling asks for the prompt's embedding instead of a token:
+	// PoolMean (the mean of every position's final hidden state) or
+	// PoolLast (the last position's), L2-normalised, in the Output of the
+	// input that completes the prompt.
+	Pooling Pooling
 }
+
+// Pooling is how an embedding is made of a prompt's hidden states.
+type Pooling int
+
+const (
+	PoolNone Pooling = iota
+	PoolMean
+	PoolLast
+)
 
 // MaxTopLogprobs is the most alternatives reported per token.
 const MaxTopLogprobs = 20
@@ -100,6 +114,9 @@ type Output struct {
 	// first.
 	Logprob float32
 	Top     []TokenLogprob
+	// Embedding is the prompt's embedding when Sampling.Pooling is set
+	// (EOS is then set: the sequence is done).
+	Embedding []float32
 }
 
 // Message is one turn of a chat conversation.

@@ -4,7 +4,7 @@
 // sidecar's dispatcher, not this contract): slots, chunked prefill, a
 // batch matching each sequence alone, release, the context limit, one
 // output per sampled input in order, cancellation, output constrained to
-// a grammar, and log probabilities.
+// a grammar, embeddings, and log probabilities.
 package enginetest
 
 import (
@@ -191,6 +191,25 @@ func Run(t *testing.T, fresh func(t *testing.T) inference.Engine) {
 		}
 	})
 
+	t.Run("embeddings", func(t *testing.T) {
+		p := prompt(20, 3)
+		for _, pool := range []inference.Pooling{inference.PoolMean, inference.PoolLast} {
+			whole := embed(t, fresh(t), pool, p)
+			chunked := embed(t, fresh(t), pool, p[:7], p[7:15], p[15:])
+			other := embed(t, fresh(t), pool, prompt(20, 4))
+			norm := 0.0
+			for i, v := range whole {
+				norm += float64(v) * float64(v)
+				if math.Abs(float64(v-chunked[i])) > 1e-4 {
+					t.Fatalf("pooling %d: chunked prefill embeds differently at %d: %g vs %g", pool, i, chunked[i], v)
+				}
+			}
+			if math.Abs(norm-1) > 1e-4 || slices.Equal(whole, other) {
+				t.Fatalf("pooling %d: norm² %g; another prompt embeds the same: %v", pool, norm, slices.Equal(whole, other))
+			}
+		}
+	})
+
 	t.Run("log probabilities", func(t *testing.T) {
 		e := fresh(t)
 		if err := e.Start(0, inference.Sampling{Logprobs: true, TopLogprobs: 5}); err != nil {
@@ -222,6 +241,28 @@ func Run(t *testing.T, fresh func(t *testing.T) inference.Engine) {
 			in = []inference.Input{{Slot: 0, Tokens: []int{o.Token}, Sample: true}}
 		}
 	})
+}
+
+// embed returns the embedding of prompt fed in chunks.
+func embed(t *testing.T, e inference.Engine, pool inference.Pooling, chunks ...[]int) []float32 {
+	t.Helper()
+	if err := e.Start(0, inference.Sampling{Pooling: pool}); err != nil {
+		t.Fatal(err)
+	}
+	defer e.Release(0)
+	for i, c := range chunks {
+		out, err := e.Step(context.Background(), []inference.Input{{Slot: 0, Tokens: c, Sample: i == len(chunks)-1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == len(chunks)-1 {
+			if len(out) != 1 || !out[0].EOS || len(out[0].Embedding) == 0 {
+				t.Fatalf("embedding output %+v", out)
+			}
+			return out[0].Embedding
+		}
+	}
+	return nil
 }
 
 // conformanceSchema is what the constrained-output case asks for.

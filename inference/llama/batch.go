@@ -238,11 +238,26 @@ func (m *Model) Run(feeds []Feed) error {
 			}
 		}
 	}
+	// Embeddings pool the final hidden states of every row they ask for.
+	for _, r := range rows {
+		if r.s.Pool == PoolMean {
+			rmsnorm(r.sc.h, r.sc.x, m.norm, m.RMSEps)
+			r.s.Pooled = grow(r.s.Pooled, m.Embd)
+			for i, v := range r.sc.h {
+				r.s.Pooled[i] += v
+			}
+			r.s.PoolN++
+		}
+	}
 	// Logits only where a sequence's last token was fed.
 	lh, logits := make([][]float32, len(last)), make([][]float32, len(last))
 	for i, r := range last {
 		rmsnorm(r.sc.h, r.sc.x, m.norm, m.RMSEps)
 		lh[i], logits[i] = r.sc.h, r.s.Logits
+		if r.s.Pool == PoolLast {
+			r.s.Pooled = append(r.s.Pooled[:0], r.sc.h...)
+			r.s.PoolN = 1
+		}
 	}
 	m.output.MulMat(logits, lh)
 	for _, f := range feeds {

@@ -40,6 +40,13 @@ func reference(m *llama.Model, tokens []int) []float64 { return referenceScaled(
 // asked for it (not as the engine read it): positions divided by linear,
 // frequency i divided by freqs[i] (Llama 3.1's rope_freqs).
 func referenceScaled(m *llama.Model, tokens []int, linear float64, freqs []float32) []float64 {
+	logits, _ := referenceFull(m, tokens, linear, freqs)
+	return logits
+}
+
+// referenceFull is the reference's logits after the last token and every
+// position's final normalised hidden state (what embeddings pool).
+func referenceFull(m *llama.Model, tokens []int, linear float64, freqs []float32) ([]float64, [][]float64) {
 	c := m.Config
 	hd, group := c.HeadDim(), c.Heads/c.KVHeads
 	row := func(mm llama.Matrix, r int) []float64 {
@@ -159,7 +166,45 @@ func referenceScaled(m *llama.Model, tokens []int, linear float64, freqs []float
 			}
 		}
 	}
-	return mul(m.Output(), norm(xs[n-1], m.OutputNorm()))
+	hidden := make([][]float64, n)
+	for p := range xs {
+		hidden[p] = norm(xs[p], m.OutputNorm())
+	}
+	return mul(m.Output(), hidden[n-1]), hidden
+}
+
+// The pooled hidden states of an embedding (chunked as the scheduler
+// feeds a long prompt) match the reference's, mean and last.
+func TestPooledHiddenStates(t *testing.T) {
+	m := build(t, tiny.Config{Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 96, Context: 64, Type: gguf.F32, Seed: 7})
+	tokens := []int{1, 5, 9, 2, 33, 17, 8, 40, 3}
+	_, hidden := referenceFull(m, tokens, 1, nil)
+	for _, pool := range []int{llama.PoolMean, llama.PoolLast} {
+		s := m.NewState()
+		s.Pool = pool
+		for _, chunk := range [][]int{tokens[:4], tokens[4:]} {
+			if err := m.Run([]llama.Feed{{S: s, Tokens: chunk}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := make([]float64, len(hidden[0]))
+		for p, h := range hidden {
+			for i, v := range h {
+				if pool == llama.PoolMean {
+					want[i] += v / float64(len(hidden))
+				} else if p == len(hidden)-1 {
+					want[i] = v
+				}
+			}
+		}
+		got := make([]float32, len(s.Pooled))
+		for i, v := range s.Pooled {
+			got[i] = v / float32(s.PoolN)
+		}
+		if e := maxRelErr(got, want); e > 1e-4 || s.PoolN != map[int]int{llama.PoolMean: len(tokens), llama.PoolLast: 1}[pool] {
+			t.Errorf("pool %d: relative error %g against the reference (%d positions)", pool, e, s.PoolN)
+		}
+	}
 }
 
 // q8RoundTrip is x quantised to Q8_0 blocks (scale max|x|/127, round half

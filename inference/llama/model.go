@@ -227,7 +227,19 @@ type State struct {
 	scratch
 	extra  []*scratch // for the rows of a multi-token feed
 	Logits []float32
+	// Pool, when set, keeps the final (normalised) hidden states: their
+	// sum over every position fed in Pooled (PoolMean), or the last
+	// position's (PoolLast); PoolN counts the positions.
+	Pool   int
+	Pooled []float32
+	PoolN  int
 }
+
+// Pooling kinds of State.Pool.
+const (
+	PoolMean = 1
+	PoolLast = 2
+)
 
 // scratch holds one row's activations.
 type scratch struct {

@@ -7,6 +7,7 @@ package native
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/open-autoglm/autoglm/inference"
@@ -132,7 +133,10 @@ func (e *Engine) Start(slot int, s inference.Sampling) error {
 	if e.states[slot] == nil {
 		e.states[slot] = e.m.NewStateIn(e.pool, e.info.ContextLength)
 	}
-	e.states[slot].Reset()
+	st := e.states[slot]
+	st.Reset()
+	st.Pool, st.PoolN = int(s.Pooling), 0
+	clear(st.Pooled[:cap(st.Pooled)])
 	e.samp[slot] = sample.New(s)
 	e.params[slot] = s
 	return nil
@@ -187,6 +191,9 @@ func (e *Engine) Step(ctx context.Context, batch []inference.Input) ([]inference
 // when asked, then the constraint's mask, then the sampler.
 func (e *Engine) sample(slot int) inference.Output {
 	logits, p := e.states[slot].Logits, &e.params[slot]
+	if p.Pooling != inference.PoolNone {
+		return inference.Output{Slot: slot, Token: e.tok.EOSToken(), EOS: true, Embedding: e.embedding(e.states[slot])}
+	}
 	if p.Logprobs {
 		e.raw = append(e.raw[:0], logits...)
 	}
@@ -202,6 +209,23 @@ func (e *Engine) sample(slot int) inference.Output {
 		o.Logprob, o.Top = sample.Logprobs(e.raw, tok, p.TopLogprobs, nil)
 	}
 	return o
+}
+
+// embedding is a state's pooled hidden states, averaged and L2-normalised.
+func (e *Engine) embedding(st *llama.State) []float32 {
+	out := make([]float32, len(st.Pooled))
+	var norm float64
+	for i, v := range st.Pooled {
+		out[i] = v / float32(max(st.PoolN, 1))
+		norm += float64(out[i]) * float64(out[i])
+	}
+	if norm > 0 {
+		inv := float32(1 / math.Sqrt(norm))
+		for i := range out {
+			out[i] *= inv
+		}
+	}
+	return out
 }
 
 // Ends says whether the engine ends a sequence on tok: EOS, any

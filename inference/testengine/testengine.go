@@ -163,6 +163,19 @@ func (e *Engine) Step(ctx context.Context, batch []inference.Input) ([]inference
 // masks them and the highest is taken.
 func (e *Engine) pick(s *slot, i int, h uint64) inference.Output {
 	p := &s.params
+	if p.Pooling != inference.PoolNone {
+		// An embedding of everything fed: 8 numbers from the hash, normalised.
+		v, norm := make([]float32, 8), 0.0
+		for j := range v {
+			x := (s.hash + uint64(j)*0x9e3779b97f4a7c15) * 0xbf58476d1ce4e5b9
+			v[j] = float32(int64(x>>11)) / (1 << 52)
+			norm += float64(v[j]) * float64(v[j])
+		}
+		for j := range v {
+			v[j] /= float32(math.Sqrt(norm))
+		}
+		return inference.Output{Slot: i, Token: EOS, EOS: true, Embedding: v}
+	}
 	if p.Constraint == nil && !p.Logprobs {
 		return inference.Output{Slot: i, Token: int(alphabet[h%uint64(len(alphabet))])}
 	}

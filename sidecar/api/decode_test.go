@@ -120,6 +120,9 @@ func FuzzDecode(f *testing.F) {
 		`{"model":"m","prompt":["a"],"temperature":0.5,"top_k":4}`,
 		`{"model":"m","messages":[{"role":"assistant","tool_calls":[{"id":"c"}]},{"role":"tool","tool_call_id":"c","content":"r"}],"tools":[{}],"n":2}`,
 		`{"model":"m","prompt":["a","b"],"echo":true,"logprobs":2,"best_of":3}`,
+		`{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"enum":[1,2]}}}}}],"tool_choice":{"type":"function","function":{"name":"f"}}}`,
+		`{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"$defs":{"n":{"type":"array","items":{"$ref":"#/$defs/n"}}},"$ref":"#/$defs/n"}}},"logprobs":true,"top_logprobs":3}`,
+		`{"model":"m","input":[[1,2],[3]],"encoding_format":"base64"}`,
 		`{"model":`, `[]`, `null`, `""`,
 	} {
 		f.Add([]byte(s))
@@ -128,6 +131,7 @@ func FuzzDecode(f *testing.F) {
 		for _, dec := range []func([]byte) *Error{
 			func(b []byte) *Error { _, err := DecodeChat(b); return err },
 			func(b []byte) *Error { _, err := DecodeCompletion(b); return err },
+			func(b []byte) *Error { _, err := DecodeEmbeddings(b); return err },
 			func(b []byte) *Error {
 				r, err := DecodeChatPassThrough(b)
 				if err == nil {

@@ -316,6 +316,7 @@ func (s *Scheduler) emit(seq *Sequence, o inference.Output, now time.Time) {
 	}
 	if o.EOS {
 		seq.deliver(seq.flush())
+		r.Embedding = o.Embedding
 		s.retire(seq, FinishStop, nil)
 		return
 	}

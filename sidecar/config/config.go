@@ -148,6 +148,10 @@ type NativeEngine struct {
 	// KVTokens is the KV-cache budget in positions shared by all slots
 	// (0: every slot's whole context).
 	KVTokens int `yaml:"kv_tokens"`
+	// Pooling is how /v1/embeddings pools a prompt's final hidden states:
+	// "mean" (the default) over every position, or "last" (the last
+	// position's, for decoder models trained to embed that way).
+	Pooling string `yaml:"pooling"`
 }
 
 // RemoteEngine points at an OpenAI-compatible server; see inference/remote.
@@ -285,6 +289,9 @@ func (c *Config) Validate() error {
 		}
 		if n.KVTokens < 0 {
 			bad("engine.native.kv_tokens", "must not be negative, got %d", n.KVTokens)
+		}
+		if n.Pooling != "" && n.Pooling != "mean" && n.Pooling != "last" {
+			bad("engine.native.pooling", "must be mean or last, got %q", n.Pooling)
 		}
 		if n.ModelPath != "" {
 			switch st, err := os.Stat(n.ModelPath); {

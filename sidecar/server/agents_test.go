@@ -3,8 +3,13 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math"
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,10 +48,16 @@ func localEngines(t *testing.T) map[string]func() (inference.Engine, string) {
 }
 
 func startLocal(t *testing.T, fresh func() (inference.Engine, string)) (openai.Client, string) {
+	c, model, _ := startLocalURL(t, fresh)
+	return c, model
+}
+
+func startLocalURL(t *testing.T, fresh func() (inference.Engine, string)) (openai.Client, string, string) {
 	eng, model := fresh()
 	cfg := testConfig()
 	cfg.Engine.Model = model
-	return client(startWith(t, cfg, eng)), model
+	sc := startWith(t, cfg, eng)
+	return client(sc), model, sc.url
 }
 
 // schemaValidator compiles a schema with an independent JSON Schema
@@ -321,4 +332,84 @@ func TestLogprobs(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestLocalEmbeddings(t *testing.T) {
+	for name, fresh := range localEngines(t) {
+		t.Run(name, func(t *testing.T) {
+			c, model, url := startLocalURL(t, fresh)
+			ctx := context.Background()
+			inputs := []string{"the weather in Paris", "a recipe for bread", "the weather in Paris"}
+			resp, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: openai.EmbeddingModel(model),
+				Input: openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: inputs}, EncodingFormat: openai.EmbeddingNewParamsEncodingFormatFloat})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(resp.Data) != 3 || resp.Model != model || resp.Object != "list" || resp.Usage.PromptTokens == 0 || resp.Usage.TotalTokens != resp.Usage.PromptTokens {
+				t.Fatalf("%+v", resp)
+			}
+			for i, d := range resp.Data {
+				norm := 0.0
+				for _, x := range d.Embedding {
+					norm += x * x
+				}
+				if d.Index != int64(i) || len(d.Embedding) < 8 || math.Abs(norm-1) > 1e-5 {
+					t.Fatalf("embedding %d: index %d, %d numbers, norm² %g", i, d.Index, len(d.Embedding), norm)
+				}
+			}
+			if !slices.Equal(resp.Data[0].Embedding, resp.Data[2].Embedding) || slices.Equal(resp.Data[0].Embedding, resp.Data[1].Embedding) {
+				t.Fatal("equal inputs must embed equally, different ones differently")
+			}
+			// Alone as in a batch; base64 is the same numbers.
+			alone, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: openai.EmbeddingModel(model),
+				Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String(inputs[1])}})
+			if err != nil || len(alone.Data) != 1 || maxDiff(alone.Data[0].Embedding, resp.Data[1].Embedding) > 1e-5 {
+				t.Fatalf("alone %v differs from in a batch: %v", alone, err)
+			}
+			// base64 (the Node SDK's default): little-endian float32s.
+			hr, err := http.Post(url+"/v1/embeddings", "application/json", strings.NewReader(
+				`{"model":"`+model+`","input":[[3,4,5]],"encoding_format":"base64"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b64 struct {
+				Data []struct {
+					Embedding string `json:"embedding"`
+				} `json:"data"`
+			}
+			json.NewDecoder(hr.Body).Decode(&b64)
+			hr.Body.Close()
+			raw, err := base64.StdEncoding.DecodeString(b64.Data[0].Embedding)
+			if err != nil || len(raw) != 4*len(resp.Data[0].Embedding) {
+				t.Fatalf("base64 embedding %q: %v", b64.Data[0].Embedding, err)
+			}
+			norm := 0.0
+			for i := 0; i < len(raw); i += 4 {
+				x := float64(math.Float32frombits(binary.LittleEndian.Uint32(raw[i:])))
+				norm += x * x
+			}
+			if math.Abs(norm-1) > 1e-5 {
+				t.Fatalf("base64 embedding of token ids: norm² %g", norm)
+			}
+			// What it cannot do is refused by name.
+			_, err = c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: openai.EmbeddingModel(model), Dimensions: openai.Int(4),
+				Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String("x")}})
+			var ae *openai.Error
+			if !errors.As(err, &ae) || ae.StatusCode != 400 || ae.Param != "dimensions" {
+				t.Fatalf("dimensions: %v", err)
+			}
+		})
+	}
+}
+
+func maxDiff(a, b []float64) float64 {
+	d := math.Inf(1)
+	if len(a) != len(b) {
+		return d
+	}
+	d = 0
+	for i := range a {
+		d = max(d, math.Abs(a[i]-b[i]))
+	}
+	return d
 }

@@ -196,22 +196,23 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request, c *call, g *gener
 }
 
 // startChoices queues a generation's n choices, each its own sequence
-// under the same deadline; a request passed through to a remote engine
-// is one, whatever its n.
+// under the same deadline (a request passed through to a remote engine
+// is one, whatever its n), and the generations that came with it.
 func (s *Server) startChoices(ctx context.Context, g *generation, pri int, tenant string) ([]reader, error) {
-	seq, err := s.be.start(ctx, g, pri, tenant)
-	if err != nil {
-		return nil, err
-	}
-	seqs := []reader{seq}
+	all := []*generation{g}
 	for i := 1; i < g.n && g.raw == nil; i++ {
 		gi := *g
 		gi.sampling.Seed += int64(i) // with a seed the choices are reproducible, not equal
-		more, err := s.be.start(ctx, &gi, pri, tenant)
+		all = append(all, &gi)
+	}
+	all = append(all, g.more...)
+	seqs := make([]reader, 0, len(all))
+	for _, gi := range all {
+		seq, err := s.be.start(ctx, gi, pri, tenant)
 		if err != nil {
 			return nil, err // the request's context ends the queued ones
 		}
-		seqs = append(seqs, more)
+		seqs = append(seqs, seq)
 	}
 	return seqs, nil
 }

@@ -127,8 +127,8 @@ func usageOnly(ev []byte) bool {
 }
 
 // embeddings serves /v1/embeddings: a remote engine's, passed through as
-// any relayed request (queued, timed out, counted). The native engine
-// has no embedding endpoint: 400.
+// any relayed request (queued, timed out, counted), or the local engine's
+// pooled hidden states (embed).
 func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
 	c := s.begin(r.Context(), headerCarrier(r), "embeddings", "embeddings", r.Header.Get(HeaderRequestID))
 	defer c.finish()
@@ -154,8 +154,7 @@ func (s *Server) embeddings(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, c, api.Invalid("input", "input: is required"))
 		return
 	case s.sched != nil:
-		s.reply(w, c, api.NewError(http.StatusBadRequest, "invalid_request_error", "unsupported",
-			"The native engine does not serve embeddings; a remote engine (engine.kind: remote) passes them to the upstream."))
+		s.embed(w, r, c, raw)
 		return
 	}
 	g := generation{model: req.Model, prompt: " ", timeoutMS: req.TimeoutMS,

@@ -60,6 +60,11 @@ type generation struct {
 	logprobs    bool
 	topLogprobs int
 	n           int
+	// pooling asks for the prompt's embedding instead of a reply.
+	pooling inference.Pooling
+	// more are generations started with this one, under its admission
+	// and deadline: the inputs of an embeddings request after the first.
+	more []*generation
 }
 
 // meta is what the request's headers (or gRPC metadata) say.
@@ -104,6 +109,14 @@ func (l *local) request(g *generation) (batch.Request, *api.Error) {
 		r.Prompt = frame(tok, tok.Encode(text))
 	default:
 		r.Prompt = frame(tok, tok.Encode(g.prompt))
+	}
+	if g.pooling != inference.PoolNone {
+		if len(r.Prompt) > info.ContextLength {
+			return r, api.NewError(http.StatusBadRequest, "invalid_request_error", "context_length_exceeded", fmt.Sprintf(
+				"This model's maximum context length is %d tokens, however you requested %d tokens in the input.", info.ContextLength, len(r.Prompt)))
+		}
+		r.Sampling = inference.Sampling{Pooling: g.pooling}
+		return r, nil
 	}
 	room := info.ContextLength - len(r.Prompt)
 	switch {

@@ -58,9 +58,11 @@ type Server struct {
 	opts  Options
 	be    backend
 	sched *batch.Scheduler // the local backend's, nil when remote
-	info  inference.Info
-	m     *telemetry.Metrics
-	reg   *prometheus.Registry
+	// pooling is how the local engine pools an embedding.
+	pooling inference.Pooling
+	info    inference.Info
+	m       *telemetry.Metrics
+	reg     *prometheus.Registry
 	// handshakeErrors counts failed TLS handshakes on the HTTP port.
 	handshakeErrors prometheus.Counter
 	log             *slog.Logger
@@ -154,6 +156,7 @@ func New(cfg config.Config, eng inference.Engine, kvTokens int, log *slog.Logger
 	}
 	s := newServer(cfg, l, sched.Info(), log)
 	s.sched = sched
+	s.pooling = poolingOf(cfg.Engine.Native.Pooling)
 	return s
 }
 

@@ -102,15 +102,3 @@ func TestRetrieveModel(t *testing.T) {
 		t.Fatalf("another model: %v", err)
 	}
 }
-
-// TestNativeEmbeddingsRefused: the native engine has no embeddings; the
-// answer says so in OpenAI's error shape (a remote engine passes them
-// through: TestPassThroughToRemoteEngine).
-func TestNativeEmbeddingsRefused(t *testing.T) {
-	c := client(start(t))
-	_, err := c.Embeddings.New(context.Background(), openai.EmbeddingNewParams{Model: "autoglm-test", Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String("hi")}})
-	var ae *openai.Error
-	if !errors.As(err, &ae) || ae.StatusCode != 400 || ae.Code != "unsupported" || !strings.Contains(ae.Message, "does not serve embeddings") {
-		t.Fatalf("got %v", err)
-	}
-}

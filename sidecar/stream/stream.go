@@ -26,6 +26,8 @@ type Result struct {
 	Finish           string
 	PromptTokens     int
 	CompletionTokens int
+	// Embedding is the prompt's embedding, for an embedding request.
+	Embedding []float32
 	// Arrived, Admitted (out of the queue, into the engine), FirstToken
 	// and Done are the generation's timestamps.
 	Arrived, Admitted, FirstToken, Done time.Time
