@@ -70,7 +70,7 @@ func TestParse(t *testing.T) {
 		{"Let me check.\n<tool_call>{\"name\":\"a\",\"arguments\":{}}</tool_call>\n<tool_call>{\"name\":\"b\",\"arguments\":{\"x\":1}}</tool_call>",
 			"Let me check.", []string{"a:{}", `b:{"x":1}`}},
 		{"<tool_call>{\"name\":\"a\",\"arguments\":[1]}</tool_call>", "<tool_call>{\"name\":\"a\",\"arguments\":[1]}</tool_call>", nil}, // not an object
-		{"<tool_call>{\"name\":\"a\"", "<tool_call>{\"name\":\"a\"", nil},                                                          // cut
+		{"<tool_call>{\"name\":\"a\"", "<tool_call>{\"name\":\"a\"", nil},                                                               // cut
 		{"plain text", "plain text", nil},
 	} {
 		calls, content := Parse(tc.text, syn)
