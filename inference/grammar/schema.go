@@ -18,6 +18,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 type kind uint8
@@ -117,7 +119,24 @@ func (e *Error) Error() string {
 // minItems, maxItems, enum, const, anyOf, $ref to $defs/definitions,
 // minLength, maxLength, nullable types). A keyword it cannot enforce
 // (pattern, format, minimum, …) is an *Error naming it, never ignored.
+//
+// A schema compiled before (byte for byte) gives the same grammar, so the
+// masks a vocabulary cached for it serve the next request too.
 func Compile(schema []byte) (*Grammar, error) {
+	if g, ok := compiled.Get(string(schema)); ok {
+		return g, nil
+	}
+	g, err := compile(schema)
+	if err == nil {
+		compiled.Add(string(schema), g)
+	}
+	return g, err
+}
+
+// compiled holds the grammars of recent schemas and choices.
+var compiled, _ = lru.New[string, *Grammar](256)
+
+func compile(schema []byte) (*Grammar, error) {
 	var doc any
 	d := json.NewDecoder(bytes.NewReader(schema))
 	d.UseNumber()
@@ -663,6 +682,25 @@ type Alt struct {
 // (which must differ before either ends): a tool call is
 // `{"name":"get_weather","arguments":` + the tool's parameters + `}`.
 func Choice(alts []Alt) (*Grammar, error) {
+	var key strings.Builder
+	key.WriteString("choice\x00")
+	for _, a := range alts {
+		for _, p := range [][]byte{a.Prefix, a.Schema, a.Suffix} {
+			key.Write(p)
+			key.WriteByte(0)
+		}
+	}
+	if g, ok := compiled.Get(key.String()); ok {
+		return g, nil
+	}
+	g, err := choice(alts)
+	if err == nil {
+		compiled.Add(key.String(), g)
+	}
+	return g, err
+}
+
+func choice(alts []Alt) (*Grammar, error) {
 	c := compiler{}
 	root := c.newNode(kBranch)
 	for i, a := range alts {

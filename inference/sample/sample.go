@@ -67,8 +67,22 @@ func (s *Sampler) Sample(logits []float32) int {
 	var sum float64
 	for i, v := range logits {
 		p := math.Exp((float64(v) - mx) / s.p.Temperature)
-		c = append(c, cand{i, p})
-		sum += p
+		if p > 0 { // a token masked to -Inf (or too unlikely to matter) is no candidate
+			c = append(c, cand{i, p})
+			sum += p
+		}
+	}
+	s.cand = c
+	if (s.p.TopK <= 0 || s.p.TopK >= len(c)) && (s.p.TopP <= 0 || s.p.TopP >= 1) && s.p.MinP <= 0 {
+		// Nothing is cut from the distribution: draw from it as it is,
+		// without sorting the vocabulary.
+		r := s.rng.Float64() * sum
+		for _, x := range c {
+			if r -= x.p; r <= 0 {
+				return x.tok
+			}
+		}
+		return c[len(c)-1].tok
 	}
 	sort.Slice(c, func(i, j int) bool { return c[i].p > c[j].p || (c[i].p == c[j].p && c[i].tok < c[j].tok) })
 	if k := s.p.TopK; k > 0 && k < len(c) {
