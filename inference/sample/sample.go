@@ -84,34 +84,10 @@ func (s *Sampler) Sample(logits []float32) int {
 		}
 		return c[len(c)-1].tok
 	}
-	sort.Slice(c, func(i, j int) bool { return c[i].p > c[j].p || (c[i].p == c[j].p && c[i].tok < c[j].tok) })
-	if k := s.p.TopK; k > 0 && k < len(c) {
-		c = c[:k]
-	}
-	if mp := s.p.MinP; mp > 0 {
-		n := 0
-		for n < len(c) && c[n].p >= mp*c[0].p {
-			n++
-		}
-		c = c[:max(n, 1)]
-	}
+	c = s.truncate(c)
 	sum = 0
 	for _, x := range c {
 		sum += x.p
-	}
-	if tp := s.p.TopP; tp > 0 && tp < 1 {
-		acc := 0.0
-		for i, x := range c {
-			acc += x.p / sum
-			if acc >= tp {
-				c = c[:i+1]
-				break
-			}
-		}
-		sum = 0
-		for _, x := range c {
-			sum += x.p
-		}
 	}
 	s.cand = c
 	r := s.rng.Float64() * sum
@@ -169,4 +145,105 @@ func Logprobs(logits []float32, tok, top int, dst []inference.TokenLogprob) (flo
 func better(v float32, i int, than inference.TokenLogprob, logits []float32) bool {
 	w := logits[than.Token]
 	return v > w || (v == w && i < than.Token)
+}
+
+// ahead orders candidates: more likely first, then by token id.
+func ahead(a, b cand) bool { return a.p > b.p || (a.p == b.p && a.tok < b.tok) }
+
+// head is how many of the most likely candidates truncate sorts first;
+// it grows fourfold while the cut may lie beyond it.
+const head = 256
+
+// truncate keeps the candidates top_k, then min_p, then top_p keep, most
+// likely first. Only the head of the distribution can survive, so it is
+// selected (in linear time) and sorted, not the whole vocabulary; the
+// head grows until the cut is inside it.
+func (s *Sampler) truncate(c []cand) []cand {
+	k := len(c)
+	if s.p.TopK > 0 && s.p.TopK < k {
+		k = s.p.TopK
+	}
+	floor := 0.0
+	if s.p.MinP > 0 {
+		top := 0.0
+		for _, x := range c {
+			top = math.Max(top, x.p)
+		}
+		floor = s.p.MinP * top
+	}
+	topP := s.p.TopP > 0 && s.p.TopP < 1
+	// The mass top_p is relative to (what top_k and min_p keep), when
+	// top_k cuts nothing: one pass over all candidates.
+	kept := -1.0
+	if topP && k == len(c) {
+		kept = 0
+		for _, x := range c {
+			if x.p >= floor {
+				kept += x.p
+			}
+		}
+	}
+	for m := min(k, head); ; m = min(k, 4*m) {
+		selectBest(c, m)
+		h := c[:m]
+		sort.Slice(h, func(i, j int) bool { return ahead(h[i], h[j]) })
+		n := m
+		for n > 1 && h[n-1].p < floor {
+			n--
+		}
+		if n == m && m < k && (!topP || kept < 0) {
+			continue // the min_p or top_k cut lies beyond the head
+		}
+		h = h[:n]
+		if !topP {
+			return h
+		}
+		sum := kept
+		if n < m || m == k { // the whole kept set is in the head
+			sum = 0
+			for _, x := range h {
+				sum += x.p
+			}
+		}
+		acc := 0.0
+		for i, x := range h {
+			if acc += x.p / sum; acc >= s.p.TopP {
+				return h[:i+1]
+			}
+		}
+		if n < m || m == k {
+			return h
+		}
+	}
+}
+
+// selectBest moves the m best candidates to c[:m], in no order
+// (quickselect).
+func selectBest(c []cand, m int) {
+	lo, hi := 0, len(c)-1
+	for lo < hi {
+		p := c[lo+(hi-lo)/2]
+		i, j := lo, hi
+		for i <= j {
+			for ahead(c[i], p) {
+				i++
+			}
+			for ahead(p, c[j]) {
+				j--
+			}
+			if i <= j {
+				c[i], c[j] = c[j], c[i]
+				i++
+				j--
+			}
+		}
+		switch {
+		case m-1 <= j:
+			hi = j
+		case m-1 >= i:
+			lo = i
+		default:
+			return
+		}
+	}
 }

@@ -1,6 +1,10 @@
 package sample
 
 import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
 	"testing"
 
 	"github.com/open-autoglm/autoglm/inference"
@@ -73,5 +77,93 @@ func TestRepetitionPenalty(t *testing.T) {
 	s.Observe(1)
 	if got := s.Sample(logits()); got != 4 {
 		t.Fatalf("penalised 1 (3 → 1.5) should lose to 4 (2.9), got %d", got)
+	}
+}
+
+// BenchmarkSample: one token from a vocabulary of 32k and 152k (Llama 2,
+// Qwen2) at temperature 1, drawn from the whole distribution and with
+// top_p (which sorts the head of the candidates). The logits are normal
+// with a deviation of 3, a language model's usual spread; the few largest
+// are raised as a model's confident choices are.
+func BenchmarkSample(b *testing.B) {
+	for _, vocab := range []int{32000, 152064} {
+		rng := rand.New(rand.NewPCG(1, 1))
+		logits := make([]float32, vocab)
+		for i := range logits {
+			logits[i] = float32(rng.NormFloat64() * 3)
+		}
+		for i := range 20 {
+			logits[rng.IntN(vocab)] = 15 - float32(i)/2
+		}
+		for _, p := range []inference.Sampling{{Temperature: 1}, {Temperature: 1, TopP: 0.9}} {
+			b.Run(fmt.Sprintf("vocab=%d/top_p=%g", vocab, p.TopP), func(b *testing.B) {
+				s := New(p)
+				for b.Loop() {
+					s.Sample(logits)
+				}
+			})
+		}
+	}
+}
+
+// truncate keeps what sorting the whole vocabulary and cutting it (top_k,
+// then min_p, then top_p, as vLLM orders them) keeps.
+func TestTruncateAgainstFullSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for trial := range 300 {
+		n := 1 + rng.IntN(5000)
+		c := make([]cand, n)
+		for i := range c {
+			c[i] = cand{i, math.Exp(rng.NormFloat64() * float64(1+trial%4))}
+			if trial%5 == 0 {
+				c[i].p = float64(rng.IntN(4)) + 1 // ties
+			}
+		}
+		p := inference.Sampling{Temperature: 1}
+		switch trial % 4 {
+		case 0:
+			p.TopP = rng.Float64()
+		case 1:
+			p.TopK = 1 + rng.IntN(2*n)
+			p.TopP = rng.Float64()
+		case 2:
+			p.MinP = rng.Float64() * 0.5
+		case 3:
+			p.MinP, p.TopP = rng.Float64()*0.2, rng.Float64()
+		}
+		want := append([]cand(nil), c...)
+		sort.Slice(want, func(i, j int) bool { return ahead(want[i], want[j]) })
+		if p.TopK > 0 && p.TopK < len(want) {
+			want = want[:p.TopK]
+		}
+		if p.MinP > 0 {
+			k := 0
+			for k < len(want) && want[k].p >= p.MinP*want[0].p {
+				k++
+			}
+			want = want[:max(k, 1)]
+		}
+		if p.TopP > 0 && p.TopP < 1 {
+			sum := 0.0
+			for _, x := range want {
+				sum += x.p
+			}
+			acc := 0.0
+			for i, x := range want {
+				if acc += x.p / sum; acc >= p.TopP {
+					want = want[:i+1]
+					break
+				}
+			}
+		}
+		got := New(p).truncate(append([]cand(nil), c...))
+		if len(got) != len(want) {
+			t.Fatalf("trial %d (%+v, %d candidates): kept %d, want %d", trial, p, n, len(got), len(want))
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("trial %d: candidate %d is %+v, want %+v", trial, i, got[i], want[i])
+			}
+		}
 	}
 }
