@@ -164,6 +164,15 @@ type Tokenizer interface {
 	ToolSyntax() ToolSyntax
 }
 
+// Forker is an Engine that can start a sequence from another's state: n
+// choices of one prompt prefill it once and share its KV cache.
+type Forker interface {
+	// Fork makes the sequence in slot dst (started with Start) a copy of
+	// src's: the same tokens fed, sharing src's KV cache until either
+	// writes. Each then goes on alone.
+	Fork(dst, src int) error
+}
+
 // Engine executes a model. All methods except Info and Tokenizer are called
 // from one goroutine (the scheduler's), so implementations need no locking
 // for per-slot state.

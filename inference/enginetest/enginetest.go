@@ -210,6 +210,49 @@ func Run(t *testing.T, fresh func(t *testing.T) inference.Engine) {
 		}
 	})
 
+	t.Run("fork", func(t *testing.T) {
+		e := fresh(t)
+		f, ok := e.(inference.Forker)
+		if !ok {
+			t.Fatal("the engine does not fork sequences (Fork)")
+		}
+		p := prompt(20, 6)
+		want := decode(t, fresh(t), 0, [][]int{p}, 6)
+		for _, s := range []int{0, 1, 2} {
+			if err := e.Start(s, greedy); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := e.Step(context.Background(), []inference.Input{{Slot: 0, Tokens: p[:19]}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []int{1, 2} {
+			if err := f.Fork(s, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		in := []inference.Input{{Slot: 0, Tokens: p[19:], Sample: true}, {Slot: 1, Tokens: p[19:], Sample: true}, {Slot: 2, Tokens: p[19:], Sample: true}}
+		var got [3][]int
+		for range 6 {
+			out, err := e.Step(context.Background(), in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, o := range out {
+				got[i] = append(got[i], o.Token)
+				in[i].Tokens = []int{o.Token}
+			}
+		}
+		for i := range got {
+			if !slices.Equal(got[i], want) {
+				t.Fatalf("fork %d decodes %v, the prompt alone %v", i, got[i], want)
+			}
+		}
+		if err := f.Fork(3, 0); !errors.Is(err, inference.ErrSlot) && e.Info().Slots > 3 {
+			t.Fatalf("fork into a slot never started: %v", err)
+		}
+	})
+
 	t.Run("log probabilities", func(t *testing.T) {
 		e := fresh(t)
 		if err := e.Start(0, inference.Sampling{Logprobs: true, TopLogprobs: 5}); err != nil {

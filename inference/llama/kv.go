@@ -16,6 +16,7 @@ type KVPool struct {
 	k, v         [][]float32 // per layer: blocks × block × kvDim
 	mu           sync.Mutex
 	free         []int
+	refs         []int32 // sequences holding each block (forks share blocks)
 }
 
 // NewPool makes a pool of at least tokens positions in blocks of block.
@@ -30,6 +31,7 @@ func (m *Model) NewPool(tokens, block int) *KVPool {
 	for i := n - 1; i >= 0; i-- {
 		p.free = append(p.free, i)
 	}
+	p.refs = make([]int32, n)
 	return p
 }
 
@@ -51,13 +53,64 @@ func (p *KVPool) take() (int, bool) {
 	}
 	b := p.free[len(p.free)-1]
 	p.free = p.free[:len(p.free)-1]
+	p.refs[b] = 1
 	return b, true
 }
 
+// give lets go of blocks; a block is free once no sequence holds it.
 func (p *KVPool) give(blocks []int) {
 	p.mu.Lock()
-	p.free = append(p.free, blocks...)
+	for _, b := range blocks {
+		if p.refs[b]--; p.refs[b] == 0 {
+			p.free = append(p.free, b)
+		}
+	}
 	p.mu.Unlock()
+}
+
+// Fork makes s a copy of src's sequence: the same positions, holding
+// src's KV blocks with it. A shared block is copied when either sequence
+// writes into it (the last, partly filled one, as both go on), so a
+// prompt's KV cache is computed and kept once for several continuations.
+func (s *State) Fork(src *State) error {
+	if s.pool != src.pool {
+		return errors.New("llama: fork across KV pools")
+	}
+	s.Reset()
+	p := s.pool
+	p.mu.Lock()
+	for _, b := range src.blocks {
+		p.refs[b]++
+	}
+	p.mu.Unlock()
+	s.blocks = append(s.blocks, src.blocks...)
+	s.Pos = src.Pos
+	return nil
+}
+
+// own makes the block holding pos s's alone, copying it if it is shared.
+func (s *State) own(pos int) error {
+	p := s.pool
+	i := pos / p.block
+	b := s.blocks[i]
+	p.mu.Lock()
+	shared := p.refs[b] > 1
+	p.mu.Unlock()
+	if !shared {
+		return nil
+	}
+	nb, ok := p.take()
+	if !ok {
+		return ErrKVFull
+	}
+	n := p.block * p.kvDim
+	for l := range p.k {
+		copy(p.k[l][nb*n:(nb+1)*n], p.k[l][b*n:(b+1)*n])
+		copy(p.v[l][nb*n:(nb+1)*n], p.v[l][b*n:(b+1)*n])
+	}
+	p.give([]int{b})
+	s.blocks[i] = nb
+	return nil
 }
 
 // at is position pos of s in layer l: its K and V vectors.
@@ -67,7 +120,7 @@ func (s *State) at(l, pos int) (k, v []float32) {
 	return p.k[l][i : i+p.kvDim], p.v[l][i : i+p.kvDim]
 }
 
-// growTo makes sure position pos has a block.
+// growTo makes sure position pos has a block of s's own to write.
 func (s *State) growTo(pos int) error {
 	for pos/s.pool.block >= len(s.blocks) {
 		b, ok := s.pool.take()
@@ -76,7 +129,7 @@ func (s *State) growTo(pos int) error {
 		}
 		s.blocks = append(s.blocks, b)
 	}
-	return nil
+	return s.own(pos)
 }
 
 // Reset empties the sequence, returning its blocks to the pool.

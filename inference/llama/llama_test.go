@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -529,5 +530,49 @@ func TestRoPEScaling(t *testing.T) {
 	f, _ := gguf.Parse(b.Bytes())
 	if _, err := llama.Load(f); err == nil || !strings.Contains(err.Error(), "only linear RoPE scaling") {
 		t.Fatalf("yarn: %v", err)
+	}
+}
+
+// A fork shares the prompt's KV blocks, copies the one both write into,
+// and each continuation computes what it would alone.
+func TestForkSharesBlocks(t *testing.T) {
+	m := build(t, tiny.Config{Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 96, Context: 128, Type: gguf.Q8_0, Seed: 3})
+	prompt := []int{3, 9, 4, 22, 17, 5, 8, 30, 2, 11, 40, 1, 6, 7, 13, 21, 19, 44, 2, 9} // 20: one full block of 16, one partial
+	pool := m.NewPool(128, 16)
+	a, b := m.NewStateIn(pool, 128), m.NewStateIn(pool, 128)
+	if err := m.Run([]llama.Feed{{S: a, Tokens: prompt[:19]}}); err != nil {
+		t.Fatal(err)
+	}
+	free := pool.Free()
+	if err := b.Fork(a); err != nil {
+		t.Fatal(err)
+	}
+	if pool.Free() != free || b.Pos != 19 {
+		t.Fatalf("the fork took blocks (%d free, was %d) or lost its position %d", pool.Free(), free, b.Pos)
+	}
+	if err := m.Run([]llama.Feed{{S: a, Tokens: prompt[19:]}, {S: b, Tokens: prompt[19:]}}); err != nil {
+		t.Fatal(err)
+	}
+	if pool.Free() != free-1 {
+		t.Fatalf("%d free blocks after both wrote the shared partial block, want %d (one copied)", pool.Free(), free-1)
+	}
+	for _, cont := range [][2][]int{{{5, 6, 7}, {40, 41, 42}}} {
+		for i, s := range []*llama.State{a, b} {
+			alone := m.NewStateCap(128)
+			if err := m.Run([]llama.Feed{{S: alone, Tokens: append(append([]int(nil), prompt...), cont[i]...)}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Run([]llama.Feed{{S: s, Tokens: cont[i]}}); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(s.Logits, alone.Logits) {
+				t.Fatalf("continuation %d differs from the same tokens alone", i)
+			}
+		}
+	}
+	a.Reset()
+	b.Reset()
+	if pool.Free() != pool.Tokens()/16 {
+		t.Fatalf("%d of %d blocks free after both ended", pool.Free(), pool.Tokens()/16)
 	}
 }

@@ -142,6 +142,21 @@ func (e *Engine) Start(slot int, s inference.Sampling) error {
 	return nil
 }
 
+// Fork makes dst's sequence a copy of src's, sharing its KV blocks.
+func (e *Engine) Fork(dst, src int) error {
+	if dst < 0 || dst >= len(e.states) || src < 0 || src >= len(e.states) || e.samp[dst] == nil || e.samp[src] == nil {
+		return inference.ErrSlot
+	}
+	if err := e.states[dst].Fork(e.states[src]); err != nil {
+		return err
+	}
+	// What the sampler has seen (for the repetition penalty) too.
+	for tok := range e.samp[src].Seen() {
+		e.samp[dst].Observe(tok)
+	}
+	return nil
+}
+
 // Release ends a slot's sequence and frees its KV blocks.
 func (e *Engine) Release(slot int) {
 	if slot >= 0 && slot < len(e.samp) {

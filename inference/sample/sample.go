@@ -37,6 +37,9 @@ func New(p inference.Sampling) *Sampler {
 // repetition penalty.
 func (s *Sampler) Observe(tok int) { s.seen[tok] = true }
 
+// Seen is the set of tokens observed, for a fork of the sequence.
+func (s *Sampler) Seen() map[int]bool { return s.seen }
+
 // Sample picks a token from logits (which it may modify).
 func (s *Sampler) Sample(logits []float32) int {
 	if rp := s.p.RepetitionPenalty; rp > 0 && rp != 1 {

@@ -101,6 +101,16 @@ func (e *Engine) Start(i int, s inference.Sampling) error {
 	return nil
 }
 
+// Fork makes slot dst's sequence a copy of src's.
+func (e *Engine) Fork(dst, src int) error {
+	if dst < 0 || dst >= len(e.slots) || src < 0 || src >= len(e.slots) || !e.slots[dst].started || !e.slots[src].started {
+		return fmt.Errorf("fork slot %d from %d: %w", dst, src, inference.ErrSlot)
+	}
+	d, s := &e.slots[dst], e.slots[src]
+	d.hash, d.length, d.gen = s.hash, s.length, s.gen
+	return nil
+}
+
 func (e *Engine) Release(i int) {
 	if i >= 0 && i < len(e.slots) {
 		e.slots[i] = slot{}
