@@ -76,7 +76,7 @@ func New(cfg Config, eng inference.Engine, log *slog.Logger) *Scheduler {
 	s := &Scheduler{cfg: cfg, eng: eng, info: info, tok: eng.Tokenizer(), log: log, slotSeq: make([]*Sequence, info.Slots)}
 	s.q = admission.New(cfg.Queue, func(it *admission.Item[*Sequence], err error) {
 		s.m.Reject(admission.Reason(err))
-		it.Value.Finish(Result{}, err)
+		it.Value.abort(err)
 	})
 	for i := info.Slots - 1; i >= 0; i-- {
 		s.free = append(s.free, i)
@@ -121,6 +121,58 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (*Sequence, error) {
 		return nil, err
 	}
 	return seq, nil
+}
+
+// SubmitGroup queues the n choices of one prompt (rs share the prompt;
+// each has its own sampling). With an engine that forks, they are
+// admitted together, the prompt is prefilled once and its KV cache shared;
+// otherwise, or when the group cannot fit the engine at once, each is
+// submitted alone. On an error none is left queued once ctx ends.
+func (s *Scheduler) SubmitGroup(ctx context.Context, rs []Request) ([]*Sequence, error) {
+	_, fork := s.eng.(inference.Forker)
+	total := 0
+	for _, r := range rs {
+		total += len(r.Prompt) + r.MaxTokens
+		if len(r.Prompt) != len(rs[0].Prompt) || len(r.Prompt) == 0 {
+			fork = false
+		}
+	}
+	if len(rs) == 1 || !fork || len(rs) > len(s.slotSeq) || len(rs) > s.cfg.MaxBatchSize || total > s.info.KVTokens {
+		seqs := make([]*Sequence, 0, len(rs))
+		for _, r := range rs {
+			seq, err := s.Submit(ctx, r)
+			if err != nil {
+				return nil, err
+			}
+			seqs = append(seqs, seq)
+		}
+		return seqs, nil
+	}
+	seqs := make([]*Sequence, len(rs))
+	for i, r := range rs {
+		reserve := len(r.Prompt) + r.MaxTokens
+		if reserve > s.info.ContextLength {
+			return nil, fmt.Errorf("%w: %d prompt + %d max tokens > %d", ErrTooLong, len(r.Prompt), r.MaxTokens, s.info.ContextLength)
+		}
+		seq := &Sequence{req: r, sched: s, reserve: reserve}
+		seqs[i] = seq
+		if i == 0 {
+			seq.Init(ctx, seq.leave)
+		} else {
+			seq.leader = seqs[0]
+			seq.Init(ctx, nil) // never queued: the leader is
+			seq.item = admission.Item[*Sequence]{Priority: r.Priority, Tenant: r.Tenant, Ctx: ctx, Value: seq}
+		}
+		seq.stats.Arrived = time.Now()
+	}
+	leader := seqs[0]
+	leader.members = seqs[1:]
+	leader.item = admission.Item[*Sequence]{Priority: rs[0].Priority, Tenant: rs[0].Tenant, Ctx: ctx, Value: leader}
+	if err := s.q.TryEnqueue(&leader.item); err != nil {
+		s.m.Reject(admission.Reason(err))
+		return nil, err
+	}
+	return seqs, nil
 }
 
 // Close stops admission; queued and running sequences still finish.
@@ -189,7 +241,7 @@ func (s *Scheduler) waitForBatch(ctx context.Context) {
 // passed, freeing their slots before the next step.
 func (s *Scheduler) reap() {
 	if s.held != nil && s.held.item.Ctx.Err() != nil {
-		s.held.Finish(Result{}, s.held.item.Ctx.Err())
+		s.held.abort(s.held.item.Ctx.Err())
 		s.held = nil
 	}
 	n := 0
@@ -203,7 +255,7 @@ func (s *Scheduler) reap() {
 	}
 	clear(s.running[n:])
 	s.running = s.running[:n]
-	s.nRunning.Store(int64(n))
+	s.compact() // a leader retired above takes its waiting members with it
 }
 
 // admit moves queued sequences into free slots while the batch and the KV
@@ -219,25 +271,62 @@ func (s *Scheduler) admit() {
 			}
 			seq = it.Value
 		}
-		if s.kvUsed+seq.reserve > s.info.KVTokens {
+		need := 1 + len(seq.members)
+		if s.kvUsed+seq.groupReserve() > s.info.KVTokens || len(s.free) < need || len(s.running)+need > s.cfg.MaxBatchSize {
 			s.held = seq
 			break
 		}
-		slot := s.free[len(s.free)-1]
-		if err := s.eng.Start(slot, seq.req.Sampling); err != nil {
-			seq.Finish(Result{}, fmt.Errorf("start sequence: %w", err))
-			continue
+		if err := s.startGroup(seq); err != nil {
+			seq.abort(fmt.Errorf("start sequence: %w", err))
 		}
-		s.free = s.free[:len(s.free)-1]
-		seq.slot = slot
-		s.slotSeq[slot] = seq
-		s.kvUsed += seq.reserve
-		s.running = append(s.running, seq)
-		seq.stats.Admitted = time.Now()
-		s.m.ObserveAdmitted(seq.stats.Admitted.Sub(seq.item.Enqueued()), len(seq.req.Prompt))
 	}
 	s.nRunning.Store(int64(len(s.running)))
 	s.nKV.Store(int64(s.kvUsed))
+}
+
+// startGroup gives a sequence and its members a slot each.
+func (s *Scheduler) startGroup(seq *Sequence) error {
+	group := append([]*Sequence{seq}, seq.members...)
+	for i, q := range group {
+		slot := s.free[len(s.free)-1]
+		if err := s.eng.Start(slot, q.req.Sampling); err != nil {
+			for _, started := range group[:i] {
+				s.retire(started, "", err)
+			}
+			s.compact()
+			return err
+		}
+		s.free = s.free[:len(s.free)-1]
+		q.slot = slot
+		s.slotSeq[slot] = q
+		s.kvUsed += q.reserve
+		s.running = append(s.running, q)
+		q.stats.Admitted = time.Now()
+		s.m.ObserveAdmitted(q.stats.Admitted.Sub(seq.item.Enqueued()), len(q.req.Prompt))
+	}
+	return nil
+}
+
+// fork hands the prompt's KV cache of every leader that has prefilled
+// all of it but the last token to its members.
+func (s *Scheduler) fork() {
+	for _, seq := range s.running {
+		if len(seq.members) == 0 || seq.forked || seq.fed < seq.target() {
+			continue
+		}
+		seq.forked = true
+		for _, m := range seq.members {
+			if s.slotSeq[m.slot] != m {
+				continue // ended already
+			}
+			if err := s.eng.(inference.Forker).Fork(m.slot, seq.slot); err != nil {
+				s.retire(m, "", fmt.Errorf("fork sequence: %w", err))
+				continue
+			}
+			m.fed, m.forked = seq.fed, true
+		}
+	}
+	s.compact()
 }
 
 // stepSpan starts the span of a step when a running request is sampled;
@@ -260,6 +349,7 @@ func (s *Scheduler) stepSpan(ctx context.Context, seqs, tokens int) trace.Span {
 // step runs one engine step: one token for each decoding sequence, then
 // prompt chunks in admission order under the token budget.
 func (s *Scheduler) step(ctx context.Context) {
+	s.fork()
 	budget := s.cfg.MaxBatchTokens
 	in := s.inputs[:0]
 	for _, seq := range s.running {
@@ -270,9 +360,14 @@ func (s *Scheduler) step(ctx context.Context) {
 		}
 	}
 	for _, seq := range s.running {
-		if rest := len(seq.req.Prompt) - seq.fed; rest > 0 && budget > 0 {
+		if seq.waiting() {
+			continue
+		}
+		target := seq.target()
+		if rest := target - seq.fed; rest > 0 && budget > 0 {
 			n := min(rest, budget)
-			in = append(in, inference.Input{Slot: seq.slot, Tokens: seq.req.Prompt[seq.fed : seq.fed+n], Sample: n == rest})
+			in = append(in, inference.Input{Slot: seq.slot, Tokens: seq.req.Prompt[seq.fed : seq.fed+n],
+				Sample: n == rest && target == len(seq.req.Prompt)})
 			seq.feeding = n
 			budget -= n
 		}
@@ -359,6 +454,11 @@ func (s *Scheduler) retire(seq *Sequence, finish string, err error) {
 	if s.slotSeq[seq.slot] != seq {
 		return
 	}
+	if !seq.forked {
+		for _, m := range seq.members { // they wait for a prefill that will not come
+			s.retire(m, finish, err)
+		}
+	}
 	s.eng.Release(seq.slot)
 	s.slotSeq[seq.slot] = nil
 	s.free = append(s.free, seq.slot)
@@ -397,11 +497,11 @@ func (s *Scheduler) stopAll() {
 	}
 	s.running = s.running[:0]
 	if s.held != nil {
-		s.held.Finish(Result{}, ErrStopped)
+		s.held.abort(ErrStopped)
 		s.held = nil
 	}
 	for it := s.q.TryDequeue(); it != nil; it = s.q.TryDequeue() {
-		it.Value.Finish(Result{}, ErrStopped)
+		it.Value.abort(ErrStopped)
 	}
 	s.nRunning.Store(0)
 	s.nKV.Store(0)

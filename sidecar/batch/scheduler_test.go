@@ -334,3 +334,72 @@ func TestTokenBudgetChunksPrefill(t *testing.T) {
 		t.Fatalf("steps %v", eng.steps)
 	}
 }
+
+// counting counts the tokens an engine is fed.
+type counting struct {
+	*testengine.Engine
+	fed int
+}
+
+func (c *counting) Step(ctx context.Context, in []inference.Input) ([]inference.Output, error) {
+	for _, x := range in {
+		c.fed += len(x.Tokens)
+	}
+	return c.Engine.Step(ctx, in)
+}
+
+func (c *counting) Fork(dst, src int) error { return c.Engine.Fork(dst, src) }
+
+// The n choices of a prompt prefill it once: the leader all but the last
+// token, the members fork its cache; each decodes as it would alone.
+func TestGroupPrefillsOnce(t *testing.T) {
+	prompt := []int(nil)
+	for i := range 40 {
+		prompt = append(prompt, 'a'+i%26)
+	}
+	alone := start(t, Config{}, testengine.New(testengine.Config{}))
+	want, _, _ := readAll(t, mustSubmit(t, alone, Request{Prompt: prompt, MaxTokens: 5}))
+
+	eng := &counting{Engine: testengine.New(testengine.Config{})}
+	s := start(t, Config{}, eng)
+	seqs, err := s.SubmitGroup(context.Background(), []Request{{Prompt: prompt, MaxTokens: 5}, {Prompt: prompt, MaxTokens: 5}, {Prompt: prompt, MaxTokens: 5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, seq := range seqs {
+		got, res, err := readAll(t, seq)
+		if err != nil || got != want || res.PromptTokens != 40 || res.CompletionTokens != 5 {
+			t.Fatalf("choice %d: %q %+v %v, alone %q", i, got, res, err, want)
+		}
+	}
+	// 39 + 3 × (the last prompt token + 4 decoded), not 3 × (40 + 4).
+	if eng.fed != 39+3*5 {
+		t.Fatalf("fed %d tokens, want %d", eng.fed, 39+3*5)
+	}
+}
+
+// A group that never runs ends together.
+func TestGroupStoppedWhileQueued(t *testing.T) {
+	s := New(Config{MaxBatchSize: 8, MaxBatchTokens: 64, Queue: admission.Config{Levels: 1, MaxQueue: 4}}, testengine.New(testengine.Config{}), quiet)
+	seqs, err := s.SubmitGroup(context.Background(), []Request{{Prompt: []int{1, 2}, MaxTokens: 2}, {Prompt: []int{1, 2}, MaxTokens: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.Run(ctx)
+	for i, seq := range seqs {
+		if _, _, err := readAll(t, seq); !errors.Is(err, ErrStopped) {
+			t.Fatalf("choice %d: %v, want ErrStopped", i, err)
+		}
+	}
+}
+
+func mustSubmit(t *testing.T, s *Scheduler, r Request) *Sequence {
+	t.Helper()
+	seq, err := s.Submit(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seq
+}

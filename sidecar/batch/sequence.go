@@ -55,6 +55,40 @@ type Sequence struct {
 	lps     []stream.Logprob // of tokens not yet delivered
 	reserve int
 	stats   Result // passed to Finish when the sequence ends
+	// A group (SubmitGroup): the leader prefills the prompt but its last
+	// token, then its members fork its KV cache and all go on alone.
+	members []*Sequence // the leader's
+	leader  *Sequence   // a member's
+	forked  bool        // the leader's members have forked; a member has
+}
+
+// abort ends a sequence that never ran, and its group.
+func (s *Sequence) abort(err error) {
+	s.Finish(Result{}, err)
+	for _, m := range s.members {
+		m.Finish(Result{}, err)
+	}
+}
+
+// waiting says whether a member waits for its leader's prefill.
+func (s *Sequence) waiting() bool { return s.leader != nil && !s.forked }
+
+// target is how much of the prompt the sequence feeds itself: a leader
+// whose members have not forked stops before the last token.
+func (s *Sequence) target() int {
+	if len(s.members) > 0 && !s.forked {
+		return len(s.req.Prompt) - 1
+	}
+	return len(s.req.Prompt)
+}
+
+// groupReserve is the KV budget a sequence and its members take.
+func (s *Sequence) groupReserve() int {
+	r := s.reserve
+	for _, m := range s.members {
+		r += m.reserve
+	}
+	return r
 }
 
 // leave takes a sequence whose caller has gone out of the queue, if it is

@@ -57,6 +57,29 @@ func (l *local) start(ctx context.Context, g *generation, priority int, tenant s
 	return seq, nil
 }
 
+// startGroup queues the n choices of one generation as a group: the
+// prompt prefilled once, its KV cache shared (batch.SubmitGroup).
+func (l *local) startGroup(ctx context.Context, gs []*generation, priority int, tenant string) ([]reader, error) {
+	rs := make([]batch.Request, len(gs))
+	for i, g := range gs {
+		r, aerr := l.request(g)
+		if aerr != nil {
+			return nil, aerr
+		}
+		r.Priority, r.Tenant = priority, tenant
+		rs[i] = r
+	}
+	seqs, err := l.sched.SubmitGroup(ctx, rs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]reader, len(seqs))
+	for i, s := range seqs {
+		out[i] = s
+	}
+	return out, nil
+}
+
 func (l *local) load() (telemetry.Load, int) {
 	running, queued, kv := l.sched.Load()
 	return telemetry.Load{Running: running, Capacity: l.maxBatch, KVUsed: kv, KVTotal: l.info.KVTokens}, queued

@@ -199,15 +199,21 @@ func (s *Server) start(w http.ResponseWriter, r *http.Request, c *call, g *gener
 // under the same deadline (a request passed through to a remote engine
 // is one, whatever its n), and the generations that came with it.
 func (s *Server) startChoices(ctx context.Context, g *generation, pri int, tenant string) ([]reader, error) {
-	all := []*generation{g}
+	choices := []*generation{g}
 	for i := 1; i < g.n && g.raw == nil; i++ {
 		gi := *g
 		gi.sampling.Seed += int64(i) // with a seed the choices are reproducible, not equal
-		all = append(all, &gi)
+		choices = append(choices, &gi)
 	}
-	all = append(all, g.more...)
-	seqs := make([]reader, 0, len(all))
-	for _, gi := range all {
+	var seqs []reader
+	if l, ok := s.be.(*local); ok && len(choices) > 1 {
+		group, err := l.startGroup(ctx, choices, pri, tenant)
+		if err != nil {
+			return nil, err
+		}
+		seqs, choices = group, nil
+	}
+	for _, gi := range append(choices, g.more...) {
 		seq, err := s.be.start(ctx, gi, pri, tenant)
 		if err != nil {
 			return nil, err // the request's context ends the queued ones
