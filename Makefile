@@ -16,7 +16,7 @@ RUN_GRPC  ?= 127.0.0.1:9090
 # built in a git checkout, whatever GOFLAGS says.
 BUILDVCS  := $(shell git rev-parse --git-dir >/dev/null 2>&1 && echo -buildvcs=true)
 
-.PHONY: images help deps spire istioctl kube ratelimit golangci-lint build filter filter-image run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz chaos clean
+.PHONY: images help deps node-sdk spire istioctl kube ratelimit golangci-lint build filter filter-image run run-sidecar test test-race bench lint generate check-generate tools protoc fuzz chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}' | \
@@ -45,7 +45,7 @@ run: build ## the local stack: autoglm-xds, two sidecar versions (90/10), Envoy 
 run-sidecar: build ## just one sidecar on the embedded default engine
 	./$(BIN)/autoglm-sidecar -config sidecar/cmd/autoglm-sidecar/dev.yaml -http-addr $(RUN_ADDR) -grpc-addr $(RUN_GRPC) -log-format text
 
-test: lint check-generate deps spire istioctl kube ratelimit images ## vet, format check, generated-code check and all tests (race detector on every package with concurrency: test/tools/race-packages.sh)
+test: lint check-generate deps spire istioctl kube ratelimit node-sdk images ## vet, format check, generated-code check and all tests (race detector on every package with concurrency: test/tools/race-packages.sh)
 	$(GO) test -count=1 -timeout 15m ./...
 	cd filter && $(GO) test -count=1 -timeout 5m ./...
 	$(GO) test -count=1 -timeout 10m -race $$(./test/tools/race-packages.sh)
@@ -79,6 +79,9 @@ lint: golangci-lint ## go vet, golangci-lint (.golangci.yml: a small set of bug-
 deps: ## system packages the tests use (redis-server), installed with apt when missing
 	@command -v redis-server >/dev/null || { echo "installing redis-server (Debian)"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; }
+
+node-sdk: ## install the OpenAI Node SDK pinned by test/nodesdk once into $(dir $(TOOLS))nodesdk-<version> (Node.js from Debian if missing)
+	./test/tools/install-node-sdk.sh
 
 spire: ## build spire-server and spire-agent v1.15.3 once into $(dir $(TOOLS))spire-1.15.3 (cold: ~10 min)
 	./test/tools/build-spire.sh

@@ -1,0 +1,20 @@
+#!/bin/sh
+# install-node-sdk.sh — installs the OpenAI Node SDK pinned by
+# test/nodesdk/package-lock.json once into $AUTOGLM_TOOLS/nodesdk-<version>
+# (default ~/.cache/autoglm-tools) with `npm ci` from the npm registry;
+# Node.js and npm from Debian's packages when they are missing.
+set -eu
+root=$(cd "$(dirname "$0")/../.." && pwd)
+tools=${AUTOGLM_TOOLS:-$HOME/.cache/autoglm-tools}
+ver=$(sed -n 's/.*"openai": "\(.*\)".*/\1/p' "$root/test/nodesdk/package.json")
+dir="$tools/nodesdk-$ver"
+[ -f "$dir/done" ] && exit 0
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+	echo "installing nodejs and npm (Debian)"
+	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) >/dev/null
+fi
+rm -rf "$dir"
+mkdir -p "$dir"
+cp "$root/test/nodesdk/package.json" "$root/test/nodesdk/package-lock.json" "$dir/"
+(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+touch "$dir/done"
