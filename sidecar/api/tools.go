@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
-
-	"github.com/open-autoglm/autoglm/inference/grammar"
 )
 
 // toolName is OpenAI's rule for function names.
@@ -40,12 +38,8 @@ func decodeTools(r *ChatRequest, p *problems) {
 				p.add(at+".function.name", "%q is declared twice", t.Function.Name)
 			}
 			seen[t.Function.Name] = true
-			if isSet(t.Function.Parameters) {
-				if t.Function.Parameters[0] != '{' {
-					p.add(at+".function.parameters", "must be a JSON Schema object")
-				} else if _, err := grammar.Compile(t.Function.Parameters); err != nil {
-					p.add(at+".function.parameters", "%v", err)
-				}
+			if isSet(t.Function.Parameters) && t.Function.Parameters[0] != '{' {
+				p.add(at+".function.parameters", "must be a JSON Schema object")
 			}
 		}
 	}
@@ -122,7 +116,8 @@ func decodeMessageTools(m *ChatMessage, i int, p *problems) {
 	}
 }
 
-// decodeFormat compiles response_format's schema for constrained decoding.
+// decodeFormat reads response_format's JSON output and its schema (which
+// the server compiles for constrained decoding).
 func decodeFormat(r *ChatRequest, p *problems) {
 	rf := r.ResponseFormat
 	if rf == nil {
@@ -131,7 +126,7 @@ func decodeFormat(r *ChatRequest, p *problems) {
 	switch rf.Type {
 	case "text":
 	case "json_object":
-		r.Format = grammar.JSONObject()
+		r.Format = &JSONFormat{}
 	case "json_schema":
 		var js struct {
 			Name        string          `json:"name"`
@@ -149,12 +144,7 @@ func decodeFormat(r *ChatRequest, p *problems) {
 		if !isSet(js.Schema) {
 			js.Schema = json.RawMessage(`{}`)
 		}
-		g, err := grammar.Compile(js.Schema)
-		if err != nil {
-			p.add("response_format.json_schema.schema", "%v", err)
-			return
-		}
-		r.Format = g
+		r.Format = &JSONFormat{Schema: js.Schema}
 	default:
 		p.add("response_format.type", "must be text, json_object or json_schema, got %q", rf.Type)
 	}

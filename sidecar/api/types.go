@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-
-	"github.com/open-autoglm/autoglm/inference/grammar"
 )
 
 // Role names accepted in chat messages.
@@ -140,10 +138,15 @@ type ChatRequest struct {
 	ReasoningEffort string `json:"reasoning_effort"`
 
 	// Set by the decoder for the native engine: the tools, the tool
-	// choice, and the grammar of response_format (nil for text).
-	ToolDefs []ToolDef        `json:"-"`
-	Choice   ToolChoice       `json:"-"`
-	Format   *grammar.Grammar `json:"-"`
+	// choice, and the JSON output response_format asks for (nil: text).
+	ToolDefs []ToolDef   `json:"-"`
+	Choice   ToolChoice  `json:"-"`
+	Format   *JSONFormat `json:"-"`
+}
+
+// JSONFormat is response_format json_object (Schema nil) or json_schema.
+type JSONFormat struct {
+	Schema json.RawMessage
 }
 
 // Prompt is the prompt of a text completion: a string, one string in an

@@ -170,6 +170,14 @@ func TestStructuredOutput(t *testing.T) {
 				!strings.Contains(apiErr.Message, `"pattern" is not supported`) {
 				t.Fatalf("unsupported schema: %v", err)
 			}
+			_, err = c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: model,
+				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("x")},
+				Tools: []openai.ChatCompletionToolUnionParam{openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{Name: "when",
+					Parameters: shared.FunctionParameters{"type": "object", "properties": map[string]any{"d": map[string]any{"type": "string", "format": "date"}}}})}})
+			if !errors.As(err, &apiErr) || apiErr.StatusCode != 400 || apiErr.Param != "tools[0].function.parameters" ||
+				!strings.Contains(apiErr.Message, `/properties/d/format: the keyword "format" is not supported`) {
+				t.Fatalf("unsupported tool schema: %v", err)
+			}
 		})
 	}
 }
@@ -340,7 +348,7 @@ func TestLocalEmbeddings(t *testing.T) {
 			c, model, url := startLocalURL(t, fresh)
 			ctx := context.Background()
 			inputs := []string{"the weather in Paris", "a recipe for bread", "the weather in Paris"}
-			resp, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: openai.EmbeddingModel(model),
+			resp, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: model,
 				Input: openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: inputs}, EncodingFormat: openai.EmbeddingNewParamsEncodingFormatFloat})
 			if err != nil {
 				t.Fatal(err)
@@ -361,7 +369,7 @@ func TestLocalEmbeddings(t *testing.T) {
 				t.Fatal("equal inputs must embed equally, different ones differently")
 			}
 			// Alone as in a batch; base64 is the same numbers.
-			alone, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: openai.EmbeddingModel(model),
+			alone, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: model,
 				Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String(inputs[1])}})
 			if err != nil || len(alone.Data) != 1 || maxDiff(alone.Data[0].Embedding, resp.Data[1].Embedding) > 1e-5 {
 				t.Fatalf("alone %v differs from in a batch: %v", alone, err)
@@ -392,7 +400,7 @@ func TestLocalEmbeddings(t *testing.T) {
 				t.Fatalf("base64 embedding of token ids: norm² %g", norm)
 			}
 			// What it cannot do is refused by name.
-			_, err = c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: openai.EmbeddingModel(model), Dimensions: openai.Int(4),
+			_, err = c.Embeddings.New(ctx, openai.EmbeddingNewParams{Model: model, Dimensions: openai.Int(4),
 				Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String("x")}})
 			var ae *openai.Error
 			if !errors.As(err, &ae) || ae.StatusCode != 400 || ae.Param != "dimensions" {

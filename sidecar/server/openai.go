@@ -32,7 +32,14 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	g := generation{model: req.Model, chat: toolMessages(req.Messages), maxTokens: req.MaxTokens, stop: req.Stop,
 		sampling: toSampling(&req.Sampling), timeoutMS: req.TimeoutMS, extra: extra, n: 1,
-		tools: engineTools(req.ToolDefs), choice: req.Choice, format: req.Format}
+		tools: engineTools(req.ToolDefs), choice: req.Choice}
+	if s.sched != nil {
+		var aerr *api.Error
+		if g.format, aerr = compileFormat(req); aerr != nil {
+			s.reply(w, c, aerr)
+			return
+		}
+	}
 	if req.N != nil {
 		g.n = *req.N
 	}

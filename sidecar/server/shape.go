@@ -2,12 +2,13 @@ package server
 
 import (
 	"crypto/rand"
-	"encoding/json"
+	"fmt"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/chat"
+	"github.com/open-autoglm/autoglm/inference/grammar"
 	"github.com/open-autoglm/autoglm/sidecar/api"
 	"github.com/open-autoglm/autoglm/sidecar/stream"
 )
@@ -217,6 +218,32 @@ func apiCalls(calls []inference.ToolCall, indexed bool) []api.ToolCall {
 	return out
 }
 
+// compileFormat compiles the grammars a chat request's constrained
+// decoding needs, naming the construct the compiler cannot enforce: the
+// response_format's (returned; nil for text), and the tools' parameters
+// (checked here, compiled again from the cache when a call is required).
+func compileFormat(req *api.ChatRequest) (*grammar.Grammar, *api.Error) {
+	for i, t := range req.ToolDefs {
+		if len(t.Function.Parameters) > 0 && string(t.Function.Parameters) != "null" {
+			if _, err := grammar.Compile(t.Function.Parameters); err != nil {
+				at := fmt.Sprintf("tools[%d].function.parameters", i)
+				return nil, api.Invalid(at, at+": "+err.Error())
+			}
+		}
+	}
+	switch {
+	case req.Format == nil:
+		return nil, nil
+	case req.Format.Schema == nil:
+		return grammar.JSONObject(), nil
+	}
+	g, err := grammar.Compile(req.Format.Schema)
+	if err != nil {
+		return nil, api.Invalid("response_format.json_schema.schema", "response_format.json_schema.schema: "+err.Error())
+	}
+	return g, nil
+}
+
 // callID is a tool call's id, as OpenAI's: "call_" and 24 random
 // characters.
 func callID() string { return "call_" + rand.Text()[:24] }
@@ -237,7 +264,7 @@ func toolMessages(msgs []api.ChatMessage) []inference.Message {
 func engineTools(defs []api.ToolDef) []inference.Tool {
 	out := make([]inference.Tool, len(defs))
 	for i, d := range defs {
-		out[i] = inference.Tool{Name: d.Function.Name, Description: d.Function.Description, Parameters: json.RawMessage(d.Function.Parameters)}
+		out[i] = inference.Tool{Name: d.Function.Name, Description: d.Function.Description, Parameters: d.Function.Parameters}
 	}
 	return out
 }
