@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/open-autoglm/autoglm/internal/schematest"
 )
 
 // Schemas of the kinds structured output and tool calls use.
@@ -34,20 +36,7 @@ var schemas = map[string]string{
 
 // validator compiles schema with an independent JSON Schema implementation.
 func validator(t testing.TB, schema string) *jsonschema.Schema {
-	t.Helper()
-	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(schema))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource("schema.json", doc); err != nil {
-		t.Fatal(err)
-	}
-	s, err := c.Compile("schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return schematest.Compile(t, []byte(schema))
 }
 
 func validate(t testing.TB, s *jsonschema.Schema, out []byte) {
@@ -55,13 +44,7 @@ func validate(t testing.TB, s *jsonschema.Schema, out []byte) {
 	if !json.Valid(out) {
 		t.Fatalf("output is not JSON: %s", out)
 	}
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(out))
-	if err != nil {
-		t.Fatalf("%s: %v", out, err)
-	}
-	if err := s.Validate(inst); err != nil {
-		t.Fatalf("output does not validate: %s\n%v", out, err)
-	}
+	schematest.Validate(t, s, out)
 }
 
 // testVocab is a byte-level vocabulary (every byte a token, as in

@@ -207,13 +207,7 @@ func (m *Matcher) step(i int, b byte) int {
 		if f.st == 0 {
 			f.st, f.cand = 1, all(len(n.alts))
 		}
-		var next uint64
-		for c := f.cand; c != 0; c &= c - 1 {
-			j := bits.TrailingZeros64(c)
-			if l := n.alts[j].parts[0].lit; int(f.pos) < len(l) && l[f.pos] == b {
-				next |= 1 << j
-			}
-		}
+		next := narrow(f.cand, f.pos, b, func(j int) []byte { return n.alts[j].parts[0].lit })
 		if next == 0 {
 			return rReject
 		}
@@ -232,6 +226,18 @@ func (m *Matcher) step(i int, b byte) int {
 		return rConsumed
 	}
 	return rReject
+}
+
+// narrow keeps the candidates whose text has b at pos.
+func narrow(cand uint64, pos int32, b byte, text func(int) []byte) uint64 {
+	var next uint64
+	for c := cand; c != 0; c &= c - 1 {
+		j := bits.TrailingZeros64(c)
+		if l := text(j); int(pos) < len(l) && l[pos] == b {
+			next |= 1 << j
+		}
+	}
+	return next
 }
 
 func all(n int) uint64 {
@@ -492,13 +498,7 @@ func (m *Matcher) stepObject(f *frame, b byte) int {
 		f.st, f.pos = oKey, 0
 		return rConsumed
 	case oKey:
-		var next uint64
-		for c := f.cand; c != 0; c &= c - 1 {
-			j := bits.TrailingZeros64(c)
-			if k := n.props[j].key; int(f.pos) < len(k) && k[f.pos] == b {
-				next |= 1 << j
-			}
-		}
+		next := narrow(f.cand, f.pos, b, func(j int) []byte { return n.props[j].key })
 		if next == 0 {
 			return rReject
 		}

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -21,6 +20,7 @@ import (
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/native"
 	"github.com/open-autoglm/autoglm/inference/testengine"
+	"github.com/open-autoglm/autoglm/internal/schematest"
 )
 
 // localEngines are the engines that run in the sidecar: the native engine
@@ -63,32 +63,13 @@ func startLocalURL(t *testing.T, fresh func() (inference.Engine, string)) (opena
 // schemaValidator compiles a schema with an independent JSON Schema
 // implementation.
 func schemaValidator(t *testing.T, schema map[string]any) *jsonschema.Schema {
-	t.Helper()
 	b, _ := json.Marshal(schema)
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource("s.json", doc); err != nil {
-		t.Fatal(err)
-	}
-	s, err := c.Compile("s.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return schematest.Compile(t, b)
 }
 
 func mustValidate(t *testing.T, s *jsonschema.Schema, text string) {
 	t.Helper()
-	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(text))
-	if err != nil {
-		t.Fatalf("not JSON: %q: %v", text, err)
-	}
-	if err := s.Validate(doc); err != nil {
-		t.Fatalf("%q does not validate: %v", text, err)
-	}
+	schematest.Validate(t, s, []byte(text))
 }
 
 var weatherSchema = map[string]any{

@@ -11,8 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
-
+	"github.com/open-autoglm/autoglm/internal/schematest"
 	"github.com/open-autoglm/autoglm/internal/toolcache"
 )
 
@@ -105,19 +104,19 @@ engine: {kind: remote, model: agents, remote: {url: http://%s, model: autoglm-ti
 			if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
 				t.Fatalf("%v: %s", err, stdout.String())
 			}
-			schema := compileSchema(t, r.Schema)
+			schema := schematest.Compile(t, r.Schema)
 			if len(r.Structured) != 2 {
 				t.Fatalf("%d structured choices", len(r.Structured))
 			}
 			for _, s := range r.Structured {
-				validateJSON(t, schema, s)
+				schematest.Validate(t, schema, []byte(s))
 			}
-			args := compileSchema(t, json.RawMessage(`{"type":"object","properties":{"city":{"type":"string","maxLength":12}},"required":["city"],"additionalProperties":false}`))
+			args := schematest.Compile(t, []byte(`{"type":"object","properties":{"city":{"type":"string","maxLength":12}},"required":["city"],"additionalProperties":false}`))
 			if r.Call.Finish != "tool_calls" || len(r.Call.Calls) != 1 || r.Call.Calls[0].Function.Name != "get_weather" ||
 				!strings.HasPrefix(r.Call.Calls[0].ID, "call_") || r.Call.Content != nil {
 				t.Fatalf("tool call %+v", r.Call)
 			}
-			validateJSON(t, args, r.Call.Calls[0].Function.Arguments)
+			schematest.Validate(t, args, []byte(r.Call.Calls[0].Function.Arguments))
 			if r.Answer.Content == "" || len(r.Answer.Calls) != 0 {
 				t.Fatalf("answer after the tool's result %+v", r.Answer)
 			}
@@ -137,33 +136,5 @@ engine: {kind: remote, model: agents, remote: {url: http://%s, model: autoglm-ti
 				t.Fatalf("embeddings %+v", r.Embeddings)
 			}
 		})
-	}
-}
-
-func compileSchema(t *testing.T, schema json.RawMessage) *jsonschema.Schema {
-	t.Helper()
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(schema))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource("s.json", doc); err != nil {
-		t.Fatal(err)
-	}
-	s, err := c.Compile("s.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func validateJSON(t *testing.T, s *jsonschema.Schema, text string) {
-	t.Helper()
-	doc, err := jsonschema.UnmarshalJSON(strings.NewReader(text))
-	if err != nil {
-		t.Fatalf("not JSON: %q: %v", text, err)
-	}
-	if err := s.Validate(doc); err != nil {
-		t.Fatalf("%q does not validate: %v", text, err)
 	}
 }
