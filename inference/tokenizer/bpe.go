@@ -8,12 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/chat"
 	"github.com/open-autoglm/autoglm/inference/gguf"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Token types of tokenizer.ggml.token_type.
@@ -33,6 +33,7 @@ type BPE struct {
 	pieces  [][]byte
 	ends
 	template string // "chatml" or "llama3"
+	pre      preTokenizer
 }
 
 // Tokenizer is what an engine needs of one.
@@ -153,6 +154,11 @@ func FromGGUF(f *gguf.File) (Tokenizer, error) {
 	if err := t.ends.read(get, len(tokens), false); err != nil {
 		return nil, err
 	}
+	pre, _ := get("tokenizer.ggml.pre").(string)
+	var err error
+	if t.pre, err = preTokenizerNamed(pre); err != nil {
+		return nil, err
+	}
 	sortLongestFirst(t.special)
 	if tpl, _ := get("tokenizer.chat_template").(string); strings.Contains(tpl, "<|start_header_id|>") {
 		t.template = chat.Llama3
@@ -179,7 +185,11 @@ func (t *BPE) Encode(text string) []int {
 				at, sp = i, s
 			}
 		}
-		for _, word := range pretokenize(text[:at]) {
+		plain := text[:at]
+		if t.pre.nfc {
+			plain = norm.NFC.String(plain)
+		}
+		for _, word := range t.pre.pretokenize(plain) {
 			out = t.bpe(word, out)
 		}
 		if sp == "" {
@@ -193,6 +203,11 @@ func (t *BPE) Encode(text string) []int {
 
 // bpe merges one pre-token's byte symbols by rank and appends their ids.
 func (t *BPE) bpe(word string, out []int) []int {
+	if t.pre.ignoreMerges {
+		if id, ok := t.ids[encodeText(word)]; ok {
+			return append(out, id)
+		}
+	}
 	syms := make([]string, 0, len(word))
 	for i := 0; i < len(word); i++ {
 		syms = append(syms, string(byteToRune[word[i]]))
@@ -246,62 +261,6 @@ func (t *BPE) ChatPrompt(msgs []inference.Message, tools []inference.Tool) (stri
 
 // ToolSyntax is how the model's format writes a tool call.
 func (t *BPE) ToolSyntax() inference.ToolSyntax { return chat.Syntax(t.template) }
-
-// pretokenize splits text as GPT-2's pattern does:
-// 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-func pretokenize(s string) []string {
-	var out []string
-	for s != "" {
-		n := pretoken(s)
-		out = append(out, s[:n])
-		s = s[n:]
-	}
-	return out
-}
-
-func pretoken(s string) int {
-	for _, c := range [...]string{"'s", "'t", "'re", "'ve", "'m", "'ll", "'d"} {
-		if strings.HasPrefix(s, c) {
-			return len(c)
-		}
-	}
-	start := 0
-	if s[0] == ' ' && len(s) > 1 {
-		if r, _ := utf8.DecodeRuneInString(s[1:]); !unicode.IsSpace(r) {
-			start = 1
-		}
-	}
-	r, size := utf8.DecodeRuneInString(s[start:])
-	class := func(r rune) int {
-		switch {
-		case unicode.IsLetter(r):
-			return 1
-		case unicode.IsNumber(r):
-			return 2
-		case unicode.IsSpace(r):
-			return 3
-		}
-		return 4
-	}
-	c := class(r)
-	i := start + size
-	for i < len(s) {
-		r2, n := utf8.DecodeRuneInString(s[i:])
-		if class(r2) != c {
-			break
-		}
-		i += n
-	}
-	if c == 3 && i < len(s) {
-		// \s+(?!\S): leave the last space for the word that follows,
-		// which takes it as its " ?" prefix.
-		last, n := utf8.DecodeLastRuneInString(s[:i])
-		if last == ' ' && i-n > 0 {
-			return i - n
-		}
-	}
-	return i
-}
 
 // GPT-2 maps every byte to a printable rune so that tokens are text.
 var byteToRune, runeToByte = func() ([256]rune, map[rune]byte) {

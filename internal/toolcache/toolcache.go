@@ -4,8 +4,11 @@
 package toolcache
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -29,4 +32,19 @@ func Require(t testing.TB, target, sub string, files ...string) string {
 		}
 	}
 	return dir
+}
+
+// NodeModules is the node_modules directory make node-sdk installs the
+// packages of test/nodesdk into (named by the hash of its lock file), and
+// fails the test when they are not installed.
+func NodeModules(t testing.TB) string {
+	t.Helper()
+	_, self, _, _ := runtime.Caller(0)
+	lock, err := os.ReadFile(filepath.Join(filepath.Dir(self), "..", "..", "test", "nodesdk", "package-lock.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(lock)
+	dir := Require(t, "node-sdk", "nodesdk-"+hex.EncodeToString(sum[:])[:12], "done")
+	return filepath.Join(dir, "node_modules")
 }

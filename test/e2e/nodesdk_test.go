@@ -16,18 +16,7 @@ import (
 )
 
 // nodeSDK is the OpenAI Node SDK that make node-sdk installs.
-func nodeSDK(t *testing.T) string {
-	b, err := os.ReadFile("../nodesdk/package.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pkg struct {
-		Dependencies map[string]string `json:"dependencies"`
-	}
-	json.Unmarshal(b, &pkg)
-	dir := toolcache.Require(t, "node-sdk", "nodesdk-"+pkg.Dependencies["openai"], "done", "node_modules/openai/package.json")
-	return filepath.Join(dir, "node_modules", "openai")
-}
+func nodeSDK(t *testing.T) string { return filepath.Join(toolcache.NodeModules(t), "openai") }
 
 // nodeReport is what test/nodesdk/check.cjs got from the sidecar.
 type nodeReport struct {

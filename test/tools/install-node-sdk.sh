@@ -1,13 +1,14 @@
 #!/bin/sh
-# install-node-sdk.sh — installs the OpenAI Node SDK pinned by
-# test/nodesdk/package-lock.json once into $AUTOGLM_TOOLS/nodesdk-<version>
-# (default ~/.cache/autoglm-tools) with `npm ci` from the npm registry;
-# Node.js and npm from Debian's packages when they are missing.
+# install-node-sdk.sh — installs the npm packages pinned by
+# test/nodesdk/package-lock.json (the OpenAI Node SDK, Hugging Face
+# tokenizers in JS) once into $AUTOGLM_TOOLS/nodesdk-<lock hash> (default
+# ~/.cache/autoglm-tools) with `npm ci` from the npm registry; Node.js and
+# npm from Debian's packages when they are missing.
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tools=${AUTOGLM_TOOLS:-$HOME/.cache/autoglm-tools}
-ver=$(sed -n 's/.*"openai": "\(.*\)".*/\1/p' "$root/test/nodesdk/package.json")
-dir="$tools/nodesdk-$ver"
+hash=$(sha256sum "$root/test/nodesdk/package-lock.json" | cut -c1-12)
+dir="$tools/nodesdk-$hash"
 [ -f "$dir/done" ] && exit 0
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 	echo "installing nodejs and npm (Debian)"
