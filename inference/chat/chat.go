@@ -17,10 +17,11 @@ import (
 	"github.com/open-autoglm/autoglm/inference/grammar"
 )
 
-// Formats.
+// Formats, the fallbacks for a model without a chat template of its own.
 const (
 	ChatML = "chatml" // Qwen2, Qwen2.5 (and the built-in model)
 	Llama3 = "llama3" // Llama 3.x
+	Llama2 = "llama2" // Llama 2, Mistral ([INST]); no tools
 )
 
 // Syntax is how a format's model writes a tool call, as the family's own
@@ -43,10 +44,42 @@ func Render(format string, msgs []inference.Message, tools []inference.Tool) (st
 			return "", fmt.Errorf("messages[%d].role: %q is not supported", i, m.Role)
 		}
 	}
-	if format == Llama3 {
+	switch format {
+	case Llama3:
 		return renderLlama3(msgs, tools), nil
+	case Llama2:
+		if len(tools) > 0 {
+			return "", fmt.Errorf("tools: the model's chat format (Llama 2's [INST]) has no place for tools")
+		}
+		return renderLlama2(msgs)
 	}
 	return renderChatML(msgs, tools), nil
+}
+
+// renderLlama2 follows Llama 2's template (Mistral's without a system
+// turn): the system turn inside the first [INST], each exchange a
+// BOS…EOS pair; the first BOS is the tokenizer's to add.
+func renderLlama2(msgs []inference.Message) (string, error) {
+	var b strings.Builder
+	system := ""
+	if len(msgs) > 0 && (msgs[0].Role == "system" || msgs[0].Role == "developer") {
+		system, msgs = "<<SYS>>\n"+strings.TrimSpace(msgs[0].Content)+"\n<</SYS>>\n\n", msgs[1:]
+	}
+	for i, m := range msgs {
+		switch m.Role {
+		case "user":
+			if i > 0 {
+				b.WriteString("<s>")
+			}
+			b.WriteString("[INST] " + system + strings.TrimSpace(m.Content) + " [/INST]")
+			system = ""
+		case "assistant":
+			b.WriteString(" " + strings.TrimSpace(m.Content) + " </s>")
+		default:
+			return "", fmt.Errorf("messages[%d].role: %q has no place in the Llama 2 format", i, m.Role)
+		}
+	}
+	return b.String(), nil
 }
 
 // toolJSON is a tool as the families' templates list it: the request's

@@ -58,6 +58,15 @@ func TestRender(t *testing.T) {
 	if _, err := Render(ChatML, []inference.Message{{Role: "robot"}}, nil); err == nil {
 		t.Error("unknown role accepted")
 	}
+	// Llama 2 / Mistral: the system turn in the first [INST]; no tools.
+	got, err = Render(Llama2, []inference.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "hi"},
+		{Role: "assistant", Content: "hello"}, {Role: "user", Content: "bye"}}, nil)
+	if err != nil || got != "[INST] <<SYS>>\nbe brief\n<</SYS>>\n\nhi [/INST] hello </s><s>[INST] bye [/INST]" {
+		t.Errorf("llama2 %q %v", got, err)
+	}
+	if _, err := Render(Llama2, conversation[:2], []inference.Tool{weather}); err == nil {
+		t.Error("tools accepted by a format without them")
+	}
 }
 
 func TestParse(t *testing.T) {

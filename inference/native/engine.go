@@ -103,7 +103,7 @@ func New(f *gguf.File, c Config) (*Engine, error) {
 	e := &Engine{m: m, tok: tok, states: make([]*llama.State, c.Slots), samp: make([]*sample.Sampler, c.Slots),
 		params: make([]inference.Sampling, c.Slots), pool: m.NewPool(kv, kvBlock)}
 	e.info = inference.Info{
-		Model: name, Description: fmt.Sprintf("native %s, %d layers, %s weights", m.Arch, m.Layers, weights),
+		Model: name, Description: fmt.Sprintf("native %s, %d layers, %s weights; chat format: %s", m.Arch, m.Layers, weights, tok.ChatFormat()),
 		ContextLength: ctx, Vocab: m.Vocab, Slots: c.Slots,
 		// The scheduler reserves prompt + max tokens per sequence; blocks
 		// round each sequence up, so one block per slot is kept aside.

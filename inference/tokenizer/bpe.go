@@ -32,8 +32,8 @@ type BPE struct {
 	control map[int]bool
 	pieces  [][]byte
 	ends
-	template string // "chatml" or "llama3"
-	pre      preTokenizer
+	format
+	pre preTokenizer
 }
 
 // Tokenizer is what an engine needs of one.
@@ -46,6 +46,9 @@ type Tokenizer interface {
 	// FramePrompt adds the BOS (and EOS) the model's metadata asks for
 	// around an encoded prompt.
 	FramePrompt(prompt []int) []int
+	// ChatFormat says what prompts the model: the file's chat template,
+	// or the family's format it falls back to, and why.
+	ChatFormat() string
 }
 
 // ends are a vocabulary's sequence markers, from the GGUF metadata.
@@ -126,7 +129,7 @@ func FromGGUF(f *gguf.File) (Tokenizer, error) {
 	}
 	merges, _ := get("tokenizer.ggml.merges").([]string)
 	t := &BPE{tokens: tokens, ids: make(map[string]int, len(tokens)), ranks: make(map[[2]string]int, len(merges)),
-		control: map[int]bool{}, pieces: make([][]byte, len(tokens)), template: chat.ChatML}
+		control: map[int]bool{}, pieces: make([][]byte, len(tokens)), format: format{family: chat.ChatML}}
 	for i, s := range tokens {
 		t.ids[s] = i
 		kind := typeNormal
@@ -161,8 +164,9 @@ func FromGGUF(f *gguf.File) (Tokenizer, error) {
 	}
 	sortLongestFirst(t.special)
 	if tpl, _ := get("tokenizer.chat_template").(string); strings.Contains(tpl, "<|start_header_id|>") {
-		t.template = chat.Llama3
+		t.family = chat.Llama3
 	}
+	t.format.load(get, tokens, t.BOS, t.EOS)
 	return t, nil
 }
 
@@ -252,15 +256,6 @@ func (t *BPE) IsControl(tok int) bool { return t.control[tok] }
 
 // EOSToken is the end-of-sequence token (-1: none).
 func (t *BPE) EOSToken() int { return t.EOS }
-
-// ChatPrompt renders a conversation, with tools, in the model's format,
-// ending where the assistant's reply starts.
-func (t *BPE) ChatPrompt(msgs []inference.Message, tools []inference.Tool) (string, error) {
-	return chat.Render(t.template, msgs, tools)
-}
-
-// ToolSyntax is how the model's format writes a tool call.
-func (t *BPE) ToolSyntax() inference.ToolSyntax { return chat.Syntax(t.template) }
 
 // GPT-2 maps every byte to a printable rune so that tokens are text.
 var byteToRune, runeToByte = func() ([256]rune, map[rune]byte) {

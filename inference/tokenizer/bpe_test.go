@@ -90,13 +90,25 @@ func TestChatTemplates(t *testing.T) {
 	if err != nil || p != "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n" {
 		t.Fatalf("chatml %q %v", p, err)
 	}
-	l3 := build(t, nil, gguf.KV{Key: "tokenizer.chat_template", Value: "{{ '<|start_header_id|>' + role }}"})
+	// A template that does not compile: the family its text names.
+	l3 := build(t, nil, gguf.KV{Key: "tokenizer.chat_template", Value: "{% if <|start_header_id|> %}"})
+	if !strings.Contains(l3.ChatFormat(), "llama3 (the file's chat template does not compile") {
+		t.Fatalf("format %q", l3.ChatFormat())
+	}
 	p, _ = l3.ChatPrompt(msgs, nil)
 	if !strings.HasPrefix(p, "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nbe brief<|eot_id|>") || !strings.HasSuffix(p, "<|start_header_id|>assistant<|end_header_id|>\n\n") {
 		t.Fatalf("llama3 %q", p)
 	}
 	if _, err := l3.ChatPrompt([]inference.Message{{Role: "robot"}}, nil); err == nil {
 		t.Fatal("unknown role accepted")
+	}
+	// A template that compiles is the model's format, with the
+	// vocabulary's BOS and EOS texts.
+	own := build(t, nil, gguf.KV{Key: "tokenizer.chat_template",
+		Value: "{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}"})
+	p, err = own.ChatPrompt(msgs, nil)
+	if err != nil || p != "<|endoftext|>[system]be brief<|im_end|>[user]hi<|im_end|>[assistant]" || own.ChatFormat() != "the file's chat template" {
+		t.Fatalf("own template %q %v (%s)", p, err, own.ChatFormat())
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/open-autoglm/autoglm/inference"
 	"github.com/open-autoglm/autoglm/inference/chat"
 	"github.com/open-autoglm/autoglm/inference/gguf"
 )
@@ -22,8 +21,8 @@ type SPM struct {
 	special []string
 	pieces  [][]byte
 	ends
-	prefix   bool // add_space_prefix
-	template string
+	prefix bool // add_space_prefix
+	format
 }
 
 const spmSpace = "▁"
@@ -34,7 +33,7 @@ func newSPM(f *gguf.File, tokens []string, types []int32) (*SPM, error) {
 		return nil, fmt.Errorf("tokenizer.ggml.scores has %d entries for %d tokens", len(scores), len(tokens))
 	}
 	t := &SPM{tokens: tokens, scores: scores, ids: make(map[string]int, len(tokens)), control: map[int]bool{},
-		pieces: make([][]byte, len(tokens)), prefix: true, template: chat.Llama3}
+		pieces: make([][]byte, len(tokens)), prefix: true, format: format{family: chat.Llama2}}
 	if v, ok := getKey(f, "tokenizer.ggml.add_space_prefix").(bool); ok {
 		t.prefix = v
 	}
@@ -66,11 +65,13 @@ func newSPM(f *gguf.File, tokens []string, types []int32) (*SPM, error) {
 	}
 	sortLongestFirst(t.special)
 	if tpl, _ := getKey(f, "tokenizer.chat_template").(string); strings.Contains(tpl, "<|im_start|>") {
-		t.template = chat.ChatML
+		t.family = chat.ChatML
 	}
-	if err := t.ends.read(func(k string) any { return getKey(f, k) }, len(tokens), true); err != nil {
+	get := func(k string) any { return getKey(f, k) }
+	if err := t.ends.read(get, len(tokens), true); err != nil {
 		return nil, err
 	}
+	t.format.load(get, tokens, t.BOS, t.EOS)
 	return t, nil
 }
 
@@ -158,12 +159,3 @@ func (t *SPM) IsControl(tok int) bool { return t.control[tok] }
 
 // EOSToken is the end-of-sequence token (-1: none).
 func (t *SPM) EOSToken() int { return t.EOS }
-
-// ChatPrompt renders a conversation (Llama-2/3 style models default to the
-// Llama-3 header format; ChatML when the model's template uses it).
-func (t *SPM) ChatPrompt(msgs []inference.Message, tools []inference.Tool) (string, error) {
-	return chat.Render(t.template, msgs, tools)
-}
-
-// ToolSyntax is how the model's format writes a tool call.
-func (t *SPM) ToolSyntax() inference.ToolSyntax { return chat.Syntax(t.template) }
