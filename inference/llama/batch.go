@@ -195,6 +195,16 @@ func (m *Model) Run(feeds []Feed) error {
 			addBias(r.sc.q, L.bq)
 			addBias(ks[i], L.bk)
 			addBias(vs[i], L.bv)
+			if L.qNorm != nil { // QK-norm, per head, before RoPE
+				for h := range m.Heads {
+					q := r.sc.q[h*hd : (h+1)*hd]
+					rmsnorm(q, q, L.qNorm, m.RMSEps)
+				}
+				for h := range m.KVHeads {
+					k := ks[i][h*hd : (h+1)*hd]
+					rmsnorm(k, k, L.kNorm, m.RMSEps)
+				}
+			}
 			for h := range m.Heads {
 				m.rope(r.sc.q[h*hd:(h+1)*hd], r.pos)
 			}

@@ -121,6 +121,17 @@ func referenceFull(m *llama.Model, tokens []int, linear float64, freqs []float32
 					pb.v[i] += float64(b)
 				}
 			}
+			// Qwen3: each head of q and k RMS-normalised with its own
+			// weights (Qwen3Attention's q_norm/k_norm over head_dim),
+			// before the rotary embedding.
+			if L.QNorm != nil {
+				for hh := range c.Heads {
+					copy(qs[p][hh*hd:(hh+1)*hd], norm(qs[p][hh*hd:(hh+1)*hd], L.QNorm))
+				}
+				for hh := range c.KVHeads {
+					copy(ks[p][hh*hd:(hh+1)*hd], norm(ks[p][hh*hd:(hh+1)*hd], L.KNorm))
+				}
+			}
 			for hh := range c.Heads {
 				rope(qs[p][hh*hd:(hh+1)*hd], p)
 			}
@@ -129,7 +140,7 @@ func referenceFull(m *llama.Model, tokens []int, linear float64, freqs []float32
 			}
 		}
 		for p := range n {
-			att := make([]float64, c.Embd)
+			att := make([]float64, c.Heads*hd)
 			for hh := range c.Heads {
 				kvh := hh / group
 				sc := make([]float64, p+1)
@@ -250,6 +261,10 @@ func TestAgainstReference(t *testing.T) {
 		{"llama f16", tiny.Config{Vocab: 64, Embd: 64, Layers: 2, Heads: 4, FF: 96, Context: 32, Type: gguf.F16, Seed: 3}},
 		{"qwen2 gqa tied", tiny.Config{Arch: "qwen2", Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 64, Context: 32, Tied: true, Seed: 4}},
 		{"qwen2 q8_0", tiny.Config{Arch: "qwen2", Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 64, Context: 32, Tied: true, Type: gguf.Q8_0, Seed: 6}},
+		// Qwen3: QK-norm, and heads wider than embedding / heads (as
+		// Qwen3-0.6B: 16 heads of 128 over an embedding of 1024).
+		{"qwen3 wide heads", tiny.Config{Arch: "qwen3", Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 32, FF: 96, Context: 32, Seed: 7}},
+		{"qwen3 q8_0", tiny.Config{Arch: "qwen3", Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 32, FF: 96, Context: 32, Tied: true, Type: gguf.Q8_0, Seed: 8}},
 	} {
 		for _, kernels := range llama.Kernels() {
 			t.Run(tc.name+" "+kernels, func(t *testing.T) {

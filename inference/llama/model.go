@@ -25,20 +25,34 @@ type Config struct {
 	ContextLength int
 	RMSEps        float32
 	RopeBase      float32
-	// NeoX rotates the two halves of each head (qwen2), not adjacent
-	// pairs (llama).
+	// NeoX rotates the two halves of each head (qwen2, qwen3), not
+	// adjacent pairs (llama).
 	NeoX bool
+	// HeadSize is the per-head dimension where it is not Embd / Heads
+	// (qwen3's attention.key_length); 0 otherwise.
+	HeadSize int
 }
 
-// HeadDim is Embd / Heads.
-func (c Config) HeadDim() int { return c.Embd / c.Heads }
+// HeadDim is the per-head dimension: HeadSize, or Embd / Heads.
+func (c Config) HeadDim() int {
+	if c.HeadSize > 0 {
+		return c.HeadSize
+	}
+	return c.Embd / c.Heads
+}
+
+// QDim is the width of the attention's queries: Heads × HeadDim.
+func (c Config) QDim() int { return c.Heads * c.HeadDim() }
 
 type layer struct {
 	attnNorm, ffnNorm []float32
 	wq, wk, wv, wo    Matrix
 	// bq, bk, bv are the Q, K and V projections' biases (qwen2 has them;
 	// nil where a model has none).
-	bq, bk, bv     []float32
+	bq, bk, bv []float32
+	// qNorm, kNorm are RMSNorm weights applied to each head of the
+	// queries and keys before RoPE (qwen3's QK-norm; nil otherwise).
+	qNorm, kNorm   []float32
 	gate, up, down Matrix
 }
 
@@ -82,12 +96,12 @@ func Load(f *gguf.File) (*Model, error) {
 		return nil, errors.Join(errs...)
 	}
 	switch arch {
-	case "llama", "mistral", "qwen2":
+	case "llama", "mistral", "qwen2", "qwen3":
 	default:
-		return nil, fmt.Errorf("architecture %q is not supported (llama, mistral, qwen2)", arch)
+		return nil, fmt.Errorf("architecture %q is not supported (llama, mistral, qwen2, qwen3)", arch)
 	}
 	k := func(s string) string { return arch + "." + s }
-	c := Config{Arch: arch, NeoX: arch == "qwen2", RopeBase: 10000}
+	c := Config{Arch: arch, NeoX: arch == "qwen2" || arch == "qwen3", RopeBase: 10000}
 	c.Embd = positive(k("embedding_length"), meta[uint32](f, k("embedding_length"), &errs), 1<<16, &errs)
 	c.Layers = positive(k("block_count"), meta[uint32](f, k("block_count"), &errs), 1024, &errs)
 	c.FF = positive(k("feed_forward_length"), meta[uint32](f, k("feed_forward_length"), &errs), 1<<18, &errs)
@@ -97,6 +111,14 @@ func Load(f *gguf.File) (*Model, error) {
 		c.KVHeads = positive(k("attention.head_count_kv"), meta[uint32](f, k("attention.head_count_kv"), &errs), 1024, &errs)
 	}
 	c.ContextLength = positive(k("context_length"), meta[uint32](f, k("context_length"), &errs), 1<<22, &errs)
+	if _, ok := f.Get(k("attention.key_length")); ok {
+		c.HeadSize = positive(k("attention.key_length"), meta[uint32](f, k("attention.key_length"), &errs), 1<<12, &errs)
+	}
+	if _, ok := f.Get(k("attention.value_length")); ok {
+		if v := positive(k("attention.value_length"), meta[uint32](f, k("attention.value_length"), &errs), 1<<12, &errs); v != c.HeadDim() {
+			errs = append(errs, fmt.Errorf("metadata %s = %d differs from the key length %d: not supported", k("attention.value_length"), v, c.HeadDim()))
+		}
+	}
 	c.RMSEps = meta[float32](f, k("attention.layer_norm_rms_epsilon"), &errs)
 	if _, ok := f.Get(k("rope.freq_base")); ok {
 		c.RopeBase = meta[float32](f, k("rope.freq_base"), &errs)
@@ -120,7 +142,7 @@ func Load(f *gguf.File) (*Model, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	if c.Embd%c.Heads != 0 || c.Heads%c.KVHeads != 0 || c.HeadDim()%2 != 0 {
+	if (c.HeadSize == 0 && c.Embd%c.Heads != 0) || c.Heads%c.KVHeads != 0 || c.HeadDim()%2 != 0 {
 		return nil, fmt.Errorf("heads: embedding %d, %d heads, %d kv heads do not divide", c.Embd, c.Heads, c.KVHeads)
 	}
 	if !(c.RMSEps > 0 && c.RMSEps < 1) || !(c.RopeBase > 1) || math.IsInf(float64(c.RopeBase), 0) {
@@ -160,15 +182,20 @@ func Load(f *gguf.File) (*Model, error) {
 		return vec(name, n)
 	}
 	m.embd = get("token_embd.weight", c.Vocab, c.Embd)
+	qDim := c.QDim()
 	for i := range c.Layers {
 		p := fmt.Sprintf("blk.%d.", i)
-		m.layers = append(m.layers, layer{
+		L := layer{
 			attnNorm: vec(p+"attn_norm.weight", c.Embd), ffnNorm: vec(p+"ffn_norm.weight", c.Embd),
-			wq: get(p+"attn_q.weight", c.Embd, c.Embd), wk: get(p+"attn_k.weight", kvDim, c.Embd),
-			wv: get(p+"attn_v.weight", kvDim, c.Embd), wo: get(p+"attn_output.weight", c.Embd, c.Embd),
-			bq: bias(p+"attn_q.bias", c.Embd), bk: bias(p+"attn_k.bias", kvDim), bv: bias(p+"attn_v.bias", kvDim),
+			wq: get(p+"attn_q.weight", qDim, c.Embd), wk: get(p+"attn_k.weight", kvDim, c.Embd),
+			wv: get(p+"attn_v.weight", kvDim, c.Embd), wo: get(p+"attn_output.weight", c.Embd, qDim),
+			bq: bias(p+"attn_q.bias", qDim), bk: bias(p+"attn_k.bias", kvDim), bv: bias(p+"attn_v.bias", kvDim),
 			gate: get(p+"ffn_gate.weight", c.FF, c.Embd), up: get(p+"ffn_up.weight", c.FF, c.Embd), down: get(p+"ffn_down.weight", c.Embd, c.FF),
-		})
+		}
+		if arch == "qwen3" { // QK-norm: required, one weight per head dimension
+			L.qNorm, L.kNorm = vec(p+"attn_q_norm.weight", c.HeadDim()), vec(p+"attn_k_norm.weight", c.HeadDim())
+		}
+		m.layers = append(m.layers, L)
 	}
 	m.norm = vec("output_norm.weight", c.Embd)
 	var freqs []float32 // Llama 3.1+: each frequency divided by its factor
@@ -247,8 +274,8 @@ type scratch struct {
 }
 
 func (m *Model) newScratch() scratch {
-	return scratch{x: make([]float32, m.Embd), h: make([]float32, m.Embd), q: make([]float32, m.Embd),
-		att: make([]float32, m.Embd), o: make([]float32, m.Embd), g: make([]float32, m.FF), u: make([]float32, m.FF)}
+	return scratch{x: make([]float32, m.Embd), h: make([]float32, m.Embd), q: make([]float32, m.QDim()),
+		att: make([]float32, m.QDim()), o: make([]float32, m.Embd), g: make([]float32, m.FF), u: make([]float32, m.FF)}
 }
 
 // scratchFor is the scratch of a feed's j-th row.
@@ -315,15 +342,17 @@ func (m *Model) rope(v []float32, pos int) {
 type LayerWeights struct {
 	AttnNorm, FFNNorm          []float32
 	Q, K, V, O, Gate, Up, Down Matrix
-	// QBias, KBias, VBias are nil where the model has none.
+	// QBias, KBias, VBias are nil where the model has none; so are
+	// QNorm, KNorm (qwen3's per-head norms of queries and keys).
 	QBias, KBias, VBias []float32
+	QNorm, KNorm        []float32
 }
 
 // Layer returns layer l's weights.
 func (m *Model) Layer(l int) LayerWeights {
 	L := m.layers[l]
 	return LayerWeights{AttnNorm: L.attnNorm, FFNNorm: L.ffnNorm, Q: L.wq, K: L.wk, V: L.wv, O: L.wo, Gate: L.gate, Up: L.up, Down: L.down,
-		QBias: L.bq, KBias: L.bk, VBias: L.bv}
+		QBias: L.bq, KBias: L.bk, VBias: L.bv, QNorm: L.qNorm, KNorm: L.kNorm}
 }
 
 // Embedding is the token embedding matrix.

@@ -15,11 +15,14 @@ import (
 )
 
 // Config shapes a model. A qwen2 model has the Q, K and V biases of the
-// real architecture.
+// real architecture; a qwen3 model its per-head QK-norms.
 type Config struct {
-	Arch                                string // llama (default) or qwen2
+	Arch                                string // llama (default), qwen2 or qwen3
 	Vocab, Embd, Layers, Heads, KVHeads int
 	FF, Context                         int
+	// HeadDim is the per-head dimension when it is not Embd / Heads
+	// (written as attention.key_length and value_length, as qwen3 does).
+	HeadDim int
 	// Type of the weight matrices: gguf.F32 (default), F16 or Q8_0 (Embd
 	// and FF multiples of 32). Norms are always F32.
 	Type gguf.TensorType
@@ -71,7 +74,12 @@ func WriteWith(w io.Writer, c Config, extra []gguf.KV) error {
 		{Key: a + "attention.layer_norm_rms_epsilon", Value: float32(1e-5)},
 		{Key: a + "rope.freq_base", Value: float32(10000)},
 	}
-	kvDim := c.KVHeads * (c.Embd / c.Heads)
+	hd := c.Embd / c.Heads
+	if c.HeadDim > 0 {
+		hd = c.HeadDim
+		meta = append(meta, gguf.KV{Key: a + "attention.key_length", Value: uint32(hd)}, gguf.KV{Key: a + "attention.value_length", Value: uint32(hd)})
+	}
+	kvDim, qDim := c.KVHeads*hd, c.Heads*hd
 	var tensors []gguf.Tensor
 	mat := func(name string, rows, cols int) error {
 		xs := make([]float32, rows*cols)
@@ -111,18 +119,22 @@ func WriteWith(w io.Writer, c Config, extra []gguf.KV) error {
 		p := fmt.Sprintf("blk.%d.", l)
 		steps = append(steps,
 			func() error { norm(p+"attn_norm.weight", c.Embd); return nil },
-			func() error { return mat(p+"attn_q.weight", c.Embd, c.Embd) },
+			func() error { return mat(p+"attn_q.weight", qDim, c.Embd) },
 			func() error { return mat(p+"attn_k.weight", kvDim, c.Embd) },
 			func() error { return mat(p+"attn_v.weight", kvDim, c.Embd) },
 			func() error {
 				if c.Arch == "qwen2" && !c.NoBias { // Qwen2's attention has Q, K and V biases
-					bias(p+"attn_q.bias", c.Embd)
+					bias(p+"attn_q.bias", qDim)
 					bias(p+"attn_k.bias", kvDim)
 					bias(p+"attn_v.bias", kvDim)
 				}
+				if c.Arch == "qwen3" { // Qwen3 normalises each head of Q and K
+					norm(p+"attn_q_norm.weight", hd)
+					norm(p+"attn_k_norm.weight", hd)
+				}
 				return nil
 			},
-			func() error { return mat(p+"attn_output.weight", c.Embd, c.Embd) },
+			func() error { return mat(p+"attn_output.weight", c.Embd, qDim) },
 			func() error { norm(p+"ffn_norm.weight", c.Embd); return nil },
 			func() error { return mat(p+"ffn_gate.weight", c.FF, c.Embd) },
 			func() error { return mat(p+"ffn_up.weight", c.FF, c.Embd) },
