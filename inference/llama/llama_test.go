@@ -261,6 +261,8 @@ func TestAgainstReference(t *testing.T) {
 		{"llama f16", tiny.Config{Vocab: 64, Embd: 64, Layers: 2, Heads: 4, FF: 96, Context: 32, Type: gguf.F16, Seed: 3}},
 		{"qwen2 gqa tied", tiny.Config{Arch: "qwen2", Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 64, Context: 32, Tied: true, Seed: 4}},
 		{"qwen2 q8_0", tiny.Config{Arch: "qwen2", Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 64, Context: 32, Tied: true, Type: gguf.Q8_0, Seed: 6}},
+		// Mistral: the Llama layout under its own architecture name.
+		{"mistral gqa", tiny.Config{Arch: "mistral", Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 1, FF: 96, Context: 32, Seed: 9}},
 		// Qwen3: QK-norm, and heads wider than embedding / heads (as
 		// Qwen3-0.6B: 16 heads of 128 over an embedding of 1024).
 		{"qwen3 wide heads", tiny.Config{Arch: "qwen3", Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 32, FF: 96, Context: 32, Seed: 7}},
