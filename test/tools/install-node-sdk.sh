@@ -1,8 +1,10 @@
 #!/bin/sh
 # install-node-sdk.sh — installs the npm packages pinned by
 # test/nodesdk/package-lock.json (the OpenAI Node SDK, Hugging Face
-# tokenizers in JS) once into $AUTOGLM_TOOLS/nodesdk-<lock hash> (default
-# ~/.cache/autoglm-tools) with `npm ci` from the npm registry; Node.js and
+# tokenizers in JS, llama.cpp through node-llama-cpp) once into $AUTOGLM_TOOLS/nodesdk-<lock hash> (default
+# ~/.cache/autoglm-tools) with `npm install` from the npm registry (optional
+# dependencies left out: node-llama-cpp takes only its linux-x64 binary,
+# named directly; the lock pins the rest); Node.js and
 # npm from Debian's packages when they are missing.
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -17,5 +19,5 @@ fi
 rm -rf "$dir"
 mkdir -p "$dir"
 cp "$root/test/nodesdk/package.json" "$root/test/nodesdk/package-lock.json" "$dir/"
-(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+(cd "$dir" && npm install --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error)
 touch "$dir/done"
