@@ -107,4 +107,3 @@ func relErr(got []float32, want []float64) float64 {
 	}
 	return diff / scale
 }
-
