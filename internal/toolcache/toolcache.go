@@ -4,9 +4,12 @@
 package toolcache
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -47,4 +50,26 @@ func NodeModules(t testing.TB) string {
 	sum := sha256.Sum256(lock)
 	dir := Require(t, "node-sdk", "nodesdk-"+hex.EncodeToString(sum[:])[:12], "done")
 	return filepath.Join(dir, "node_modules")
+}
+
+// RunNode runs a Node.js script with in as JSON on its standard input and
+// decodes its standard output, JSON, into out; it fails the test with the
+// script's standard error when it fails.
+func RunNode(t testing.TB, script string, in, out any, args ...string) {
+	t.Helper()
+	stdin, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("node", append([]string{script}, args...)...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node %s: %v\n%s", script, err, stderr.String())
+	}
+	if err := json.Unmarshal(stdout, out); err != nil {
+		t.Fatalf("node %s: %v: %.300s", script, err, stdout)
+	}
 }

@@ -7,10 +7,8 @@ package llamacpp
 
 import (
 	"bytes"
-	"encoding/json"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -23,20 +21,8 @@ import (
 
 // llamaCpp is llama.cpp's logits after each of tokens.
 func llamaCpp(t *testing.T, modules, model string, tokens []int) [][]float64 {
-	t.Helper()
-	in, _ := json.Marshal(tokens)
-	cmd := exec.Command("node", "../nodesdk/logits.mjs", modules, model)
-	cmd.Stdin = bytes.NewReader(in)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("node: %v\n%s", err, stderr.String())
-	}
 	var rows [][]float64
-	if err := json.Unmarshal(out, &rows); err != nil {
-		t.Fatalf("%v: %.300s", err, out)
-	}
+	toolcache.RunNode(t, "../nodesdk/logits.mjs", tokens, &rows, modules, model)
 	return rows
 }
 

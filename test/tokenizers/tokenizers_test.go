@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -103,20 +102,8 @@ func fromTokenizerJSON(t *testing.T, path, pre string) tokenizer.Tokenizer {
 
 // reference encodes the corpus with the JS tokenizer of pkg.
 func reference(t *testing.T, modules, pkg string, strs []string) [][]int {
-	t.Helper()
-	in, _ := json.Marshal(strs)
-	cmd := exec.Command("node", "../nodesdk/tokenize.cjs", filepath.Join(modules, pkg))
-	cmd.Stdin = bytes.NewReader(in)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("node: %v\n%s", err, stderr.String())
-	}
 	var ids [][]int
-	if err := json.Unmarshal(out, &ids); err != nil {
-		t.Fatal(err)
-	}
+	toolcache.RunNode(t, "../nodesdk/tokenize.cjs", strs, &ids, filepath.Join(modules, pkg))
 	return ids
 }
 
