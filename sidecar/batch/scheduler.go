@@ -244,18 +244,12 @@ func (s *Scheduler) reap() {
 		s.held.abort(s.held.item.Ctx.Err())
 		s.held = nil
 	}
-	n := 0
 	for _, seq := range s.running {
 		if err := seq.item.Ctx.Err(); err != nil {
-			s.retire(seq, "", err)
-			continue
+			s.retire(seq, "", err) // a leader takes its waiting members with it
 		}
-		s.running[n] = seq
-		n++
 	}
-	clear(s.running[n:])
-	s.running = s.running[:n]
-	s.compact() // a leader retired above takes its waiting members with it
+	s.compact()
 }
 
 // admit moves queued sequences into free slots while the batch and the KV
@@ -310,6 +304,7 @@ func (s *Scheduler) startGroup(seq *Sequence) error {
 // fork hands the prompt's KV cache of every leader that has prefilled
 // all of it but the last token to its members.
 func (s *Scheduler) fork() {
+	retired := false
 	for _, seq := range s.running {
 		if len(seq.members) == 0 || seq.forked || seq.fed < seq.target() {
 			continue
@@ -321,12 +316,15 @@ func (s *Scheduler) fork() {
 			}
 			if err := s.eng.(inference.Forker).Fork(m.slot, seq.slot); err != nil {
 				s.retire(m, "", fmt.Errorf("fork sequence: %w", err))
+				retired = true
 				continue
 			}
 			m.fed, m.forked = seq.fed, true
 		}
 	}
-	s.compact()
+	if retired {
+		s.compact()
+	}
 }
 
 // stepSpan starts the span of a step when a running request is sampled;

@@ -337,30 +337,10 @@ func (s *Server) stream(w http.ResponseWriter, c *call, id string, f format, seq
 		s.reply(w, c, s.failure(ev.err))
 		return
 	}
-	h := w.Header()
-	h["Content-Type"] = sseContentType
-	h["Cache-Control"] = noCache
-	h["X-Accel-Buffering"] = no
-	w.WriteHeader(http.StatusOK)
-	c.answered(http.StatusOK, nil)
-	rc := http.NewResponseController(w)
-	var buf []byte
-	// Each event must be taken by the client within write_timeout: a
-	// reader that stops ends the stream (and frees its slot), one that
-	// reads is never cut however long the stream runs.
-	progress := func() {
-		if s.opts.WriteTimeout > 0 {
-			_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
-		}
-	}
+	out := s.startSSE(w, c)
 	send := func(v any) bool {
 		b, _ := json.Marshal(v)
-		buf = append(append(append(buf[:0], "data: "...), b...), "\n\n"...)
-		progress()
-		if _, werr := w.Write(buf); werr != nil {
-			return false
-		}
-		return rc.Flush() == nil
+		return out.write(out.event(out.buf[:0], b))
 	}
 	for i := range seqs { // every choice opens with the assistant's role
 		if !send(f.chunk(id, i, delta{}, true)) {
@@ -375,12 +355,7 @@ func (s *Server) stream(w http.ResponseWriter, c *call, id string, f format, seq
 				return
 			}
 		} else if ev.err != io.EOF {
-			if e := s.failure(ev.err); e != nil {
-				c.failedLater(e)
-				buf = append(append(append(buf[:0], "data: "...), e.JSON()...), "\n\n"...)
-				w.Write(buf)
-				io.WriteString(w, "data: [DONE]\n\n")
-			}
+			out.fail(s, c, ev.err)
 			return
 		} else {
 			open--
@@ -408,9 +383,59 @@ func (s *Server) stream(w http.ResponseWriter, c *call, id string, f format, seq
 	if includeUsage && !send(f.usage(id, usage(res))) {
 		return
 	}
-	io.WriteString(w, "data: [DONE]\n\n")
-	rc.Flush()
+	out.done()
 }
+
+// sse writes a streamed answer: each write must be taken by the client
+// within write_timeout — a reader that stops ends the stream (and frees
+// its slot), one that reads is never cut however long the stream runs.
+type sse struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	buf     []byte
+}
+
+// startSSE answers 200 with an event stream.
+func (s *Server) startSSE(w http.ResponseWriter, c *call) *sse {
+	h := w.Header()
+	h["Content-Type"] = sseContentType
+	h["Cache-Control"] = noCache
+	h["X-Accel-Buffering"] = no
+	w.WriteHeader(http.StatusOK)
+	c.answered(http.StatusOK, nil)
+	return &sse{w: w, rc: http.NewResponseController(w), timeout: s.opts.WriteTimeout}
+}
+
+// event appends one event holding data to dst (the stream's buffer is
+// kept for the next).
+func (o *sse) event(dst, data []byte) []byte {
+	o.buf = append(append(append(dst, "data: "...), data...), "\n\n"...)
+	return o.buf
+}
+
+// write sends p and flushes it; false when the client is gone.
+func (o *sse) write(p []byte) bool {
+	if o.timeout > 0 {
+		_ = o.rc.SetWriteDeadline(time.Now().Add(o.timeout))
+	}
+	if _, err := o.w.Write(p); err != nil {
+		return false
+	}
+	return o.rc.Flush() == nil
+}
+
+// fail ends a stream cut by err with an error event and [DONE] (nothing
+// when the client has gone).
+func (o *sse) fail(s *Server, c *call, err error) {
+	if e := s.failure(err); e != nil {
+		c.failedLater(e)
+		o.write(append(o.event(o.buf[:0], e.JSON()), "data: [DONE]\n\n"...))
+	}
+}
+
+// done ends a complete stream.
+func (o *sse) done() { o.write([]byte("data: [DONE]\n\n")) }
 
 // Shared header values (never modified) save an allocation per response.
 var (

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/open-autoglm/autoglm/inference/remote"
 	"github.com/open-autoglm/autoglm/sidecar/api"
@@ -25,6 +24,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, c *call, g *gener
 	}
 	seq := seqs[0]
 	defer cancel()
+	rename := s.renamer(g.model)
 	if !sp.Stream {
 		body, err := seq.Wait()
 		if err != io.EOF {
@@ -32,7 +32,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, c *call, g *gener
 			return
 		}
 		c.generated("", seq.Result())
-		out := s.clientModel([]byte(body), g.model)
+		out := rename.apply([]byte(body))
 		h := w.Header()
 		h["Content-Type"] = jsonContentType
 		h["Content-Length"] = []string{strconv.Itoa(len(out))}
@@ -46,70 +46,64 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, c *call, g *gener
 		s.reply(w, c, s.failure(err))
 		return
 	}
-	h := w.Header()
-	h["Content-Type"] = sseContentType
-	h["Cache-Control"] = noCache
-	h["X-Accel-Buffering"] = no
-	w.WriteHeader(http.StatusOK)
-	c.answered(http.StatusOK, nil)
-	rc := http.NewResponseController(w)
+	out := s.startSSE(w, c)
 	includeUsage := sp.StreamOptions != nil && sp.StreamOptions.IncludeUsage
-	var buf []byte
 	for {
 		// The events read since the last time, one per line.
-		buf = buf[:0]
+		buf := out.buf[:0]
 		for _, ev := range bytes.Split([]byte(event), []byte("\n")) {
 			if len(ev) > 0 && (includeUsage || !usageOnly(ev)) {
-				buf = append(append(append(buf, "data: "...), s.clientModel(ev, g.model)...), "\n\n"...)
+				buf = out.event(buf, rename.apply(ev))
 			}
 		}
-		if len(buf) > 0 {
-			if s.opts.WriteTimeout > 0 {
-				_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
-			}
-			if _, werr := w.Write(buf); werr != nil || rc.Flush() != nil {
-				return
-			}
+		if len(buf) > 0 && !out.write(buf) {
+			return
 		}
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			if e := s.failure(err); e != nil {
-				c.failedLater(e)
-				buf = append(append(append(buf[:0], "data: "...), e.JSON()...), "\n\n"...)
-				w.Write(buf)
-				io.WriteString(w, "data: [DONE]\n\n")
-			}
+			out.fail(s, c, err)
 			return
 		}
 		event, err = seq.Next()
 	}
 	c.generated("", seq.Result())
-	io.WriteString(w, "data: [DONE]\n\n")
-	rc.Flush()
+	out.done()
 }
 
-// clientModel puts the model name the client used in an upstream answer
-// (the upstream names its own), changing nothing else: the member is
-// replaced where it stands, so the rest stays byte for byte.
-func (s *Server) clientModel(b []byte, model string) []byte {
+// renamer puts the model name the client used in an upstream answer (the
+// upstream names its own), changing nothing else: the member is replaced
+// where it stands, so the rest stays byte for byte. It is made once per
+// request, not per event.
+type renamer struct {
+	old, new []byte // `"model":"upstream"`, `"model":"client"`; nil: nothing to do
+	want     []byte
+}
+
+func (s *Server) renamer(model string) renamer {
 	up, _ := json.Marshal(s.upstreamModel)
 	want, _ := json.Marshal(model)
 	if bytes.Equal(up, want) {
+		return renamer{}
+	}
+	return renamer{old: append([]byte(`"model":`), up...), new: append([]byte(`"model":`), want...), want: want}
+}
+
+func (r renamer) apply(b []byte) []byte {
+	if r.old == nil {
 		return b
 	}
-	old := append([]byte(`"model":`), up...)
-	if i := bytes.Index(b, old); i >= 0 {
-		out := make([]byte, 0, len(b)+len(want))
-		out = append(append(append(out, b[:i]...), `"model":`...), want...)
-		return append(out, b[i+len(old):]...)
+	if i := bytes.Index(b, r.old); i >= 0 {
+		out := make([]byte, 0, len(b)+len(r.new)-len(r.old))
+		out = append(append(out, b[:i]...), r.new...)
+		return append(out, b[i+len(r.old):]...)
 	}
 	var m map[string]json.RawMessage // spaced JSON: rewrite the member
 	if json.Unmarshal(b, &m) != nil || m["model"] == nil {
 		return b
 	}
-	m["model"] = want
+	m["model"] = r.want
 	if out, err := json.Marshal(m); err == nil {
 		return out
 	}
@@ -117,8 +111,12 @@ func (s *Server) clientModel(b []byte, model string) []byte {
 }
 
 // usageOnly says whether an event is the final usage event (no choices),
-// which the sidecar asked for on its own account.
+// which the sidecar asked for on its own account. Only an event that
+// names usage is parsed.
 func usageOnly(ev []byte) bool {
+	if !bytes.Contains(ev, []byte(`"usage"`)) {
+		return false
+	}
 	var c struct {
 		Choices []json.RawMessage `json:"choices"`
 		Usage   json.RawMessage   `json:"usage"`
