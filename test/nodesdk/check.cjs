@@ -43,8 +43,9 @@ async function main() {
   const msg = first.choices[0].message;
   out.call = { finish: first.choices[0].finish_reason, calls: msg.tool_calls, content: msg.content };
   messages.push(msg, { role: 'tool', tool_call_id: msg.tool_calls[0].id, content: '{"temp_c":21}' });
-  const second = await client.chat.completions.create({ model, messages, tools, tool_choice: 'none', max_tokens: 8 });
-  out.answer = { content: second.choices[0].message.content, calls: second.choices[0].message.tool_calls || [] };
+  const second = await client.chat.completions.create({ model, messages, tools, tool_choice: 'none', max_tokens: 8, seed: 3 });
+  out.answer = { content: second.choices[0].message.content, calls: second.choices[0].message.tool_calls || [],
+    finish: second.choices[0].finish_reason, promptTokens: second.usage.prompt_tokens, firstPromptTokens: first.usage.prompt_tokens };
 
   // The same call streamed: the SDK's stream helper joins the deltas.
   const runner = client.chat.completions.stream({ model, messages: messages.slice(0, 1), tools, tool_choice: 'required', max_tokens: 120, seed: 2 });
