@@ -81,7 +81,11 @@ type TensorType uint32
 const (
 	F32  TensorType = 0
 	F16  TensorType = 1
+	Q4_0 TensorType = 2
 	Q8_0 TensorType = 8
+	Q4_K TensorType = 12
+	Q5_K TensorType = 13
+	Q6_K TensorType = 14
 	BF16 TensorType = 30
 )
 
@@ -91,8 +95,16 @@ func (t TensorType) String() string {
 		return "F32"
 	case F16:
 		return "F16"
+	case Q4_0:
+		return "Q4_0"
 	case Q8_0:
 		return "Q8_0"
+	case Q4_K:
+		return "Q4_K"
+	case Q5_K:
+		return "Q5_K"
+	case Q6_K:
+		return "Q6_K"
 	case BF16:
 		return "BF16"
 	}
@@ -105,21 +117,45 @@ const (
 	q8BlockSize = 2 + Q8Block
 )
 
+// QKBlock is the super-block of the K-quants (Q4_K, Q5_K, Q6_K): 256
+// values under one float16 scale, in sub-blocks of 16 or 32 with scales of
+// their own.
+const QKBlock = 256
+
+// Block is the quantisation block of t: elems values stored in bytes bytes
+// (1 and the element size for the float types); ok is false for types
+// whose layout this package does not know.
+func (t TensorType) Block() (elems, bytes int, ok bool) {
+	switch t {
+	case F32:
+		return 1, 4, true
+	case F16, BF16:
+		return 1, 2, true
+	case Q4_0:
+		return 32, 2 + 16, true // float16 scale, 32 nibbles
+	case Q8_0:
+		return Q8Block, q8BlockSize, true
+	case Q4_K:
+		return QKBlock, 2 + 2 + 12 + 128, true // d, dmin, 6-bit scales and mins, nibbles
+	case Q5_K:
+		return QKBlock, 2 + 2 + 12 + 32 + 128, true // … and the fifth bits
+	case Q6_K:
+		return QKBlock, 128 + 64 + 16 + 2, true // low nibbles, high 2 bits, int8 scales, d
+	}
+	return 0, 0, false
+}
+
 // Bytes is the size of n elements of type t, or an error for types whose
 // layout this package does not know, or an n that does not fill whole blocks.
 func (t TensorType) Bytes(n uint64) (uint64, error) {
-	switch t {
-	case F32:
-		return n * 4, nil
-	case F16, BF16:
-		return n * 2, nil
-	case Q8_0:
-		if n%Q8Block != 0 {
-			return 0, fmt.Errorf("Q8_0 needs a multiple of %d elements, got %d", Q8Block, n)
-		}
-		return n / Q8Block * q8BlockSize, nil
+	elems, bytes, ok := t.Block()
+	if !ok {
+		return 0, fmt.Errorf("unsupported tensor type %s (supported: F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K)", t)
 	}
-	return 0, fmt.Errorf("unsupported tensor type %s (supported: F32, F16, BF16, Q8_0)", t)
+	if n%uint64(elems) != 0 {
+		return 0, fmt.Errorf("%s needs a multiple of %d elements, got %d", t, elems, n)
+	}
+	return n / uint64(elems) * uint64(bytes), nil
 }
 
 // TensorInfo describes one tensor; Offset is from the data section.

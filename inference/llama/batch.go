@@ -31,7 +31,7 @@ func mulAll(xs [][]float32, then func(lo, hi int), ps ...product) {
 	rows := 0
 	for _, p := range ps {
 		rows += p.m.Rows
-		if p.m.Type == gguf.Q8_0 && qs == nil {
+		if p.m.intDot() && qs == nil {
 			// The vectors are quantised once, before the rows are shared out.
 			qs = make([]qvec, len(xs))
 			for b, x := range xs {
@@ -86,6 +86,16 @@ func (m *Matrix) mulRows(ys, xs [][]float32, qs []qvec, lo, hi int) {
 			row := m.Data[r*rowBytes : (r+1)*rowBytes]
 			for b := range qs {
 				ys[b][r] = dotQ8(row, &qs[b])
+			}
+		}
+		return
+	}
+	if m.intDot() {
+		rb := m.rowBytes()
+		for r := lo; r < hi; r++ {
+			row := m.Data[r*rb : (r+1)*rb]
+			for b := range qs {
+				ys[b][r] = dotQuant(m.Type, row, &qs[b])
 			}
 		}
 		return

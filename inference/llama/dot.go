@@ -20,6 +20,7 @@ const q8BlockBytes = 2 + gguf.Q8Block
 type qvec struct {
 	q []int8
 	d []float32
+	s []int32 // per block, the sum of its int8 (for types with an offset or a minimum)
 }
 
 // quantizeVec fills v from x (len a multiple of 32): symmetric, scale =
@@ -28,6 +29,7 @@ func quantizeVec(v *qvec, x []float32) {
 	n := len(x) / gguf.Q8Block
 	v.q = grow(v.q, len(x))
 	v.d = grow(v.d, n)
+	v.s = grow(v.s, n)
 	for k := range n {
 		xk := x[k*gguf.Q8Block : (k+1)*gguf.Q8Block]
 		var amax float32
@@ -41,9 +43,12 @@ func quantizeVec(v *qvec, x []float32) {
 			inv = 1 / d
 		}
 		qk := v.q[k*gguf.Q8Block : (k+1)*gguf.Q8Block]
+		var sum int32
 		for i, f := range xk {
 			qk[i] = int8(roundHalfAway(f * inv))
+			sum += int32(qk[i])
 		}
+		v.s[k] = sum
 	}
 }
 

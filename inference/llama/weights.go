@@ -25,9 +25,12 @@ func matrix(f *gguf.File, name string, rows, cols int) (Matrix, error) {
 		return Matrix{}, fmt.Errorf("tensor %s has dimensions %v, want [%d %d]", name, t.Dims, cols, rows)
 	}
 	switch t.Type {
-	case gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0:
+	case gguf.F32, gguf.F16, gguf.BF16, gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K:
 	default:
 		return Matrix{}, fmt.Errorf("tensor %s: type %s is not supported", name, t.Type)
+	}
+	if elems, _, _ := t.Type.Block(); cols%elems != 0 {
+		return Matrix{}, fmt.Errorf("tensor %s: rows of %d values do not fill whole %s blocks of %d", name, cols, t.Type, elems)
 	}
 	return Matrix{Rows: rows, Cols: cols, Type: t.Type, Data: f.TensorData(t)}, nil
 }
@@ -76,10 +79,29 @@ func (m *Matrix) Row(r int, out []float32) error {
 				out[k*gguf.Q8Block+i] = d * float32(int8(blk[2+i]))
 			}
 		}
+	case gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K:
+		rb := m.rowBytes()
+		dequantize(m.Type, m.Data[r*rb:(r+1)*rb], out[:m.Cols])
 	default:
 		return fmt.Errorf("type %s is not supported", m.Type)
 	}
 	return nil
+}
+
+// rowBytes is the size of one row.
+func (m *Matrix) rowBytes() int {
+	elems, bytes, _ := m.Type.Block()
+	return m.Cols / elems * bytes
+}
+
+// intDot reports whether products with m quantise the vector to int8 (the
+// integer types) rather than read it as float32.
+func (m *Matrix) intDot() bool {
+	switch m.Type {
+	case gguf.Q8_0, gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K:
+		return true
+	}
+	return false
 }
 
 // F16 converts an IEEE half-precision value.

@@ -23,8 +23,9 @@ type Config struct {
 	// HeadDim is the per-head dimension when it is not Embd / Heads
 	// (written as attention.key_length and value_length, as qwen3 does).
 	HeadDim int
-	// Type of the weight matrices: gguf.F32 (default), F16 or Q8_0 (Embd
-	// and FF multiples of 32). Norms are always F32.
+	// Type of the weight matrices: gguf.F32 (default), F16, Q8_0 or Q4_0
+	// (Embd and FF multiples of 32), Q4_K, Q5_K or Q6_K (multiples of
+	// 256). Norms are always F32.
 	Type gguf.TensorType
 	// Tied reuses the token embedding as the output matrix.
 	Tied bool
@@ -220,6 +221,12 @@ func encode(t gguf.TensorType, xs []float32) ([]byte, error) {
 			return nil, fmt.Errorf("Q8_0 needs multiples of %d values", gguf.Q8Block)
 		}
 		return llama.QuantizeQ8(xs), nil
+	case gguf.Q4_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K:
+		elems, _, _ := t.Block()
+		if len(xs)%elems != 0 {
+			return nil, fmt.Errorf("%s needs multiples of %d values", t, elems)
+		}
+		return llama.QuantizeAs(t, xs), nil
 	}
 	return nil, fmt.Errorf("cannot write type %s", t)
 }

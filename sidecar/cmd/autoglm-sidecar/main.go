@@ -17,6 +17,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -76,7 +78,7 @@ func main() {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   autoglm-sidecar [serve] [flags]        serve the model (flags: autoglm-sidecar serve -h)
-  autoglm-sidecar quantize IN.gguf OUT.gguf  convert a GGUF model's float matrices to Q8_0
+  autoglm-sidecar quantize IN.gguf OUT.gguf [TYPE]  convert a GGUF model's float matrices to TYPE: Q8_0 (default), Q4_0 or Q4_K_M
   autoglm-sidecar gpus                   print what NVML reports, as JSON
   autoglm-sidecar version                print the build
 Exit codes: 0 done, 1 failed, 2 bad usage or configuration.
@@ -99,11 +101,19 @@ func gpus() int {
 	return 0
 }
 
-// quantize converts a GGUF model's F32/F16/BF16 matrices to Q8_0:
-// `autoglm-sidecar quantize IN.gguf OUT.gguf`.
+// quantize converts a GGUF model's F32/F16/BF16 matrices to Q8_0, Q4_0 or
+// the Q4_K_M mix: `autoglm-sidecar quantize IN.gguf OUT.gguf [TYPE]`.
 func quantize(args []string) int {
-	if len(args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: autoglm-sidecar quantize IN.gguf OUT.gguf")
+	if len(args) != 2 && len(args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: autoglm-sidecar quantize IN.gguf OUT.gguf [Q8_0|Q4_0|Q4_K_M]")
+		return 2
+	}
+	recipe := "Q8_0"
+	if len(args) == 3 {
+		recipe = args[2]
+	}
+	if !slices.Contains(llama.Recipes, recipe) {
+		fmt.Fprintf(os.Stderr, "autoglm-sidecar quantize: unknown type %q (supported: %s)\n", recipe, strings.Join(llama.Recipes, ", "))
 		return 2
 	}
 	in, err := gguf.Open(args[0])
@@ -116,10 +126,10 @@ func quantize(args []string) int {
 	var pw *progressWriter
 	if err == nil {
 		defer os.Remove(tmp.Name())
-		fmt.Fprintf(os.Stderr, "quantizing %s to Q8_0 into %s\n", args[0], args[1])
+		fmt.Fprintf(os.Stderr, "quantizing %s to %s into %s\n", args[0], recipe, args[1])
 		pw = &progressWriter{w: tmp, start: time.Now(), every: 256 << 20}
 		w := bufio.NewWriterSize(pw, 1<<20)
-		if err = llama.Quantize(in, w); err == nil {
+		if err = llama.Quantize(in, w, recipe); err == nil {
 			err = w.Flush()
 		}
 		// A model file as any other: readable by all (CreateTemp makes 0600).
