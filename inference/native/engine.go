@@ -5,9 +5,13 @@
 package native
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/open-autoglm/autoglm/inference"
@@ -92,10 +96,7 @@ func New(f *gguf.File, c Config) (*Engine, error) {
 			name = m.Arch
 		}
 	}
-	weights := "?"
-	if t, ok := f.Tensor("blk.0.attn_q.weight"); ok {
-		weights = t.Type.String()
-	}
+	weights := weightTypes(f)
 	kv := c.KVTokens
 	if kv <= 0 {
 		kv = c.Slots * ctx
@@ -257,4 +258,25 @@ func (e *Engine) Vocab() *grammar.Vocab {
 		e.vocab = grammar.NewVocab(e.info.Vocab, e.tok.Piece, eog, e.tok.IsControl)
 	})
 	return e.vocab
+}
+
+// weightTypes names the types of f's matrices, the largest share of bytes
+// first ("Q4_K+Q6_K" for a Q4_K_M file).
+func weightTypes(f *gguf.File) string {
+	bytes := map[gguf.TensorType]uint64{}
+	for _, t := range f.Tensors {
+		if len(t.Dims) == 2 {
+			bytes[t.Type] += t.Size
+		}
+	}
+	types := slices.Collect(maps.Keys(bytes))
+	slices.SortFunc(types, func(a, b gguf.TensorType) int { return cmp.Or(cmp.Compare(bytes[b], bytes[a]), cmp.Compare(a, b)) })
+	names := make([]string, len(types))
+	for i, t := range types {
+		names[i] = t.String()
+	}
+	if len(names) == 0 {
+		return "?"
+	}
+	return strings.Join(names, "+")
 }

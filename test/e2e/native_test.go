@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,42 +57,76 @@ func TestNativeEngineBinary(t *testing.T) {
 }
 
 // TestQuantizeCommand: `autoglm-sidecar quantize` turns an F32 model into
-// a smaller Q8_0 one that the native engine serves.
+// a smaller Q8_0 one (the default) or a Q4_K_M one that the native engine
+// serves.
 func TestQuantizeCommand(t *testing.T) {
 	bin := build(t)
-	dir := t.TempDir()
-	in, out := filepath.Join(dir, "f32.gguf"), filepath.Join(dir, "q8.gguf")
-	var b bytes.Buffer
-	vocab := tokenizer.Vocabulary(nil)
-	if err := tiny.WriteWith(&b, tiny.Config{Vocab: 259, Embd: 64, Layers: 2, Heads: 4, FF: 128, Context: 128, Seed: 3}, vocab); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		recipe  string
+		embd    int
+		ratio   float64 // at least this much smaller
+		weights string  // as the start-up log names them
+	}{
+		{"", 64, 3, "Q8_0 weights"},
+		{"Q4_K_M", 256, 5.5, "Q4_K+Q6_K weights"},
+	} {
+		t.Run(cmp.Or(tc.recipe, "default"), func(t *testing.T) {
+			dir := t.TempDir()
+			in, out := filepath.Join(dir, "f32.gguf"), filepath.Join(dir, "q.gguf")
+			var b bytes.Buffer
+			vocab := tokenizer.Vocabulary(nil)
+			if err := tiny.WriteWith(&b, tiny.Config{Vocab: 259, Embd: tc.embd, Layers: 2, Heads: 4, FF: 2 * tc.embd, Context: 128, Seed: 3}, vocab); err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(in, b.Bytes(), 0o644)
+			args := []string{"quantize", in, out}
+			if tc.recipe != "" {
+				args = append(args, tc.recipe)
+			}
+			o, err := exec.Command(bin, args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("quantize: %v\n%s", err, o)
+			}
+			st, err := os.Stat(out)
+			if err != nil || float64(st.Size()) > float64(b.Len())/tc.ratio {
+				t.Fatalf("quantized file %v bytes from %d (%v)", st.Size(), b.Len(), err)
+			}
+			// A model file others can read (not CreateTemp's 0600), and a
+			// word on what was done.
+			if st.Mode().Perm() != 0o644 || !strings.Contains(string(o), "wrote "+out) {
+				t.Errorf("quantized file mode %v, output %q", st.Mode().Perm(), o)
+			}
+			addr := freePort(t)
+			p := &proc{cmd: exec.Command(bin, "-engine", "native", "-native-model", out, "-model", "q", "-http-addr", addr, "-grpc-addr", ""), stderr: &logBuffer{}, base: "http://" + addr}
+			p.cmd.Stderr = p.stderr
+			if err := p.cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
+			waitReady(t, p)
+			if !strings.Contains(p.stderr.String(), tc.weights) {
+				t.Fatalf("not served with %s:\n%s", tc.weights, p.stderr)
+			}
+			resp, err := http.Post(p.base+"/v1/completions", "application/json", strings.NewReader(`{"model":"q","prompt":"hello","max_tokens":8,"seed":1}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var c struct {
+				Usage struct {
+					CompletionTokens int `json:"completion_tokens"`
+				} `json:"usage"`
+			}
+			json.NewDecoder(resp.Body).Decode(&c)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || c.Usage.CompletionTokens == 0 {
+				t.Fatalf("completion: %d, %+v", resp.StatusCode, c)
+			}
+		})
 	}
-	os.WriteFile(in, b.Bytes(), 0o644)
-	o, err := exec.Command(bin, "quantize", in, out).CombinedOutput()
-	if err != nil {
-		t.Fatalf("quantize: %v\n%s", err, o)
-	}
-	st, err := os.Stat(out)
-	if err != nil || float64(st.Size()) > float64(b.Len())/3 {
-		t.Fatalf("Q8_0 file %v bytes from %d (%v)", st.Size(), b.Len(), err)
-	}
-	// A model file others can read (not CreateTemp's 0600), and a word on
-	// what was done.
-	if st.Mode().Perm() != 0o644 || !strings.Contains(string(o), "wrote "+out) {
-		t.Errorf("quantized file mode %v, output %q", st.Mode().Perm(), o)
-	}
-	addr := freePort(t)
-	p := &proc{cmd: exec.Command(bin, "-engine", "native", "-native-model", out, "-model", "q8", "-http-addr", addr, "-grpc-addr", ""), stderr: &logBuffer{}, base: "http://" + addr}
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
-	waitReady(t, p)
-	if !strings.Contains(p.stderr.String(), "Q8_0 weights") {
-		t.Fatalf("not served as Q8_0:\n%s", p.stderr)
-	}
-	if o, err := exec.Command(bin, "quantize", in).CombinedOutput(); err == nil || !strings.Contains(string(o), "usage") {
+	if o, err := exec.Command(bin, "quantize", "in.gguf").CombinedOutput(); err == nil || !strings.Contains(string(o), "usage") {
 		t.Fatalf("bad usage: %v %s", err, o)
+	}
+	if o, err := exec.Command(bin, "quantize", "in.gguf", "out.gguf", "Q3_K_S").CombinedOutput(); err == nil || !strings.Contains(string(o), "Q4_K_M") {
+		t.Fatalf("unknown type: %v %s", err, o)
 	}
 }
