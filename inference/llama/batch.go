@@ -100,6 +100,16 @@ func (m *Matrix) mulRows(ys, xs [][]float32, qs []qvec, lo, hi int) {
 		}
 		return
 	}
+	if m.Type == gguf.F16 && useAVX2 && m.Cols%32 == 0 {
+		// Half precision converted in the kernel (F16C), no row buffer.
+		for r := lo; r < hi; r++ {
+			row := unsafe.Slice((*uint16)(unsafe.Pointer(&m.Data[r*m.Cols*2])), m.Cols)
+			for b, x := range xs {
+				ys[b][r] = dotF16AVX2(&row[0], &x[0], m.Cols)
+			}
+		}
+		return
+	}
 	// Each row is made float32 once (in place for F32 on a little-endian
 	// machine, converted into a buffer otherwise) and then dotted with
 	// every vector of the batch: the row's cost is paid once per step.

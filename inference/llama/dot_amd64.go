@@ -21,3 +21,12 @@ func dotQ8x4AVX2(w *byte, stride int, xq *int8, xd *float32, n int, out *[4]floa
 
 //go:noescape
 func axpyAVX2(y *float32, a float32, x *float32, n int)
+
+//go:noescape
+func dotQ4KAVX2(w *byte, xq *int8, xd *float32, xs *int32, nsb int) float32
+
+//go:noescape
+func dotQ6KAVX2(w *byte, xq *int8, xd *float32, nsb int) float32
+
+//go:noescape
+func dotF16AVX2(w *uint16, x *float32, n int) float32

@@ -15,3 +15,9 @@ func dotQ8x4AVX2(w *byte, stride int, xq *int8, xd *float32, n int, out *[4]floa
 }
 
 func axpyAVX2(y *float32, a float32, x *float32, n int) { panic("no AVX2") }
+
+func dotQ4KAVX2(w *byte, xq *int8, xd *float32, xs *int32, nsb int) float32 { panic("no AVX2") }
+
+func dotQ6KAVX2(w *byte, xq *int8, xd *float32, nsb int) float32 { panic("no AVX2") }
+
+func dotF16AVX2(w *uint16, x *float32, n int) float32 { panic("no AVX2") }

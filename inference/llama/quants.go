@@ -113,10 +113,18 @@ func dotQuant(t gguf.TensorType, row []byte, x *qvec) float32 {
 	case gguf.Q4_0:
 		return dotQ40Go(row, x)
 	case gguf.Q4_K:
+		if nsb := len(x.d) / 8; useAVX2 && nsb > 0 {
+			_ = row[nsb*q4KBytes-1]
+			return dotQ4KAVX2(&row[0], &x.q[0], &x.d[0], &x.s[0], nsb)
+		}
 		return dotQ4KGo(row, x)
 	case gguf.Q5_K:
 		return dotQ5KGo(row, x)
 	case gguf.Q6_K:
+		if nsb := len(x.d) / 8; useAVX2 && nsb > 0 {
+			_ = row[nsb*q6KBytes-1]
+			return dotQ6KAVX2(&row[0], &x.q[0], &x.d[0], nsb)
+		}
 		return dotQ6KGo(row, x)
 	}
 	panic("dotQuant: " + t.String())

@@ -58,6 +58,14 @@ func TestQuantizeError(t *testing.T) {
 // and scales, for rows of one and several blocks, with extreme values
 // (levels at both ends, negative scales for Q6_K).
 func TestQuantKernels(t *testing.T) {
+	defer func(on bool) { useAVX2 = on }(useAVX2)
+	for _, asm := range []bool{false, avx2Available} {
+		useAVX2 = asm
+		testQuantKernels(t)
+	}
+}
+
+func testQuantKernels(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, typ := range quantTypes {
 		for _, n := range []int{256, 768, 2048} {
@@ -83,7 +91,7 @@ func TestQuantKernels(t *testing.T) {
 			}
 			got := dotQuant(typ, row, &v)
 			if math.Abs(float64(got)-want) > 1e-4*math.Max(1, math.Abs(want)) {
-				t.Errorf("%s, %d values: %v, float64 %v", typ, n, got, want)
+				t.Errorf("%s, %d values (assembly %v): %v, float64 %v", typ, n, useAVX2, got, want)
 			}
 		}
 	}
