@@ -248,6 +248,9 @@ func (m *Model) Run(feeds []Feed) error {
 		})
 		L.wo.MulMat(os, atts)
 		for _, r := range rows {
+			if L.postAttnNorm != nil {
+				rmsnorm(r.sc.o, r.sc.o, L.postAttnNorm, m.RMSEps)
+			}
 			for i := range r.sc.x {
 				r.sc.x[i] += r.sc.o[i]
 			}
@@ -263,6 +266,9 @@ func (m *Model) Run(feeds []Feed) error {
 		}, product{&L.gate, gs}, product{&L.up, us})
 		L.down.MulMat(os, gs)
 		for _, r := range rows {
+			if L.postFFNNorm != nil {
+				rmsnorm(r.sc.o, r.sc.o, L.postFFNNorm, m.RMSEps)
+			}
 			for i := range r.sc.x {
 				r.sc.x[i] += r.sc.o[i]
 			}

@@ -1,8 +1,9 @@
 // Package llama is the native engine's transformer for the Llama family
-// (llama, and qwen2/mistral where the tensor layout matches): RMSNorm, RoPE,
-// grouped-query attention and a SwiGLU MLP, over weights read in place from
-// a GGUF file (F32, F16, BF16, Q8_0). This is the forward pass; batching,
-// sampling and the inference.Engine around it come next (issue 3).
+// and its relatives (llama, mistral, qwen2 with attention biases, qwen3
+// with QK-norms, GLM-4 as glm4 and chatglm: fused projections, partial
+// RoPE, post-norms): RMSNorm, RoPE, grouped-query attention and a SwiGLU
+// MLP, over weights read in place from a GGUF file (F32, F16, BF16, Q8_0,
+// Q4_0, Q4_K, Q5_K, Q6_K). This is the forward pass and its batching.
 package llama
 
 import (
@@ -31,6 +32,21 @@ type Config struct {
 	// HeadSize is the per-head dimension where it is not Embd / Heads
 	// (qwen3's attention.key_length); 0 otherwise.
 	HeadSize int
+	// RopeDims is how many of each head's dimensions RoPE rotates (the
+	// first ones; GLM-4 rotates half, rope.dimension_count); 0 for all.
+	RopeDims int
+	// PostNorms: each block's attention and MLP outputs are RMS-normalised
+	// before their residual additions (GLM-4's post_attention_norm and
+	// post_ffw_norm).
+	PostNorms bool
+}
+
+// RotaryDims is how many of each head's dimensions RoPE rotates.
+func (c Config) RotaryDims() int {
+	if c.RopeDims > 0 {
+		return c.RopeDims
+	}
+	return c.HeadDim()
 }
 
 // HeadDim is the per-head dimension: HeadSize, or Embd / Heads.
@@ -46,7 +62,10 @@ func (c Config) QDim() int { return c.Heads * c.HeadDim() }
 
 type layer struct {
 	attnNorm, ffnNorm []float32
-	wq, wk, wv, wo    Matrix
+	// postAttnNorm, postFFNNorm normalise the attention and MLP outputs
+	// (GLM-4; nil otherwise).
+	postAttnNorm, postFFNNorm []float32
+	wq, wk, wv, wo            Matrix
 	// bq, bk, bv are the Q, K and V projections' biases (qwen2 has them;
 	// nil where a model has none).
 	bq, bk, bv []float32
@@ -96,12 +115,13 @@ func Load(f *gguf.File) (*Model, error) {
 		return nil, errors.Join(errs...)
 	}
 	switch arch {
-	case "llama", "mistral", "qwen2", "qwen3":
+	case "llama", "mistral", "qwen2", "qwen3", "glm4", "chatglm":
 	default:
-		return nil, fmt.Errorf("architecture %q is not supported (llama, mistral, qwen2, qwen3)", arch)
+		return nil, fmt.Errorf("architecture %q is not supported (llama, mistral, qwen2, qwen3, glm4, chatglm)", arch)
 	}
+	glm := arch == "glm4" || arch == "chatglm"
 	k := func(s string) string { return arch + "." + s }
-	c := Config{Arch: arch, NeoX: arch == "qwen2" || arch == "qwen3", RopeBase: 10000}
+	c := Config{Arch: arch, NeoX: arch == "qwen2" || arch == "qwen3", RopeBase: 10000, PostNorms: arch == "glm4"}
 	c.Embd = positive(k("embedding_length"), meta[uint32](f, k("embedding_length"), &errs), 1<<16, &errs)
 	c.Layers = positive(k("block_count"), meta[uint32](f, k("block_count"), &errs), 1024, &errs)
 	c.FF = positive(k("feed_forward_length"), meta[uint32](f, k("feed_forward_length"), &errs), 1<<18, &errs)
@@ -118,6 +138,9 @@ func Load(f *gguf.File) (*Model, error) {
 		if v := positive(k("attention.value_length"), meta[uint32](f, k("attention.value_length"), &errs), 1<<12, &errs); v != c.HeadDim() {
 			errs = append(errs, fmt.Errorf("metadata %s = %d differs from the key length %d: not supported", k("attention.value_length"), v, c.HeadDim()))
 		}
+	}
+	if _, ok := f.Get(k("rope.dimension_count")); ok {
+		c.RopeDims = positive(k("rope.dimension_count"), meta[uint32](f, k("rope.dimension_count"), &errs), 1<<12, &errs)
 	}
 	c.RMSEps = meta[float32](f, k("attention.layer_norm_rms_epsilon"), &errs)
 	if _, ok := f.Get(k("rope.freq_base")); ok {
@@ -144,6 +167,12 @@ func Load(f *gguf.File) (*Model, error) {
 	}
 	if (c.HeadSize == 0 && c.Embd%c.Heads != 0) || c.Heads%c.KVHeads != 0 || c.HeadDim()%2 != 0 {
 		return nil, fmt.Errorf("heads: embedding %d, %d heads, %d kv heads do not divide", c.Embd, c.Heads, c.KVHeads)
+	}
+	if c.RopeDims > c.HeadDim() || c.RopeDims%2 != 0 {
+		return nil, fmt.Errorf("metadata %s = %d: want an even number up to the head dimension %d", k("rope.dimension_count"), c.RopeDims, c.HeadDim())
+	}
+	if c.RopeDims == c.HeadDim() {
+		c.RopeDims = 0
 	}
 	if !(c.RMSEps > 0 && c.RMSEps < 1) || !(c.RopeBase > 1) || math.IsInf(float64(c.RopeBase), 0) {
 		return nil, fmt.Errorf("rms epsilon %v or rope base %v out of range", c.RMSEps, c.RopeBase)
@@ -181,26 +210,46 @@ func Load(f *gguf.File) (*Model, error) {
 		}
 		return vec(name, n)
 	}
+	has := func(name string) bool { _, ok := f.Tensor(name); return ok }
 	m.embd = get("token_embd.weight", c.Vocab, c.Embd)
 	qDim := c.QDim()
 	for i := range c.Layers {
 		p := fmt.Sprintf("blk.%d.", i)
 		L := layer{
 			attnNorm: vec(p+"attn_norm.weight", c.Embd), ffnNorm: vec(p+"ffn_norm.weight", c.Embd),
-			wq: get(p+"attn_q.weight", qDim, c.Embd), wk: get(p+"attn_k.weight", kvDim, c.Embd),
-			wv: get(p+"attn_v.weight", kvDim, c.Embd), wo: get(p+"attn_output.weight", c.Embd, qDim),
-			bq: bias(p+"attn_q.bias", qDim), bk: bias(p+"attn_k.bias", kvDim), bv: bias(p+"attn_v.bias", kvDim),
-			gate: get(p+"ffn_gate.weight", c.FF, c.Embd), up: get(p+"ffn_up.weight", c.FF, c.Embd), down: get(p+"ffn_down.weight", c.Embd, c.FF),
+			wo: get(p+"attn_output.weight", c.Embd, qDim), down: get(p+"ffn_down.weight", c.Embd, c.FF),
+		}
+		if glm && has(p+"attn_qkv.weight") {
+			// GLM's fused projection: the rows of Q, then K, then V (and
+			// the bias likewise), used in place as three matrices.
+			qkv := get(p+"attn_qkv.weight", qDim+2*kvDim, c.Embd)
+			L.wq, L.wk, L.wv = qkv.rows(0, qDim), qkv.rows(qDim, kvDim), qkv.rows(qDim+kvDim, kvDim)
+			if b := bias(p+"attn_qkv.bias", qDim+2*kvDim); b != nil {
+				L.bq, L.bk, L.bv = b[:qDim], b[qDim:qDim+kvDim], b[qDim+kvDim:]
+			}
+		} else {
+			L.wq, L.wk, L.wv = get(p+"attn_q.weight", qDim, c.Embd), get(p+"attn_k.weight", kvDim, c.Embd), get(p+"attn_v.weight", kvDim, c.Embd)
+			L.bq, L.bk, L.bv = bias(p+"attn_q.bias", qDim), bias(p+"attn_k.bias", kvDim), bias(p+"attn_v.bias", kvDim)
+		}
+		if glm {
+			// GLM's fused MLP input: gate rows, then up rows.
+			up := get(p+"ffn_up.weight", 2*c.FF, c.Embd)
+			L.gate, L.up = up.rows(0, c.FF), up.rows(c.FF, c.FF)
+		} else {
+			L.gate, L.up = get(p+"ffn_gate.weight", c.FF, c.Embd), get(p+"ffn_up.weight", c.FF, c.Embd)
 		}
 		if arch == "qwen3" { // QK-norm: required, one weight per head dimension
 			L.qNorm, L.kNorm = vec(p+"attn_q_norm.weight", c.HeadDim()), vec(p+"attn_k_norm.weight", c.HeadDim())
+		}
+		if c.PostNorms {
+			L.postAttnNorm, L.postFFNNorm = vec(p+"post_attention_norm.weight", c.Embd), vec(p+"post_ffw_norm.weight", c.Embd)
 		}
 		m.layers = append(m.layers, L)
 	}
 	m.norm = vec("output_norm.weight", c.Embd)
 	var freqs []float32 // Llama 3.1+: each frequency divided by its factor
 	if _, ok := f.Tensor("rope_freqs.weight"); ok {
-		freqs = vec("rope_freqs.weight", c.HeadDim()/2)
+		freqs = vec("rope_freqs.weight", c.RotaryDims()/2)
 		for i, v := range freqs {
 			if !(v > 0) || math.IsInf(float64(v), 0) {
 				errs = append(errs, fmt.Errorf("tensor rope_freqs.weight[%d] = %v: want a positive factor", i, v))
@@ -231,11 +280,12 @@ func Load(f *gguf.File) (*Model, error) {
 		}
 		return nil, fmt.Errorf("the %s model has tensors this engine does not implement, so it would compute it wrong: %v", arch, unused)
 	}
-	half := c.HeadDim() / 2
+	rd := c.RotaryDims()
+	half := rd / 2
 	m.ropeCos, m.ropeSin = make([]float32, c.ContextLength*half), make([]float32, c.ContextLength*half)
 	for p := range c.ContextLength {
 		for i := range half {
-			theta := float64(p) / ropeLinear * math.Pow(float64(c.RopeBase), -2*float64(i)/float64(c.HeadDim()))
+			theta := float64(p) / ropeLinear * math.Pow(float64(c.RopeBase), -2*float64(i)/float64(rd))
 			if freqs != nil {
 				theta /= float64(freqs[i])
 			}
@@ -323,8 +373,10 @@ func rmsnorm(out, x, w []float32, eps float32) {
 	}
 }
 
-// rope rotates one head's vector for position pos.
+// rope rotates one head's vector for position pos (its first RotaryDims
+// dimensions; the rest pass unchanged).
 func (m *Model) rope(v []float32, pos int) {
+	v = v[:m.RotaryDims()]
 	half := len(v) / 2
 	cs, sn := m.ropeCos[pos*half:(pos+1)*half], m.ropeSin[pos*half:(pos+1)*half]
 	for i := range half {
@@ -346,13 +398,16 @@ type LayerWeights struct {
 	// QNorm, KNorm (qwen3's per-head norms of queries and keys).
 	QBias, KBias, VBias []float32
 	QNorm, KNorm        []float32
+	// PostAttnNorm, PostFFNNorm normalise the attention and MLP outputs
+	// before the residual additions (GLM-4); nil otherwise.
+	PostAttnNorm, PostFFNNorm []float32
 }
 
 // Layer returns layer l's weights.
 func (m *Model) Layer(l int) LayerWeights {
 	L := m.layers[l]
 	return LayerWeights{AttnNorm: L.attnNorm, FFNNorm: L.ffnNorm, Q: L.wq, K: L.wk, V: L.wv, O: L.wo, Gate: L.gate, Up: L.up, Down: L.down,
-		QBias: L.bq, KBias: L.bk, VBias: L.bv, QNorm: L.qNorm, KNorm: L.kNorm}
+		QBias: L.bq, KBias: L.bk, VBias: L.bv, QNorm: L.qNorm, KNorm: L.kNorm, PostAttnNorm: L.postAttnNorm, PostFFNNorm: L.postFFNNorm}
 }
 
 // Embedding is the token embedding matrix.

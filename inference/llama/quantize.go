@@ -5,6 +5,7 @@ import (
 	"io"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/open-autoglm/autoglm/inference/gguf"
 )
@@ -24,7 +25,8 @@ var fileTypes = map[string]uint32{"Q8_0": 7, "Q4_0": 2, "Q4_K_M": 15}
 //   - Q4_0: every matrix Q4_0, the output matrix Q6_K as llama.cpp does.
 //   - Q4_K_M: llama.cpp's mix: Q4_K, with Q6_K for the output matrix (the
 //     token embedding when it is tied) and for attn_v and ffn_down in the
-//     first and last eighth of the layers and every third one between.
+//     first and last eighth of the layers and every third one between,
+//     and Q5_K for a fused attn_qkv.
 //
 // A matrix whose rows do not fill the type's blocks falls back to Q8_0
 // (rows of a multiple of 32) or is copied as it is; 1-D tensors (norms,
@@ -95,6 +97,9 @@ func recipeType(recipe, name string, layers int, tied bool) gguf.TensorType {
 	case "Q4_K_M":
 		if output {
 			return gguf.Q6_K
+		}
+		if strings.HasSuffix(name, ".attn_qkv.weight") { // fused Q, K, V: more bits, as llama.cpp
+			return gguf.Q5_K
 		}
 		if m := layerTensor.FindStringSubmatch(name); m != nil {
 			if i, _ := strconv.Atoi(m[1]); moreBits(i, layers) {

@@ -51,6 +51,12 @@ func vector(f *gguf.File, name string, n int) ([]float32, error) {
 	return out, nil
 }
 
+// rows is the view of n rows from row lo (a fused matrix's part).
+func (m Matrix) rows(lo, n int) Matrix {
+	rb := m.rowBytes()
+	return Matrix{Rows: n, Cols: m.Cols, Type: m.Type, Data: m.Data[lo*rb : (lo+n)*rb]}
+}
+
 // Row dequantizes row r into out (len Cols).
 func (m *Matrix) Row(r int, out []float32) error {
 	switch m.Type {

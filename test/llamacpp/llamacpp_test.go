@@ -46,6 +46,10 @@ func TestAgainstLlamaCpp(t *testing.T) {
 		{"llama gqa f16", tiny.Config{Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 96, Type: gguf.F16, Seed: 3}, 1e-3, "", 0},
 		{"qwen2 biases tied", tiny.Config{Arch: "qwen2", Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 64, Tied: true, Seed: 5}, 1e-4, "", 0},
 		{"qwen3 qk-norm wide heads", tiny.Config{Arch: "qwen3", Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 32, FF: 96, Seed: 6}, 1e-4, "", 0},
+		// GLM-4 as llama.cpp implements glm4 (biased Q, K, V; post-norms)
+		// and chatglm (fused biased QKV): half-rotated heads, fused gate/up.
+		{"glm4", tiny.Config{Arch: "glm4", Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 96, Seed: 25}, 1e-4, "", 0},
+		{"chatglm", tiny.Config{Arch: "chatglm", Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 96, Seed: 26}, 1e-4, "", 0},
 		// Each quantised format's layout: the embedding in that type, the
 		// rest F32.
 		{"q4_0 layout", tiny.Config{Embd: 512, Layers: 1, Heads: 4, FF: 64, Seed: 20}, 1e-4, "", gguf.Q4_0},
@@ -68,6 +72,8 @@ func TestAgainstLlamaCpp(t *testing.T) {
 		{"llama q4_k_m", tiny.Config{Embd: 256, Layers: 2, Heads: 4, FF: 512, Seed: 7}, 0.08, "Q4_K_M", 0},
 		{"llama gqa q4_k_m", tiny.Config{Embd: 256, Layers: 2, Heads: 4, KVHeads: 1, FF: 256, Seed: 12}, 0.08, "Q4_K_M", 0},
 		{"qwen2 q4_k_m", tiny.Config{Arch: "qwen2", Embd: 256, Layers: 2, Heads: 4, KVHeads: 2, FF: 256, Tied: true, Seed: 10}, 0.08, "Q4_K_M", 0},
+		{"glm4 q4_k_m", tiny.Config{Arch: "glm4", Embd: 256, Layers: 2, Heads: 4, KVHeads: 2, FF: 256, Seed: 13}, 0.08, "Q4_K_M", 0},
+		{"chatglm q4_k_m", tiny.Config{Arch: "chatglm", Embd: 256, Layers: 2, Heads: 4, KVHeads: 2, FF: 256, Seed: 14}, 0.08, "Q4_K_M", 0},
 		{"qwen3 q4_k_m", tiny.Config{Arch: "qwen3", Embd: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, FF: 256, Seed: 11}, 0.08, "Q4_K_M", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

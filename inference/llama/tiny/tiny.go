@@ -17,7 +17,10 @@ import (
 // Config shapes a model. A qwen2 model has the Q, K and V biases of the
 // real architecture; a qwen3 model its per-head QK-norms.
 type Config struct {
-	Arch                                string // llama (default), qwen2 or qwen3
+	// Arch is llama (default), mistral, qwen2, qwen3, glm4 (separate Q,
+	// K, V with biases, post-norms) or chatglm (fused QKV with bias); both
+	// GLMs have a fused gate/up matrix and rotate half of each head.
+	Arch                                string
 	Vocab, Embd, Layers, Heads, KVHeads int
 	FF, Context                         int
 	// HeadDim is the per-head dimension when it is not Embd / Heads
@@ -80,6 +83,9 @@ func WriteWith(w io.Writer, c Config, extra []gguf.KV) error {
 		hd = c.HeadDim
 		meta = append(meta, gguf.KV{Key: a + "attention.key_length", Value: uint32(hd)}, gguf.KV{Key: a + "attention.value_length", Value: uint32(hd)})
 	}
+	if c.Arch == "glm4" || c.Arch == "chatglm" { // GLM-4 rotates half of each head
+		meta = append(meta, gguf.KV{Key: a + "rope.dimension_count", Value: uint32(hd / 2)})
+	}
 	kvDim, qDim := c.KVHeads*hd, c.Heads*hd
 	var tensors []gguf.Tensor
 	mat := func(name string, rows, cols int) error {
@@ -116,15 +122,25 @@ func WriteWith(w io.Writer, c Config, extra []gguf.KV) error {
 		tensors = append(tensors, gguf.Tensor{Name: name, Dims: []uint64{uint64(n)}, Type: gguf.F32, Data: data})
 	}
 	steps := []func() error{func() error { return mat("token_embd.weight", c.Vocab, c.Embd) }}
+	glm := c.Arch == "glm4" || c.Arch == "chatglm"
 	for l := range c.Layers {
 		p := fmt.Sprintf("blk.%d.", l)
+		steps = append(steps, func() error { norm(p+"attn_norm.weight", c.Embd); return nil })
+		if c.Arch == "chatglm" {
+			// ChatGLM's fused Q, K, V projection with its bias.
+			steps = append(steps,
+				func() error { return mat(p+"attn_qkv.weight", qDim+2*kvDim, c.Embd) },
+				func() error { bias(p+"attn_qkv.bias", qDim+2*kvDim); return nil })
+		} else {
+			steps = append(steps,
+				func() error { return mat(p+"attn_q.weight", qDim, c.Embd) },
+				func() error { return mat(p+"attn_k.weight", kvDim, c.Embd) },
+				func() error { return mat(p+"attn_v.weight", kvDim, c.Embd) })
+		}
 		steps = append(steps,
-			func() error { norm(p+"attn_norm.weight", c.Embd); return nil },
-			func() error { return mat(p+"attn_q.weight", qDim, c.Embd) },
-			func() error { return mat(p+"attn_k.weight", kvDim, c.Embd) },
-			func() error { return mat(p+"attn_v.weight", kvDim, c.Embd) },
 			func() error {
-				if c.Arch == "qwen2" && !c.NoBias { // Qwen2's attention has Q, K and V biases
+				// Qwen2's and GLM-4's attention have Q, K and V biases.
+				if (c.Arch == "qwen2" || c.Arch == "glm4") && !c.NoBias {
 					bias(p+"attn_q.bias", qDim)
 					bias(p+"attn_k.bias", kvDim)
 					bias(p+"attn_v.bias", kvDim)
@@ -135,12 +151,23 @@ func WriteWith(w io.Writer, c Config, extra []gguf.KV) error {
 				}
 				return nil
 			},
-			func() error { return mat(p+"attn_output.weight", c.Embd, qDim) },
-			func() error { norm(p+"ffn_norm.weight", c.Embd); return nil },
-			func() error { return mat(p+"ffn_gate.weight", c.FF, c.Embd) },
-			func() error { return mat(p+"ffn_up.weight", c.FF, c.Embd) },
-			func() error { return mat(p+"ffn_down.weight", c.Embd, c.FF) },
-		)
+			func() error { return mat(p+"attn_output.weight", c.Embd, qDim) })
+		if c.Arch == "glm4" { // GLM-4 normalises the attention's output
+			steps = append(steps, func() error { norm(p+"post_attention_norm.weight", c.Embd); return nil })
+		}
+		steps = append(steps, func() error { norm(p+"ffn_norm.weight", c.Embd); return nil })
+		if glm {
+			// GLM's fused gate and up projection: gate rows, then up rows.
+			steps = append(steps, func() error { return mat(p+"ffn_up.weight", 2*c.FF, c.Embd) })
+		} else {
+			steps = append(steps,
+				func() error { return mat(p+"ffn_gate.weight", c.FF, c.Embd) },
+				func() error { return mat(p+"ffn_up.weight", c.FF, c.Embd) })
+		}
+		steps = append(steps, func() error { return mat(p+"ffn_down.weight", c.Embd, c.FF) })
+		if c.Arch == "glm4" { // … and the MLP's
+			steps = append(steps, func() error { norm(p+"post_ffw_norm.weight", c.Embd); return nil })
+		}
 	}
 	steps = append(steps, func() error { norm("output_norm.weight", c.Embd); return nil })
 	if c.Tied && len(c.Suppress) > 0 {
