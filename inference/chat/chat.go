@@ -22,6 +22,7 @@ const (
 	ChatML = "chatml" // Qwen2, Qwen2.5 (and the built-in model)
 	Llama3 = "llama3" // Llama 3.x
 	Llama2 = "llama2" // Llama 2, Mistral ([INST]); no tools
+	GLM4   = "glm4"   // GLM-4 ([gMASK]<sop><|role|>); no tools
 )
 
 // Syntax is how a format's model writes a tool call, as the family's own
@@ -52,6 +53,11 @@ func Render(format string, msgs []inference.Message, tools []inference.Tool) (st
 			return "", fmt.Errorf("tools: the model's chat format (Llama 2's [INST]) has no place for tools")
 		}
 		return renderLlama2(msgs)
+	case GLM4:
+		if len(tools) > 0 {
+			return "", fmt.Errorf("tools: the model has no chat template of its own, and the GLM-4 fallback format writes no tools")
+		}
+		return renderGLM4(msgs), nil
 	}
 	return renderChatML(msgs, tools), nil
 }
@@ -80,6 +86,27 @@ func renderLlama2(msgs []inference.Message) (string, error) {
 		}
 	}
 	return b.String(), nil
+}
+
+// renderGLM4 follows GLM-4-9B-Chat's template: the [gMASK]<sop> prefix,
+// each turn a role token and a newline before its text (a tool's result
+// is an observation), ending with the assistant's role token (the model
+// writes the newline).
+func renderGLM4(msgs []inference.Message) string {
+	var b strings.Builder
+	b.WriteString("[gMASK]<sop>")
+	for _, m := range msgs {
+		role := m.Role
+		switch role {
+		case "developer":
+			role = "system"
+		case "tool":
+			role = "observation"
+		}
+		b.WriteString("<|" + role + "|>\n" + m.Content)
+	}
+	b.WriteString("<|assistant|>")
+	return b.String()
 }
 
 // toolJSON is a tool as the families' templates list it: the request's

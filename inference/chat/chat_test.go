@@ -64,6 +64,14 @@ func TestRender(t *testing.T) {
 	if err != nil || got != "[INST] <<SYS>>\nbe brief\n<</SYS>>\n\nhi [/INST] hello </s><s>[INST] bye [/INST]" {
 		t.Errorf("llama2 %q %v", got, err)
 	}
+	got, err = Render(GLM4, []inference.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "hi"},
+		{Role: "assistant", Content: "hello"}, {Role: "user", Content: "bye"}}, nil)
+	if want := "[gMASK]<sop><|system|>\nbe brief<|user|>\nhi<|assistant|>\nhello<|user|>\nbye<|assistant|>"; got != want || err != nil {
+		t.Errorf("glm4 %q %v", got, err)
+	}
+	if _, err := Render(GLM4, conversation[:2], []inference.Tool{weather}); err == nil {
+		t.Error("glm4 fallback took tools")
+	}
 	if _, err := Render(Llama2, conversation[:2], []inference.Tool{weather}); err == nil {
 		t.Error("tools accepted by a format without them")
 	}

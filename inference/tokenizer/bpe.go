@@ -165,6 +165,8 @@ func FromGGUF(f *gguf.File) (Tokenizer, error) {
 	sortLongestFirst(t.special)
 	if tpl, _ := get("tokenizer.chat_template").(string); strings.Contains(tpl, "<|start_header_id|>") {
 		t.family = chat.Llama3
+	} else if pre == "chatglm-bpe" || pre == "glm4" {
+		t.family = chat.GLM4
 	}
 	t.format.load(get, tokens, t.BOS, t.EOS)
 	return t, nil

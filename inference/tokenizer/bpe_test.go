@@ -102,6 +102,11 @@ func TestChatTemplates(t *testing.T) {
 	if _, err := l3.ChatPrompt([]inference.Message{{Role: "robot"}}, nil); err == nil {
 		t.Fatal("unknown role accepted")
 	}
+	// A GLM-4 vocabulary (chatglm-bpe) without a template: GLM-4's format.
+	glm := build(t, nil, gguf.KV{Key: "tokenizer.ggml.pre", Value: "chatglm-bpe"})
+	if p, err := glm.ChatPrompt(msgs, nil); err != nil || p != "[gMASK]<sop><|system|>\nbe brief<|user|>\nhi<|assistant|>" || !strings.HasPrefix(glm.ChatFormat(), "glm4") {
+		t.Fatalf("glm4 %q %v (%s)", p, err, glm.ChatFormat())
+	}
 	// A template that compiles is the model's format, with the
 	// vocabulary's BOS and EOS texts.
 	own := build(t, nil, gguf.KV{Key: "tokenizer.chat_template",

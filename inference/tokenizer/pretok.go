@@ -34,8 +34,9 @@ var preTokenizers = map[string]preTokenizer{
 	"llama-bpe": {split: splitLlama3(3), ignoreMerges: true},
 	"llama3":    {split: splitLlama3(3), ignoreMerges: true},
 	"llama-v3":  {split: splitLlama3(3), ignoreMerges: true},
-	// GLM-4: Llama 3's expression.
+	// GLM-4 (chatglm-bpe; glm4 for the 0414 models): Llama 3's expression.
 	"chatglm-bpe": {split: splitLlama3(3)},
+	"glm4":        {split: splitLlama3(3)},
 	// Llama 3's with one digit per piece.
 	"qwen2": {split: splitLlama3(1), nfc: true},
 }
