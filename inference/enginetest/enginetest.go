@@ -131,6 +131,41 @@ func Run(t *testing.T, fresh func(t *testing.T) inference.Engine) {
 		}
 	})
 
+	// The KV budget an engine reports is room it has: sequences filling it
+	// together, shared evenly by every slot (the most partly filled
+	// blocks, for an engine that allocates in blocks), each within the
+	// context length, all run.
+	t.Run("KV budget", func(t *testing.T) {
+		e := fresh(t)
+		info := e.Info()
+		budget := min(info.KVTokens, info.Slots*info.ContextLength)
+		var in []inference.Input
+		for slot := range info.Slots {
+			n := budget / info.Slots // tokens of this sequence, the sampled one included
+			if slot < budget%info.Slots {
+				n++
+			}
+			if n < 2 {
+				continue
+			}
+			if err := e.Start(slot, greedy); err != nil {
+				t.Fatal(err)
+			}
+			in = append(in, inference.Input{Slot: slot, Tokens: prompt(n-1, 20+slot), Sample: true})
+		}
+		out, err := e.Step(context.Background(), in)
+		if err != nil || len(out) != len(in) {
+			t.Fatalf("prefill of %d sequences within a budget of %d tokens: %d outputs, %v", len(in), budget, len(out), err)
+		}
+		next := make([]inference.Input, len(out))
+		for i, o := range out {
+			next[i] = inference.Input{Slot: o.Slot, Tokens: []int{o.Token}, Sample: true}
+		}
+		if out, err := e.Step(context.Background(), next); err != nil || len(out) != len(next) {
+			t.Fatalf("the step that fills the budget of %d tokens: %d outputs, %v", budget, len(out), err)
+		}
+	})
+
 	t.Run("context limit", func(t *testing.T) {
 		e := fresh(t)
 		if err := e.Start(0, greedy); err != nil {
