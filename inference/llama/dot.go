@@ -30,6 +30,10 @@ func quantizeVec(v *qvec, x []float32) {
 	v.q = grow(v.q, len(x))
 	v.d = grow(v.d, n)
 	v.s = grow(v.s, n)
+	if useAVX2 && n > 0 {
+		quantizeQ8AVX2(&x[0], &v.q[0], &v.d[0], &v.s[0], n)
+		return
+	}
 	for k := range n {
 		xk := x[k*gguf.Q8Block : (k+1)*gguf.Q8Block]
 		var amax float32

@@ -30,3 +30,12 @@ func dotQ6KAVX2(w *byte, xq *int8, xd *float32, nsb int) float32
 
 //go:noescape
 func dotF16AVX2(w *uint16, x *float32, n int) float32
+
+//go:noescape
+func dotQ5KAVX2(w *byte, xq *int8, xd *float32, xs *int32, nsb int) float32
+
+//go:noescape
+func dotQ40AVX2(w *byte, xq *int8, xd *float32, n int) float32
+
+//go:noescape
+func quantizeQ8AVX2(x *float32, q *int8, d *float32, s *int32, n int)

@@ -3,6 +3,7 @@ package llama
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/open-autoglm/autoglm/inference/gguf"
@@ -123,6 +124,40 @@ func TestF16Kernel(t *testing.T) {
 		m.MulMat([][]float32{y}, [][]float32{x})
 		if math.Abs(float64(y[0])-want) > 1e-6*mag {
 			t.Errorf("%d values: %v, float64 %v", n, y[0], want)
+		}
+	}
+}
+
+// TestQuantizeVecKernels: the assembly quantiser of activations gives the
+// pure-Go one's int8, scales and sums bit for bit: random blocks, an
+// all-zero block, negative zeros, values exactly halfway between levels,
+// and a block whose largest magnitude is negative.
+func TestQuantizeVecKernels(t *testing.T) {
+	if !avx2Available {
+		t.Log("no AVX2 on this CPU: only the pure-Go quantiser runs here")
+	}
+	defer func(on bool) { useAVX2 = on }(useAVX2)
+	rng := rand.New(rand.NewPCG(7, 8))
+	x := make([]float32, 32*40)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64() * math.Pow(10, float64(i/32%5-2)))
+	}
+	clear(x[32:64])
+	x[64], x[65] = float32(math.Copysign(0, -1)), -3
+	for i := 96; i < 128; i++ {
+		x[i] = float32(i-96) * 127 / 62 // levels k/2: every other one a tie
+	}
+	x[127] = -63.5 / 31 * 127 / 62 * 31 // largest magnitude negative
+	var want, got qvec
+	useAVX2 = false
+	quantizeVec(&want, x)
+	useAVX2 = avx2Available
+	quantizeVec(&got, x)
+	if !slices.Equal(got.q, want.q) || !slices.Equal(got.d, want.d) || !slices.Equal(got.s, want.s) {
+		for k := range want.d {
+			if !slices.Equal(got.q[32*k:32*k+32], want.q[32*k:32*k+32]) || got.d[k] != want.d[k] || got.s[k] != want.s[k] {
+				t.Fatalf("block %d: %v %v %v, pure Go %v %v %v", k, got.q[32*k:32*k+32], got.d[k], got.s[k], want.q[32*k:32*k+32], want.d[k], want.s[k])
+			}
 		}
 	}
 }

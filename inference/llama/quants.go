@@ -111,6 +111,10 @@ func dequantize(t gguf.TensorType, b []byte, out []float32) {
 func dotQuant(t gguf.TensorType, row []byte, x *qvec) float32 {
 	switch t {
 	case gguf.Q4_0:
+		if n := len(x.d); useAVX2 && n > 0 {
+			_ = row[n*q40Bytes-1]
+			return dotQ40AVX2(&row[0], &x.q[0], &x.d[0], n)
+		}
 		return dotQ40Go(row, x)
 	case gguf.Q4_K:
 		if nsb := len(x.d) / 8; useAVX2 && nsb > 0 {
@@ -119,6 +123,10 @@ func dotQuant(t gguf.TensorType, row []byte, x *qvec) float32 {
 		}
 		return dotQ4KGo(row, x)
 	case gguf.Q5_K:
+		if nsb := len(x.d) / 8; useAVX2 && nsb > 0 {
+			_ = row[nsb*q5KBytes-1]
+			return dotQ5KAVX2(&row[0], &x.q[0], &x.d[0], &x.s[0], nsb)
+		}
 		return dotQ5KGo(row, x)
 	case gguf.Q6_K:
 		if nsb := len(x.d) / 8; useAVX2 && nsb > 0 {

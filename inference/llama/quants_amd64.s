@@ -247,3 +247,278 @@ hdone:
 	VZEROUPPER
 	MOVSS X0, ret+24(FP)
 	RET
+
+// func dotQ5KAVX2(w *byte, xq *int8, xd *float32, xs *int32, nsb int) float32
+//
+// dotQ4KAVX2 for Q5_K: the same scales and mins; each sub-block's values
+// are its nibbles plus 16 times their fifth bit (bit 2p of qh byte l for
+// element 64p+l, bit 2p+1 for element 64p+32+l); pairs ≤ 7874 in int16.
+TEXT ·dotQ5KAVX2(SB), NOSPLIT, $32-44
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), DX
+	MOVQ xs+24(FP), R8
+	MOVQ nsb+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y9, Y9, Y9
+	VPCMPEQW Y7, Y7, Y7
+	VPSRLW $15, Y7, Y7
+	MOVL $0x0f0f0f0f, AX
+	VMOVD AX, X10
+	VPBROADCASTD X10, Y10 // low-nibble mask
+	MOVL $0x10101010, AX
+	VMOVD AX, X11
+	VPBROADCASTD X11, Y11 // bit 4 of each byte
+
+k5loop:
+	TESTQ CX, CX
+	JZ    k5done
+	MOVL 4(SI), AX
+	MOVL 8(SI), BX
+	MOVL 12(SI), R9
+	MOVL AX, R10
+	ANDL $0x3f3f3f3f, R10
+	MOVL BX, R12
+	ANDL $0x3f3f3f3f, R12
+	MOVL R9, R11
+	ANDL $0x0f0f0f0f, R11
+	SHRL $6, AX
+	ANDL $0x03030303, AX
+	SHLL $4, AX
+	ORL  AX, R11
+	MOVL R9, R13
+	SHRL $4, R13
+	ANDL $0x0f0f0f0f, R13
+	SHRL $6, BX
+	ANDL $0x03030303, BX
+	SHLL $4, BX
+	ORL  BX, R13
+	VMOVD R10, X1
+	VPINSRD $1, R11, X1, X1
+	VPMOVZXBD X1, Y1
+	VCVTDQ2PS Y1, Y1
+	VMOVD R12, X2
+	VPINSRD $1, R13, X2, X2
+	VPMOVZXBD X2, Y2
+	VCVTDQ2PS Y2, Y2
+	VPBROADCASTW (SI), X3
+	VCVTPH2PS X3, Y3
+	VPBROADCASTW 2(SI), X4
+	VCVTPH2PS X4, Y4
+	VMOVUPS (DX), Y5
+	VMULPS Y3, Y1, Y1
+	VMULPS Y5, Y1, Y1
+	VMOVUPS Y1, 0(SP)
+	VMULPS Y4, Y2, Y2
+	VMULPS Y5, Y2, Y2
+	VMOVDQU (R8), Y6
+	VCVTDQ2PS Y6, Y6
+	VFMADD231PS Y6, Y2, Y9
+	VMOVDQU 16(SI), Y8 // fifth bits
+
+// Q5KPAIR: pair p's two sub-blocks; bit 2p of qh is moved to bit 4 by
+// shifting left l0 then right r0, bit 2p+1 by l1 and r1.
+#define Q5KPAIR(off, xoff, f0, f1, l0, r0, l1, r1) \
+	VMOVDQU off(SI), Y1 \
+	VPSRLW $4, Y1, Y2 \
+	VPAND Y10, Y1, Y1 \
+	VPAND Y10, Y2, Y2 \
+	VPSLLW $l0, Y8, Y3 \
+	VPSRLW $r0, Y3, Y3 \
+	VPAND Y11, Y3, Y3 \
+	VPOR Y3, Y1, Y1 \
+	VPSLLW $l1, Y8, Y3 \
+	VPSRLW $r1, Y3, Y3 \
+	VPAND Y11, Y3, Y3 \
+	VPOR Y3, Y2, Y2 \
+	VPMADDUBSW xoff(DI), Y1, Y1 \
+	VPMADDUBSW (xoff+32)(DI), Y2, Y2 \
+	VPMADDWD Y7, Y1, Y1 \
+	VPMADDWD Y7, Y2, Y2 \
+	VCVTDQ2PS Y1, Y1 \
+	VCVTDQ2PS Y2, Y2 \
+	VBROADCASTSS f0(SP), Y3 \
+	VBROADCASTSS f1(SP), Y4 \
+	VFMADD231PS Y3, Y1, Y0 \
+	VFMADD231PS Y4, Y2, Y0
+
+	Q5KPAIR(48, 0, 0, 4, 4, 0, 3, 0)
+	Q5KPAIR(80, 64, 8, 12, 2, 0, 1, 0)
+	Q5KPAIR(112, 128, 16, 20, 0, 0, 0, 1)
+	Q5KPAIR(144, 192, 24, 28, 0, 2, 0, 3)
+	ADDQ $176, SI
+	ADDQ $256, DI
+	ADDQ $32, DX
+	ADDQ $32, R8
+	DECQ CX
+	JMP  k5loop
+
+k5done:
+	VSUBPS Y9, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+40(FP)
+	RET
+
+// func dotQ40AVX2(w *byte, xq *int8, xd *float32, n int) float32
+//
+// A Q4_0 row of n blocks times a vector quantised in blocks of 32: each
+// block's 16 bytes unpacked to 32 nibbles in element order (low nibbles
+// are elements 0–15, high ones 16–31), made signed (−8..7), and summed
+// with the vector's int8 exactly in integers as dotQ8AVX2 does.
+TEXT ·dotQ40AVX2(SB), NOSPLIT, $0-36
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), DX
+	MOVQ n+24(FP), CX
+	VXORPS Y0, Y0, Y0
+	VPCMPEQW Y7, Y7, Y7
+	VPSRLW $15, Y7, Y7
+	MOVL $0x0f0f0f0f, AX
+	VMOVD AX, X10
+	VPBROADCASTD X10, Y10
+	MOVL $0x08080808, AX
+	VMOVD AX, X11
+	VPBROADCASTD X11, Y11
+
+q4loop:
+	TESTQ CX, CX
+	JZ    q4done
+	VMOVDQU 2(SI), X1
+	VPSRLW $4, X1, X2
+	VINSERTI128 $1, X2, Y1, Y1
+	VPAND Y10, Y1, Y1
+	VPSUBB Y11, Y1, Y1
+	VMOVDQU (DI), Y2
+	VPSIGNB Y1, Y1, Y3
+	VPSIGNB Y1, Y2, Y4
+	VPMADDUBSW Y4, Y3, Y5
+	VPMADDWD Y7, Y5, Y5
+	VCVTDQ2PS Y5, Y5
+	VPBROADCASTW (SI), X6
+	VCVTPH2PS X6, Y6
+	VBROADCASTSS (DX), Y8
+	VMULPS Y8, Y6, Y6
+	VFMADD231PS Y6, Y5, Y0
+	ADDQ $18, SI
+	ADDQ $32, DI
+	ADDQ $4, DX
+	DECQ CX
+	JMP  q4loop
+
+q4done:
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+32(FP)
+	RET
+
+DATA q8perm<>+0(SB)/4, $0
+DATA q8perm<>+4(SB)/4, $4
+DATA q8perm<>+8(SB)/4, $1
+DATA q8perm<>+12(SB)/4, $5
+DATA q8perm<>+16(SB)/4, $2
+DATA q8perm<>+20(SB)/4, $6
+DATA q8perm<>+24(SB)/4, $3
+DATA q8perm<>+28(SB)/4, $7
+GLOBL q8perm<>(SB), RODATA|NOPTR, $32
+
+// func quantizeQ8AVX2(x *float32, q *int8, d *float32, s *int32, n int)
+//
+// quantizeVec's arithmetic for n blocks of 32, bit for bit: d = max|x| /
+// 127, inv = 1/d (0 for an all-zero block), q = trunc(|x·inv| + 0.5) with
+// x·inv's sign, s = Σq. The int32 levels are packed to int8 (two saturating
+// packs within 128-bit lanes, then a dword permutation back to element
+// order).
+TEXT ·quantizeQ8AVX2(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ q+8(FP), DI
+	MOVQ d+16(FP), DX
+	MOVQ s+24(FP), R8
+	MOVQ n+32(FP), CX
+	VPCMPEQD Y15, Y15, Y15
+	VPSRLD $1, Y15, Y15 // |·| mask
+	MOVL $0x3f000000, AX
+	VMOVD AX, X14
+	VBROADCASTSS X14, Y14 // 0.5
+	MOVL $0x42fe0000, AX
+	VMOVD AX, X13 // 127
+	MOVL $0x3f800000, AX
+	VMOVD AX, X12 // 1
+	VMOVDQU q8perm<>(SB), Y11
+
+qvloop:
+	TESTQ CX, CX
+	JZ    qvdone
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS 64(SI), Y2
+	VMOVUPS 96(SI), Y3
+	VANDPS Y15, Y0, Y4
+	VANDPS Y15, Y1, Y5
+	VMAXPS Y5, Y4, Y4
+	VANDPS Y15, Y2, Y5
+	VANDPS Y15, Y3, Y6
+	VMAXPS Y6, Y5, Y5
+	VMAXPS Y5, Y4, Y4
+	VEXTRACTF128 $1, Y4, X5
+	VMAXPS X5, X4, X4
+	VPERMILPS $0x4e, X4, X5
+	VMAXPS X5, X4, X4
+	VPERMILPS $0xb1, X4, X5
+	VMAXPS X5, X4, X4 // amax in every lane
+	VDIVSS X13, X4, X4 // d
+	VMOVSS X4, (DX)
+	VXORPS X5, X5, X5
+	VUCOMISS X5, X4
+	JEQ   qvzero
+	VDIVSS X4, X12, X5 // 1/d
+qvzero:
+	VBROADCASTSS X5, Y5 // inv (0 for a zero block)
+	VMULPS Y5, Y0, Y0
+	VMULPS Y5, Y1, Y1
+	VMULPS Y5, Y2, Y2
+	VMULPS Y5, Y3, Y3
+
+// QLEVEL: the level of each lane of y (into t): trunc(|y| + 0.5), signed.
+#define QLEVEL(y, t) \
+	VANDPS Y15, y, t \
+	VADDPS Y14, t, t \
+	VCVTTPS2DQ t, t \
+	VPSIGND y, t, t
+
+	QLEVEL(Y0, Y6)
+	QLEVEL(Y1, Y7)
+	QLEVEL(Y2, Y8)
+	QLEVEL(Y3, Y9)
+	VPADDD Y7, Y6, Y10
+	VPADDD Y8, Y10, Y10
+	VPADDD Y9, Y10, Y10
+	VEXTRACTI128 $1, Y10, X0
+	VPADDD X0, X10, X10
+	VPSHUFD $0x4e, X10, X0
+	VPADDD X0, X10, X10
+	VPSHUFD $0xb1, X10, X0
+	VPADDD X0, X10, X10
+	VMOVD X10, AX
+	MOVL AX, (R8)
+	VPACKSSDW Y7, Y6, Y6
+	VPACKSSDW Y9, Y8, Y8
+	VPACKSSWB Y8, Y6, Y6
+	VPERMD Y6, Y11, Y6
+	VMOVDQU Y6, (DI)
+	ADDQ $128, SI
+	ADDQ $32, DI
+	ADDQ $4, DX
+	ADDQ $4, R8
+	DECQ CX
+	JMP  qvloop
+
+qvdone:
+	VZEROUPPER
+	RET
