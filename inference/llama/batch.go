@@ -306,30 +306,59 @@ func (m *Model) Run(feeds []Feed) error {
 // positions up to its own; score is scratch of at least pos+1.
 func (m *Model) attend(r row, h, l, hd, group int, scale float32, score []float32) {
 	s := r.s
-	{
-		q := r.sc.q[h*hd : (h+1)*hd]
-		kvh := h / group
-		sc := score[:r.pos+1]
-		mx := float32(math.Inf(-1))
-		for p := range sc {
-			kp, _ := s.at(l, p)
-			k := kp[kvh*hd : (kvh+1)*hd]
-			sc[p] = dot(q, k) * scale
-			mx = max(mx, sc[p])
+	q := r.sc.q[h*hd : (h+1)*hd]
+	kvh := h / group
+	sc := score[:r.pos+1]
+	out := r.sc.att[h*hd : (h+1)*hd]
+	clear(out)
+	if useAVX2 && hd%8 == 0 {
+		// A KV block's positions are contiguous: one kernel call per
+		// block for the scores and one for the weighted values.
+		blk, stride := s.pool.block, s.pool.kvDim
+		for p0 := 0; p0 < len(sc); p0 += blk {
+			k, _ := s.at(l, p0)
+			attnScoresAVX2(&q[0], &k[kvh*hd], stride, hd, min(blk, len(sc)-p0), scale, &sc[p0])
 		}
+		mx := float32(math.Inf(-1))
+		for _, v := range sc {
+			mx = max(mx, v)
+		}
+		n8 := len(sc) &^ 7
 		var sum float32
-		for p := range sc {
+		if n8 > 0 {
+			sum = expSubAVX2(&sc[0], n8, mx)
+		}
+		for p := n8; p < len(sc); p++ {
 			sc[p] = float32(math.Exp(float64(sc[p] - mx)))
 			sum += sc[p]
 		}
-		out := r.sc.att[h*hd : (h+1)*hd]
-		clear(out)
+		inv := 1 / sum
 		for p := range sc {
-			w := sc[p] / sum
-			_, vp := s.at(l, p)
-			v := vp[kvh*hd : (kvh+1)*hd]
-			axpy(out, w, v)
+			sc[p] *= inv
 		}
+		for p0 := 0; p0 < len(sc); p0 += blk {
+			_, v := s.at(l, p0)
+			attnAccumAVX2(&out[0], &sc[p0], &v[kvh*hd], stride, hd, min(blk, len(sc)-p0))
+		}
+		return
+	}
+	mx := float32(math.Inf(-1))
+	for p := range sc {
+		kp, _ := s.at(l, p)
+		k := kp[kvh*hd : (kvh+1)*hd]
+		sc[p] = dot(q, k) * scale
+		mx = max(mx, sc[p])
+	}
+	var sum float32
+	for p := range sc {
+		sc[p] = float32(math.Exp(float64(sc[p] - mx)))
+		sum += sc[p]
+	}
+	for p := range sc {
+		w := sc[p] / sum
+		_, vp := s.at(l, p)
+		v := vp[kvh*hd : (kvh+1)*hd]
+		axpy(out, w, v)
 	}
 }
 

@@ -39,3 +39,12 @@ func dotQ40AVX2(w *byte, xq *int8, xd *float32, n int) float32
 
 //go:noescape
 func quantizeQ8AVX2(x *float32, q *int8, d *float32, s *int32, n int)
+
+//go:noescape
+func attnScoresAVX2(q, k *float32, stride, hd, n int, scale float32, out *float32)
+
+//go:noescape
+func attnAccumAVX2(out, w, v *float32, stride, hd, n int)
+
+//go:noescape
+func expSubAVX2(x *float32, n int, m float32) float32

@@ -27,3 +27,9 @@ func dotQ5KAVX2(w *byte, xq *int8, xd *float32, xs *int32, nsb int) float32 { pa
 func dotQ40AVX2(w *byte, xq *int8, xd *float32, n int) float32 { panic("no AVX2") }
 
 func quantizeQ8AVX2(x *float32, q *int8, d *float32, s *int32, n int) { panic("no AVX2") }
+
+func attnScoresAVX2(q, k *float32, stride, hd, n int, scale float32, out *float32) { panic("no AVX2") }
+
+func attnAccumAVX2(out, w, v *float32, stride, hd, n int) { panic("no AVX2") }
+
+func expSubAVX2(x *float32, n int, m float32) float32 { panic("no AVX2") }

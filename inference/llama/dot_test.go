@@ -161,3 +161,67 @@ func TestQuantizeVecKernels(t *testing.T) {
 		}
 	}
 }
+
+// TestAttentionKernels: the attention's kernels against float64: scores
+// over strided keys, the weighted sum of strided values, and exp(x − m)
+// within 2 ulp (0 below e^−87) over the range softmax meets.
+func TestAttentionKernels(t *testing.T) {
+	if !avx2Available {
+		t.Log("no AVX2 on this CPU: attention runs its pure-Go loop (TestAgainstReference)")
+		return
+	}
+	rng := rand.New(rand.NewPCG(9, 10))
+	const hd, stride, n = 64, 192, 13
+	q := make([]float32, hd)
+	kv := make([]float32, stride*n)
+	for i := range q {
+		q[i] = float32(rng.NormFloat64())
+	}
+	for i := range kv {
+		kv[i] = float32(rng.NormFloat64())
+	}
+	out := make([]float32, n)
+	attnScoresAVX2(&q[0], &kv[64], stride, hd, n, 0.125, &out[0])
+	w := make([]float32, n)
+	acc := make([]float32, hd)
+	want := make([]float64, hd)
+	for i := range n {
+		var d float64
+		for j := range hd {
+			d += float64(q[j]) * float64(kv[i*stride+64+j])
+		}
+		if math.Abs(float64(out[i])-d*0.125) > 1e-5*math.Max(1, math.Abs(d)) {
+			t.Errorf("score %d: %v, float64 %v", i, out[i], d*0.125)
+		}
+		w[i] = float32(rng.Float64())
+		for j := range hd {
+			want[j] += float64(w[i]) * float64(kv[i*stride+64+j])
+		}
+	}
+	attnAccumAVX2(&acc[0], &w[0], &kv[64], stride, hd, n)
+	for j := range hd {
+		if math.Abs(float64(acc[j])-want[j]) > 1e-5*math.Max(1, math.Abs(want[j])) {
+			t.Errorf("value %d: %v, float64 %v", j, acc[j], want[j])
+		}
+	}
+	xs := make([]float32, 4096)
+	for i := range xs {
+		xs[i] = -float32(i) * 0.025 // 0 … −102
+	}
+	got := slices.Clone(xs)
+	sum := expSubAVX2(&got[0], len(got), 0)
+	var wantSum float64
+	for i, x := range xs {
+		e := math.Exp(float64(x))
+		if x < -87 {
+			e = 0
+		}
+		wantSum += e
+		if math.Abs(float64(got[i])-e) > 2.5e-7*e {
+			t.Fatalf("exp(%v): %v, want %v", x, got[i], e)
+		}
+	}
+	if math.Abs(float64(sum)-wantSum) > 1e-5*wantSum {
+		t.Errorf("sum %v, want %v", sum, wantSum)
+	}
+}
