@@ -78,32 +78,74 @@ adone2:
 	VZEROUPPER
 	RET
 
+// EXPCONST loads the constants of EXP: log2 e (Y13), ln 2 in two parts
+// (Y12, Y11), 1 (Y9).
+#define EXPCONST \
+	MOVL $0x3fb8aa3b, AX \
+	VMOVD AX, X13 \
+	VBROADCASTSS X13, Y13 \
+	MOVL $0x3f318000, AX \
+	VMOVD AX, X12 \
+	VBROADCASTSS X12, Y12 \
+	MOVL $0xb95e8083, AX \
+	VMOVD AX, X11 \
+	VBROADCASTSS X11, Y11 \
+	MOVL $0x3f800000, AX \
+	VMOVD AX, X9 \
+	VBROADCASTSS X9, Y9
+
+// EXP: Y3 = exp(Y0) for Y0 within [−87, 88] (Y1, Y2, Y4 clobbered): 2^k ·
+// e^r with k = round(t·log2 e), r = t − k·ln 2 (ln 2 in two parts), e^r by
+// Cephes' expf polynomial (within 2 ulp).
+#define EXP \
+	VMULPS Y13, Y0, Y1 \
+	VROUNDPS $0, Y1, Y1 \
+	VMOVAPS Y0, Y2 \
+	VFNMADD231PS Y12, Y1, Y2 \
+	VFNMADD231PS Y11, Y1, Y2 \
+	MOVL $0x39506967, AX \
+	VMOVD AX, X3 \
+	VBROADCASTSS X3, Y3 \
+	MOVL $0x3ab743ce, AX \
+	VMOVD AX, X4 \
+	VBROADCASTSS X4, Y4 \
+	VFMADD213PS Y4, Y2, Y3 \
+	MOVL $0x3c088908, AX \
+	VMOVD AX, X4 \
+	VBROADCASTSS X4, Y4 \
+	VFMADD213PS Y4, Y2, Y3 \
+	MOVL $0x3d2aa9c1, AX \
+	VMOVD AX, X4 \
+	VBROADCASTSS X4, Y4 \
+	VFMADD213PS Y4, Y2, Y3 \
+	MOVL $0x3e2aaaaa, AX \
+	VMOVD AX, X4 \
+	VBROADCASTSS X4, Y4 \
+	VFMADD213PS Y4, Y2, Y3 \
+	MOVL $0x3f000000, AX \
+	VMOVD AX, X4 \
+	VBROADCASTSS X4, Y4 \
+	VFMADD213PS Y4, Y2, Y3 \
+	VMULPS Y2, Y2, Y4 \
+	VFMADD213PS Y2, Y4, Y3 \
+	VADDPS Y9, Y3, Y3 \
+	VCVTPS2DQ Y1, Y1 \
+	VPSLLD $23, Y1, Y1 \
+	VPADDD Y1, Y3, Y3
+
 // func expSubAVX2(x *float32, n int, m float32) float32
 //
 // x[i] = exp(x[i] − m) in place (x[i] ≤ m), returning their sum; n is a
-// multiple of 8. exp(t) = 2^k · e^r with k = round(t·log2 e) and r = t −
-// k·ln 2 (ln 2 in two parts), e^r by Cephes' expf polynomial (within 2 ulp);
-// t below −87 (e^t < 1.7e-38) gives 0.
+// multiple of 8. t = x[i] − m below −87 (e^t < 1.7e-38) gives 0.
 TEXT ·expSubAVX2(SB), NOSPLIT, $0-28
 	MOVQ x+0(FP), SI
 	MOVQ n+8(FP), CX
 	VBROADCASTSS m+16(FP), Y15
 	VXORPS Y14, Y14, Y14 // sum
-	MOVL $0x3fb8aa3b, AX // log2 e
-	VMOVD AX, X13
-	VBROADCASTSS X13, Y13
-	MOVL $0x3f318000, AX // ln 2, high part (0.693359375)
-	VMOVD AX, X12
-	VBROADCASTSS X12, Y12
-	MOVL $0xb95e8083, AX // ln 2, low part (−2.12194440e-4)
-	VMOVD AX, X11
-	VBROADCASTSS X11, Y11
+	EXPCONST
 	MOVL $0xc2ae0000, AX // −87
 	VMOVD AX, X10
 	VBROADCASTSS X10, Y10
-	MOVL $0x3f800000, AX // 1
-	VMOVD AX, X9
-	VBROADCASTSS X9, Y9
 
 eloop:
 	TESTQ CX, CX
@@ -112,41 +154,8 @@ eloop:
 	VSUBPS Y15, Y0, Y0 // t
 	VCMPPS $1, Y10, Y0, Y8 // t < −87: the lanes that give 0
 	VMAXPS Y10, Y0, Y0
-	VMULPS Y13, Y0, Y1
-	VROUNDPS $0, Y1, Y1 // k
-	VMOVAPS Y0, Y2
-	VFNMADD231PS Y12, Y1, Y2 // t − k·ln2hi
-	VFNMADD231PS Y11, Y1, Y2 // r
-	MOVL $0x39506967, AX // 1.9875691500e-4
-	VMOVD AX, X3
-	VBROADCASTSS X3, Y3
-	MOVL $0x3ab743ce, AX // 1.3981999507e-3
-	VMOVD AX, X4
-	VBROADCASTSS X4, Y4
-	VFMADD213PS Y4, Y2, Y3
-	MOVL $0x3c088908, AX // 8.3334519073e-3
-	VMOVD AX, X4
-	VBROADCASTSS X4, Y4
-	VFMADD213PS Y4, Y2, Y3
-	MOVL $0x3d2aa9c1, AX // 4.1665795894e-2
-	VMOVD AX, X4
-	VBROADCASTSS X4, Y4
-	VFMADD213PS Y4, Y2, Y3
-	MOVL $0x3e2aaaaa, AX // 1.6666665459e-1
-	VMOVD AX, X4
-	VBROADCASTSS X4, Y4
-	VFMADD213PS Y4, Y2, Y3
-	MOVL $0x3f000000, AX // 5.0000001201e-1
-	VMOVD AX, X4
-	VBROADCASTSS X4, Y4
-	VFMADD213PS Y4, Y2, Y3
-	VMULPS Y2, Y2, Y4 // r²
-	VFMADD213PS Y2, Y4, Y3 // p·r² + r
-	VADDPS Y9, Y3, Y3 // + 1
-	VCVTPS2DQ Y1, Y1
-	VPSLLD $23, Y1, Y1
-	VPADDD Y1, Y3, Y3 // · 2^k
-	VANDNPS Y3, Y8, Y3 // 0 where t < −87
+	EXP
+	VANDNPS Y3, Y8, Y3
 	VMOVUPS Y3, (SI)
 	VADDPS Y3, Y14, Y14
 	ADDQ $32, SI
@@ -160,4 +169,43 @@ edone:
 	VHADDPS X0, X0, X0
 	VZEROUPPER
 	MOVSS X0, ret+24(FP)
+	RET
+
+// func siluMulAVX2(gate, u *float32, n int)
+//
+// g[i] = g[i] / (1 + exp(−g[i])) · u[i] (SwiGLU); n is a multiple of 8.
+// exp's argument is clamped to [−87, 88]: beyond, silu is g or 0 to
+// within float32.
+TEXT ·siluMulAVX2(SB), NOSPLIT, $0-24
+	MOVQ gate+0(FP), SI
+	MOVQ u+8(FP), DI
+	MOVQ n+16(FP), CX
+	EXPCONST
+	MOVL $0xc2ae0000, AX // −87
+	VMOVD AX, X10
+	VBROADCASTSS X10, Y10
+	MOVL $0x42b00000, AX // 88
+	VMOVD AX, X8
+	VBROADCASTSS X8, Y8
+	VXORPS Y7, Y7, Y7
+
+sloop:
+	TESTQ CX, CX
+	JZ    sdone2
+	VMOVUPS (SI), Y6 // g
+	VSUBPS Y6, Y7, Y0 // −g
+	VMAXPS Y10, Y0, Y0
+	VMINPS Y8, Y0, Y0
+	EXP
+	VADDPS Y9, Y3, Y3 // 1 + e^−g
+	VMULPS (DI), Y6, Y6 // g·u
+	VDIVPS Y3, Y6, Y6
+	VMOVUPS Y6, (SI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  sloop
+
+sdone2:
+	VZEROUPPER
 	RET

@@ -258,10 +258,7 @@ func (m *Model) Run(feeds []Feed) error {
 		}
 		mulAll(hs, func(lo, hi int) {
 			for _, r := range rows {
-				g, u := r.sc.g[lo:hi], r.sc.u[lo:hi]
-				for i, x := range g {
-					g[i] = x / (1 + float32(math.Exp(float64(-x)))) * u[i]
-				}
+				siluMul(r.sc.g[lo:hi], r.sc.u[lo:hi])
 			}
 		}, product{&L.gate, gs}, product{&L.up, us})
 		L.down.MulMat(os, gs)
@@ -300,6 +297,19 @@ func (m *Model) Run(feeds []Feed) error {
 		f.S.Pos += len(f.Tokens)
 	}
 	return nil
+}
+
+// siluMul is g = silu(g)·u, SwiGLU's gating.
+func siluMul(g, u []float32) {
+	n8 := 0
+	if useAVX2 {
+		if n8 = len(g) &^ 7; n8 > 0 {
+			siluMulAVX2(&g[0], &u[0], n8)
+		}
+	}
+	for i := n8; i < len(g); i++ {
+		g[i] = g[i] / (1 + float32(math.Exp(float64(-g[i])))) * u[i]
+	}
 }
 
 // attend computes a row's attention output for head h over its sequence's

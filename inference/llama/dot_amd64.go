@@ -48,3 +48,6 @@ func attnAccumAVX2(out, w, v *float32, stride, hd, n int)
 
 //go:noescape
 func expSubAVX2(x *float32, n int, m float32) float32
+
+//go:noescape
+func siluMulAVX2(gate, u *float32, n int)

@@ -33,3 +33,5 @@ func attnScoresAVX2(q, k *float32, stride, hd, n int, scale float32, out *float3
 func attnAccumAVX2(out, w, v *float32, stride, hd, n int) { panic("no AVX2") }
 
 func expSubAVX2(x *float32, n int, m float32) float32 { panic("no AVX2") }
+
+func siluMulAVX2(gate, u *float32, n int) { panic("no AVX2") }

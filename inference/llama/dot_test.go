@@ -225,3 +225,24 @@ func TestAttentionKernels(t *testing.T) {
 		t.Errorf("sum %v, want %v", sum, wantSum)
 	}
 }
+
+// TestSiluMul: SwiGLU's gating (vectorised where the CPU has AVX2, with
+// a pure-Go tail) against float64, over gates from −120 to 120.
+func TestSiluMul(t *testing.T) {
+	g := make([]float32, 1003)
+	u := make([]float32, len(g))
+	for i := range g {
+		g[i], u[i] = float32(i-501)*0.24, float32(i%7)-3
+	}
+	want := make([]float64, len(g))
+	for i := range g {
+		x := float64(g[i])
+		want[i] = x / (1 + math.Exp(-x)) * float64(u[i])
+	}
+	siluMul(g, u)
+	for i := range g {
+		if math.Abs(float64(g[i])-want[i]) > 4e-7*math.Abs(want[i])+1e-30 { // below 1e-30: 0 to float32
+			t.Fatalf("gate %v: %v, float64 %v", float32(i-501)*0.24, g[i], want[i])
+		}
+	}
+}
