@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"math/rand/v2"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -98,6 +99,8 @@ const (
 // the native engine's as a fraction of llama.cpp's.
 func BenchmarkVsLlamaCpp(b *testing.B) {
 	modules := toolcache.NodeModules(b)
+	bw, peak := readBandwidth(), peakMACs()
+	b.Logf("bandwidth %.1f GB/s, int8 multiply-adds %.1f G/s (Q8_0 kernel, cache-resident, all cores)", bw/1e9, peak/1e9)
 	for name, path := range benchFiles(b) {
 		b.Run(name, func(b *testing.B) {
 			// llama.cpp at its best thread count for each figure: on this
@@ -123,6 +126,20 @@ func BenchmarkVsLlamaCpp(b *testing.B) {
 			b.ReportMetric(own.Streams, "streams16-tok/s")
 			b.ReportMetric(ref.Streams, "llamacpp-streams16-tok/s")
 			b.ReportMetric(own.Streams/ref.Streams, "streams16-ratio")
+			// Bounds on this machine: prefill by compute (multiply-adds per
+			// token at the kernel's peak), decode by bandwidth (bytes read
+			// per token).
+			f, err := gguf.Open(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			macs, bytes := macsPerToken(f), weightBytesPerToken(f)
+			f.Close()
+			b.ReportMetric(own.Prefill/(peak/macs), "prefill-of-compute-bound")
+			b.ReportMetric(ref.Prefill/(peak/macs), "llamacpp-prefill-of-compute-bound")
+			b.ReportMetric(own.Decode/(bw/bytes), "decode-of-bandwidth-bound")
+			b.ReportMetric(ref.Decode/(bw/bytes), "llamacpp-decode-of-bandwidth-bound")
+			b.Logf("%s: %.0f M multiply-adds and %.1f MB per token; bounds: compute %.0f tok/s, bandwidth %.0f tok/s", name, macs/1e6, bytes/1e6, peak/macs, bw/bytes)
 		})
 	}
 }
@@ -199,3 +216,47 @@ func nativeSpeed(b *testing.B, path string) speed {
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+// macsPerToken is the multiply-adds of one token's matrix products: every
+// matrix but the token embedding (of which one row is read).
+func macsPerToken(f *gguf.File) float64 {
+	var n float64
+	for _, t := range f.Tensors {
+		if len(t.Dims) == 2 && t.Name != "token_embd.weight" {
+			n += float64(t.Dims[0]) * float64(t.Dims[1])
+		}
+	}
+	if _, ok := f.Tensor("output.weight"); !ok { // tied: the embedding is the output
+		if t, ok := f.Tensor("token_embd.weight"); ok {
+			n += float64(t.Dims[0]) * float64(t.Dims[1])
+		}
+	}
+	return n
+}
+
+// peakMACs is the int8 multiply-adds per second of the Q8_0 kernel on
+// cache-resident data with all cores: a 2048×768 matrix (1.6 MB, in L3)
+// times 64 vectors,
+// the best of 5.
+func peakMACs() float64 {
+	const rows, cols, vecs = 2048, 768, 64
+	rng := rand.New(rand.NewPCG(1, 1))
+	w := make([]float32, rows*cols)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64())
+	}
+	m := llama.Matrix{Rows: rows, Cols: cols, Type: gguf.Q8_0, Data: llama.QuantizeQ8(w)}
+	xs, ys := make([][]float32, vecs), make([][]float32, vecs)
+	for i := range xs {
+		xs[i], ys[i] = w[i*cols:(i+1)*cols], make([]float32, rows)
+	}
+	best := 0.0
+	for range 5 {
+		t0 := time.Now()
+		for range 4 {
+			m.MulMat(ys, xs)
+		}
+		best = max(best, 4*rows*cols*vecs/time.Since(t0).Seconds())
+	}
+	return best
+}
