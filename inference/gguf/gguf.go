@@ -108,6 +108,12 @@ func (t TensorType) String() string {
 	case BF16:
 		return "BF16"
 	}
+	// Types this package does not read, named for error messages.
+	if n, ok := map[TensorType]string{3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 15: "Q8_K",
+		16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS",
+		29: "IQ1_M", 34: "TQ1_0", 35: "TQ2_0"}[t]; ok {
+		return n
+	}
 	return fmt.Sprintf("ggml type %d", uint32(t))
 }
 

@@ -119,7 +119,7 @@ func TestCorrupt(t *testing.T) {
 		})
 	}
 	var buf bytes.Buffer
-	if err := Write(&buf, nil, []Tensor{{Name: "x", Dims: []uint64{4}, Type: TensorType(2), Data: make([]byte, 4)}}); err == nil || !strings.Contains(err.Error(), "unsupported tensor type") {
+	if err := Write(&buf, nil, []Tensor{{Name: "x", Dims: []uint64{4}, Type: TensorType(11), Data: make([]byte, 4)}}); err == nil || !strings.Contains(err.Error(), "unsupported tensor type Q3_K") {
 		t.Fatalf("unsupported type written: %v", err)
 	}
 	if err := Write(&buf, nil, []Tensor{{Name: "x", Dims: []uint64{33}, Type: Q8_0, Data: make([]byte, 34)}}); err == nil || !strings.Contains(err.Error(), "multiple of 32") {
