@@ -3,8 +3,8 @@ package bench
 import (
 	"bufio"
 	"fmt"
-	"os"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
