@@ -75,9 +75,17 @@ func (m *Matrix) mulRows(ys, xs [][]float32, qs []qvec, lo, hi int) {
 		rowBytes := m.Cols / gguf.Q8Block * q8BlockBytes
 		r := lo
 		var out [4]float32
+		var out8 [8]float32
 		for ; r+4 <= hi; r += 4 {
 			rows := m.Data[r*rowBytes : (r+4)*rowBytes]
-			for b := range qs {
+			b := 0
+			for ; b+2 <= len(qs) && useAVX2; b += 2 {
+				// Two vectors at once (each row's block loaded once for both).
+				dotQ8x4x2(rows, rowBytes, &qs[b], &qs[b+1], &out8)
+				ys[b][r], ys[b][r+1], ys[b][r+2], ys[b][r+3] = out8[0], out8[2], out8[4], out8[6]
+				ys[b+1][r], ys[b+1][r+1], ys[b+1][r+2], ys[b+1][r+3] = out8[1], out8[3], out8[5], out8[7]
+			}
+			for ; b < len(qs); b++ {
 				dotQ8x4(rows, rowBytes, &qs[b], &out)
 				ys[b][r], ys[b][r+1], ys[b][r+2], ys[b][r+3] = out[0], out[1], out[2], out[3]
 			}

@@ -99,6 +99,22 @@ func dotQ8x4(rows []byte, rowBytes int, x *qvec, out *[4]float32) {
 	}
 }
 
+// dotQ8x4x2 is dotQ8x4 for two vectors (AVX2 only; VPDPBUSD where the
+// CPU has AVX512-VNNI, the same integer sums): out[2i+v] is row i times
+// vector v, each bit-identical to dotQ8's.
+func dotQ8x4x2(rows []byte, rowBytes int, x0, x1 *qvec, out *[8]float32) {
+	n := len(x0.d)
+	_ = rows[3*rowBytes+n*q8BlockBytes-1]
+	_ = x0.q[n*gguf.Q8Block-1]
+	_ = x1.q[n*gguf.Q8Block-1]
+	_ = x1.d[n-1]
+	if useVNNI {
+		dotQ8x4x2VNNI(&rows[0], rowBytes, &x0.q[0], &x0.d[0], &x1.q[0], &x1.d[0], n, out)
+		return
+	}
+	dotQ8x4x2AVX2(&rows[0], rowBytes, &x0.q[0], &x0.d[0], &x1.q[0], &x1.d[0], n, out)
+}
+
 func dotQ8Go(row []byte, x *qvec) float32 {
 	var s float32
 	for k, xd := range x.d {

@@ -10,6 +10,12 @@ var avx2Available = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 // useAVX2 selects the assembly kernels.
 var useAVX2 = avx2Available
 
+// vnniAvailable: AVX512-VNNI on 256-bit registers (VPDPBUSD, EVEX with
+// AVX512VL), used by the batched Q8_0 kernel; useVNNI selects it.
+var vnniAvailable = avx2Available && cpu.X86.HasAVX512VNNI && cpu.X86.HasAVX512VL
+
+var useVNNI = vnniAvailable
+
 //go:noescape
 func dotQ8AVX2(w *byte, xq *int8, xd *float32, n int) float32
 
@@ -51,3 +57,9 @@ func expSubAVX2(x *float32, n int, m float32) float32
 
 //go:noescape
 func siluMulAVX2(gate, u *float32, n int)
+
+//go:noescape
+func dotQ8x4x2AVX2(w *byte, stride int, xq0 *int8, xd0 *float32, xq1 *int8, xd1 *float32, n int, out *[8]float32)
+
+//go:noescape
+func dotQ8x4x2VNNI(w *byte, stride int, xq0 *int8, xd0 *float32, xq1 *int8, xd1 *float32, n int, out *[8]float32)

@@ -180,3 +180,175 @@ aloop:
 adone:
 	VZEROUPPER
 	RET
+
+DATA ones16<>+0(SB)/8, $0x0001000100010001
+DATA ones16<>+8(SB)/8, $0x0001000100010001
+DATA ones16<>+16(SB)/8, $0x0001000100010001
+DATA ones16<>+24(SB)/8, $0x0001000100010001
+GLOBL ones16<>(SB), RODATA|NOPTR, $32
+
+// X2ROW is one row's share of a block in dotQ8x4x2AVX2: the row at ptr
+// times both vectors (Y9, Y10 their int8; xd0, xd1 their scales), into
+// acc0 and acc1.
+#define X2ROW(ptr, acc0, acc1) \
+	VMOVDQU 2(ptr), Y14 \
+	VPSIGNB Y14, Y14, Y13 \
+	VPBROADCASTW (ptr), X15 \
+	VCVTPH2PS X15, Y15 \
+	VPSIGNB Y14, Y9, Y8 \
+	VPMADDUBSW Y8, Y13, Y8 \
+	VPMADDWD ones16<>(SB), Y8, Y8 \
+	VCVTDQ2PS Y8, Y8 \
+	VBROADCASTSS (DX), Y11 \
+	VMULPS Y11, Y15, Y11 \
+	VFMADD231PS Y11, Y8, acc0 \
+	VPSIGNB Y14, Y10, Y8 \
+	VPMADDUBSW Y8, Y13, Y8 \
+	VPMADDWD ones16<>(SB), Y8, Y8 \
+	VCVTDQ2PS Y8, Y8 \
+	VBROADCASTSS (R13), Y11 \
+	VMULPS Y11, Y15, Y11 \
+	VFMADD231PS Y11, Y8, acc1
+
+// X2SUM stores acc's sum to off(AX) as dotQ8AVX2 sums its lanes.
+#define X2SUM(acc, xacc, off) \
+	VHADDPS acc, acc, acc \
+	VHADDPS acc, acc, acc \
+	VEXTRACTF128 $1, acc, X8 \
+	VADDPS X8, xacc, xacc \
+	VMOVSS xacc, off(AX)
+
+// func dotQ8x4x2AVX2(w *byte, stride int, xq0 *int8, xd0 *float32, xq1 *int8, xd1 *float32, n int, out *[8]float32)
+//
+// dotQ8AVX2 for four rows (w + i·stride) times two vectors at once: each
+// block of x is loaded once for four rows, each row's block once for two
+// vectors; out[2i+v] is row i times vector v, bit-identical to dotQ8AVX2's.
+TEXT ·dotQ8x4x2AVX2(SB), NOSPLIT, $0-64
+	MOVQ w+0(FP), SI
+	MOVQ stride+8(FP), BX
+	MOVQ xq0+16(FP), DI
+	MOVQ xd0+24(FP), DX
+	MOVQ xq1+32(FP), R12
+	MOVQ xd1+40(FP), R13
+	MOVQ n+48(FP), CX
+	MOVQ out+56(FP), AX
+	LEAQ (SI)(BX*1), R8
+	LEAQ (R8)(BX*1), R9
+	LEAQ (R9)(BX*1), R10
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+x2loop:
+	TESTQ CX, CX
+	JZ    x2done
+	VMOVDQU (DI), Y9
+	VMOVDQU (R12), Y10
+	X2ROW(SI, Y0, Y1)
+	X2ROW(R8, Y2, Y3)
+	X2ROW(R9, Y4, Y5)
+	X2ROW(R10, Y6, Y7)
+	ADDQ $34, SI
+	ADDQ $34, R8
+	ADDQ $34, R9
+	ADDQ $34, R10
+	ADDQ $32, DI
+	ADDQ $32, R12
+	ADDQ $4, DX
+	ADDQ $4, R13
+	DECQ CX
+	JMP  x2loop
+
+x2done:
+	X2SUM(Y0, X0, 0)
+	X2SUM(Y1, X1, 4)
+	X2SUM(Y2, X2, 8)
+	X2SUM(Y3, X3, 12)
+	X2SUM(Y4, X4, 16)
+	X2SUM(Y5, X5, 20)
+	X2SUM(Y6, X6, 24)
+	X2SUM(Y7, X7, 28)
+	VZEROUPPER
+	RET
+
+// X2ROWVNNI is X2ROW with each block's int8 products summed by VPDPBUSD
+// (AVX512-VNNI on 256-bit registers): the same exact int32 lane sums as
+// VPMADDUBSW+VPMADDWD, so the same results, bit for bit.
+#define X2ROWVNNI(ptr, acc0, acc1) \
+	VMOVDQU 2(ptr), Y14 \
+	VPSIGNB Y14, Y14, Y13 \
+	VPBROADCASTW (ptr), X15 \
+	VCVTPH2PS X15, Y15 \
+	VPSIGNB Y14, Y9, Y8 \
+	VPXOR Y12, Y12, Y12 \
+	VPDPBUSD Y8, Y13, Y12 \
+	VCVTDQ2PS Y12, Y12 \
+	VBROADCASTSS (DX), Y11 \
+	VMULPS Y11, Y15, Y11 \
+	VFMADD231PS Y11, Y12, acc0 \
+	VPSIGNB Y14, Y10, Y8 \
+	VPXOR Y12, Y12, Y12 \
+	VPDPBUSD Y8, Y13, Y12 \
+	VCVTDQ2PS Y12, Y12 \
+	VBROADCASTSS (R13), Y11 \
+	VMULPS Y11, Y15, Y11 \
+	VFMADD231PS Y11, Y12, acc1
+
+// func dotQ8x4x2VNNI(w *byte, stride int, xq0 *int8, xd0 *float32, xq1 *int8, xd1 *float32, n int, out *[8]float32)
+TEXT ·dotQ8x4x2VNNI(SB), NOSPLIT, $0-64
+	MOVQ w+0(FP), SI
+	MOVQ stride+8(FP), BX
+	MOVQ xq0+16(FP), DI
+	MOVQ xd0+24(FP), DX
+	MOVQ xq1+32(FP), R12
+	MOVQ xd1+40(FP), R13
+	MOVQ n+48(FP), CX
+	MOVQ out+56(FP), AX
+	LEAQ (SI)(BX*1), R8
+	LEAQ (R8)(BX*1), R9
+	LEAQ (R9)(BX*1), R10
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+v2loop:
+	TESTQ CX, CX
+	JZ    v2done
+	VMOVDQU (DI), Y9
+	VMOVDQU (R12), Y10
+	X2ROWVNNI(SI, Y0, Y1)
+	X2ROWVNNI(R8, Y2, Y3)
+	X2ROWVNNI(R9, Y4, Y5)
+	X2ROWVNNI(R10, Y6, Y7)
+	ADDQ $34, SI
+	ADDQ $34, R8
+	ADDQ $34, R9
+	ADDQ $34, R10
+	ADDQ $32, DI
+	ADDQ $32, R12
+	ADDQ $4, DX
+	ADDQ $4, R13
+	DECQ CX
+	JMP  v2loop
+
+v2done:
+	X2SUM(Y0, X0, 0)
+	X2SUM(Y1, X1, 4)
+	X2SUM(Y2, X2, 8)
+	X2SUM(Y3, X3, 12)
+	X2SUM(Y4, X4, 16)
+	X2SUM(Y5, X5, 20)
+	X2SUM(Y6, X6, 24)
+	X2SUM(Y7, X7, 28)
+	VZEROUPPER
+	RET

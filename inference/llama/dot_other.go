@@ -6,6 +6,10 @@ const avx2Available = false
 
 var useAVX2 = false
 
+const vnniAvailable = false
+
+var useVNNI = false
+
 func dotQ8AVX2(w *byte, xq *int8, xd *float32, n int) float32 { panic("no AVX2") }
 
 func dotF32AVX2(w, x *float32, n int) float32 { panic("no AVX2") }
@@ -35,3 +39,11 @@ func attnAccumAVX2(out, w, v *float32, stride, hd, n int) { panic("no AVX2") }
 func expSubAVX2(x *float32, n int, m float32) float32 { panic("no AVX2") }
 
 func siluMulAVX2(gate, u *float32, n int) { panic("no AVX2") }
+
+func dotQ8x4x2AVX2(w *byte, stride int, xq0 *int8, xd0 *float32, xq1 *int8, xd1 *float32, n int, out *[8]float32) {
+	panic("no AVX2")
+}
+
+func dotQ8x4x2VNNI(w *byte, stride int, xq0 *int8, xd0 *float32, xq1 *int8, xd1 *float32, n int, out *[8]float32) {
+	panic("no AVX512-VNNI")
+}

@@ -53,6 +53,26 @@ func testKernels(t *testing.T) {
 		if got := dotQ8Go(row, &v); !close(got, want, 1e-4) {
 			t.Errorf("q8_0 (pure Go), %d blocks: %v, float64 %v", blocks, got, want)
 		}
+		// Four rows times two vectors (with and without VNNI where the CPU
+		// has it): each bit-identical to the one-row kernel.
+		for _, vnni := range []bool{false, vnniAvailable} {
+			if !useAVX2 {
+				break
+			}
+			defer func(on bool) { useVNNI = on }(useVNNI)
+			useVNNI = vnni
+			var v2 qvec
+			quantizeVec(&v2, w)
+			rows := QuantizeQ8(append(append(append(append([]float32(nil), w...), x...), w...), x...))
+			var out8 [8]float32
+			dotQ8x4x2(rows, len(row), &v, &v2, &out8)
+			for i := range 4 {
+				r := rows[i*len(row) : (i+1)*len(row)]
+				if a, b := dotQ8(r, &v), dotQ8(r, &v2); out8[2*i] != a || out8[2*i+1] != b {
+					t.Errorf("q8_0 4×2 (VNNI %v), %d blocks, row %d: %v %v, one-row kernel %v %v", vnni, blocks, i, out8[2*i], out8[2*i+1], a, b)
+				}
+			}
+		}
 		// Four rows at once: each bit-identical to the one-row kernel.
 		rows := QuantizeQ8(append(append(append(append([]float32(nil), w...), x...), w...), x...))
 		var out [4]float32
