@@ -91,6 +91,10 @@ func dotQ8x4(rows []byte, rowBytes int, x *qvec, out *[4]float32) {
 	if useAVX2 && n > 0 {
 		_ = rows[3*rowBytes+n*q8BlockBytes-1]
 		_ = x.q[n*gguf.Q8Block-1]
+		if useVNNI {
+			dotQ8x4VNNI(&rows[0], rowBytes, &x.q[0], &x.d[0], n, out)
+			return
+		}
 		dotQ8x4AVX2(&rows[0], rowBytes, &x.q[0], &x.d[0], n, out)
 		return
 	}

@@ -119,6 +119,80 @@ done4:
 	VZEROUPPER
 	RET
 
+// ROW4VNNI is ROW4 with the block's int8 products summed by VPDPBUSD.
+#define ROW4VNNI(ptr, acc) \
+	VMOVDQU 2(ptr), Y1 \
+	VPSIGNB Y1, Y1, Y3 \
+	VPSIGNB Y1, Y2, Y4 \
+	VPXOR Y5, Y5, Y5 \
+	VPDPBUSD Y4, Y3, Y5 \
+	VCVTDQ2PS Y5, Y5 \
+	VPBROADCASTW (ptr), X6 \
+	VCVTPH2PS X6, Y6 \
+	VMULPS Y8, Y6, Y6 \
+	VFMADD231PS Y6, Y5, acc
+
+// func dotQ8x4VNNI(w *byte, stride int, xq *int8, xd *float32, n int, out *[4]float32)
+//
+// dotQ8x4AVX2 with VPDPBUSD (AVX512-VNNI) for each block's integer sums:
+// the same sums, the same results bit for bit.
+//
+// dotQ8AVX2 for the four rows at w, w+stride, w+2·stride and w+3·stride:
+// x is loaded once for all four, and the four chains of additions overlap.
+TEXT ·dotQ8x4VNNI(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ stride+8(FP), BX
+	MOVQ xq+16(FP), DI
+	MOVQ xd+24(FP), DX
+	MOVQ n+32(FP), CX
+	MOVQ out+40(FP), AX
+	LEAQ (SI)(BX*1), R8
+	LEAQ (R8)(BX*1), R9
+	LEAQ (R9)(BX*1), R10
+	LEAQ (BX)(BX*2), R11
+	ADDQ BX, R11 // 4·stride
+	VXORPS Y0, Y0, Y0
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VPCMPEQW Y7, Y7, Y7
+	VPSRLW $15, Y7, Y7
+
+loop4v:
+	TESTQ CX, CX
+	JZ    done4v
+	VMOVDQU (DI), Y2
+	VBROADCASTSS (DX), Y8
+	// The next four rows follow these: fetch them while these are done.
+	PREFETCHT0 (SI)(R11*1)
+	PREFETCHT0 (R8)(R11*1)
+	PREFETCHT0 (R9)(R11*1)
+	PREFETCHT0 (R10)(R11*1)
+	ROW4VNNI(SI, Y0)
+	ROW4VNNI(R8, Y9)
+	ROW4VNNI(R9, Y10)
+	ROW4VNNI(R10, Y11)
+	ADDQ $34, SI
+	ADDQ $34, R8
+	ADDQ $34, R9
+	ADDQ $34, R10
+	ADDQ $32, DI
+	ADDQ $4, DX
+	DECQ CX
+	JMP  loop4v
+
+done4v:
+	// Per row: lanes (0+1)+(2+3) and (4+5)+(6+7), then their sum, as in
+	// dotQ8AVX2.
+	VHADDPS Y9, Y0, Y0
+	VHADDPS Y11, Y10, Y10
+	VHADDPS Y10, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VMOVUPS X0, (AX)
+	VZEROUPPER
+	RET
+
 // func dotF32AVX2(w, x *float32, n int) float32
 // Σ w[i]·x[i] with four eight-lane FMA accumulators; n is a multiple of 32.
 TEXT ·dotF32AVX2(SB), NOSPLIT, $0-28

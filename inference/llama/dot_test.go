@@ -15,10 +15,12 @@ import (
 // four-row kernel is bit-identical to the one-row kernel for every row; and
 // where the assembly runs, the pure-Go kernels agree with it too.
 func TestKernels(t *testing.T) {
-	defer func(on bool) { useAVX2 = on }(useAVX2)
+	defer func(on, vnni bool) { useAVX2, useVNNI = on, vnni }(useAVX2, useVNNI)
 	for _, asm := range []bool{false, avx2Available} {
-		useAVX2 = asm
-		testKernels(t)
+		for _, vnni := range []bool{false, vnniAvailable} {
+			useAVX2, useVNNI = asm, vnni
+			testKernels(t)
+		}
 	}
 }
 
@@ -55,12 +57,8 @@ func testKernels(t *testing.T) {
 		}
 		// Four rows times two vectors (with and without VNNI where the CPU
 		// has it): each bit-identical to the one-row kernel.
-		for _, vnni := range []bool{false, vnniAvailable} {
-			if !useAVX2 {
-				break
-			}
-			defer func(on bool) { useVNNI = on }(useVNNI)
-			useVNNI = vnni
+		if useAVX2 {
+			vnni := useVNNI
 			var v2 qvec
 			quantizeVec(&v2, w)
 			rows := QuantizeQ8(append(append(append(append([]float32(nil), w...), x...), w...), x...))
