@@ -100,9 +100,16 @@ func (m *Matrix) mulRows(ys, xs [][]float32, qs []qvec, lo, hi int) {
 	}
 	if m.intDot() {
 		rb := m.rowBytes()
+		pairs := m.Type == gguf.Q4_K && useAVX2 && m.Cols >= gguf.QKBlock
+		var out [2]float32
 		for r := lo; r < hi; r++ {
 			row := m.Data[r*rb : (r+1)*rb]
-			for b := range qs {
+			b := 0
+			for ; pairs && b+2 <= len(qs); b += 2 {
+				dotQ4Kx2(row, &qs[b], &qs[b+1], &out)
+				ys[b][r], ys[b+1][r] = out[0], out[1]
+			}
+			for ; b < len(qs); b++ {
 				ys[b][r] = dotQuant(m.Type, row, &qs[b])
 			}
 		}
