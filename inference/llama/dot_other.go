@@ -55,3 +55,7 @@ func dotQ8x4VNNI(w *byte, stride int, xq *int8, xd *float32, n int, out *[4]floa
 func dotQ4Kx2AVX2(w *byte, xq0 *int8, xd0 *float32, xs0 *int32, xq1 *int8, xd1 *float32, xs1 *int32, nsb int, out *[2]float32) {
 	panic("no AVX2")
 }
+
+func dotQ4Kx2VNNI(w *byte, xq0 *int8, xd0 *float32, xs0 *int32, xq1 *int8, xd1 *float32, xs1 *int32, nsb int, out *[2]float32) {
+	panic("no AVX512-VNNI")
+}

@@ -138,14 +138,19 @@ func dotQuant(t gguf.TensorType, row []byte, x *qvec) float32 {
 	panic("dotQuant: " + t.String())
 }
 
-// dotQ4Kx2 is dotQuant of a Q4_K row for two vectors at once (AVX2 only),
-// each result bit-identical to dotQuant's.
+// dotQ4Kx2 is dotQuant of a Q4_K row for two vectors at once (AVX2 only;
+// VPDPBUSD where the CPU has AVX512-VNNI), each result bit-identical to
+// dotQuant's.
 func dotQ4Kx2(row []byte, x0, x1 *qvec, out *[2]float32) {
 	nsb := len(x0.d) / 8
 	_ = row[nsb*q4KBytes-1]
 	_ = x1.q[nsb*gguf.QKBlock-1]
 	_ = x1.d[nsb*8-1]
 	_ = x1.s[nsb*8-1]
+	if useVNNI {
+		dotQ4Kx2VNNI(&row[0], &x0.q[0], &x0.d[0], &x0.s[0], &x1.q[0], &x1.d[0], &x1.s[0], nsb, out)
+		return
+	}
 	dotQ4Kx2AVX2(&row[0], &x0.q[0], &x0.d[0], &x0.s[0], &x1.q[0], &x1.d[0], &x1.s[0], nsb, out)
 }
 

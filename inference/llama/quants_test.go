@@ -58,10 +58,12 @@ func TestQuantizeError(t *testing.T) {
 // and scales, for rows of one and several blocks, with extreme values
 // (levels at both ends, negative scales for Q6_K).
 func TestQuantKernels(t *testing.T) {
-	defer func(on bool) { useAVX2 = on }(useAVX2)
+	defer func(on, vnni bool) { useAVX2, useVNNI = on, vnni }(useAVX2, useVNNI)
 	for _, asm := range []bool{false, avx2Available} {
-		useAVX2 = asm
-		testQuantKernels(t)
+		for _, vnni := range []bool{false, vnniAvailable} {
+			useAVX2, useVNNI = asm, vnni
+			testQuantKernels(t)
+		}
 	}
 }
 
@@ -100,7 +102,7 @@ func testQuantKernels(t *testing.T) {
 				var out [2]float32
 				dotQ4Kx2(row, &v, &v2, &out)
 				if out[0] != got || out[1] != dotQuant(typ, row, &v2) {
-					t.Errorf("q4_k two vectors, %d values: %v, alone %v %v", n, out, got, dotQuant(typ, row, &v2))
+					t.Errorf("q4_k two vectors (VNNI %v), %d values: %v, alone %v %v", useVNNI, n, out, got, dotQuant(typ, row, &v2))
 				}
 			}
 		}
