@@ -115,12 +115,17 @@ func (m *Matrix) mulRows(ys, xs [][]float32, qs []qvec, lo, hi int) {
 		}
 		return
 	}
-	if m.Type == gguf.F16 && useAVX2 && m.Cols%32 == 0 {
-		// Half precision converted in the kernel (F16C), no row buffer.
+	if (m.Type == gguf.F16 || m.Type == gguf.BF16) && useAVX2 && m.Cols%32 == 0 {
+		// Half precision converted in the kernel (F16C, or bfloat16's
+		// shift), no row buffer.
+		kernel := dotF16AVX2
+		if m.Type == gguf.BF16 {
+			kernel = dotBF16AVX2
+		}
 		for r := lo; r < hi; r++ {
 			row := unsafe.Slice((*uint16)(unsafe.Pointer(&m.Data[r*m.Cols*2])), m.Cols)
 			for b, x := range xs {
-				ys[b][r] = dotF16AVX2(&row[0], &x[0], m.Cols)
+				ys[b][r] = kernel(&row[0], &x[0], m.Cols)
 			}
 		}
 		return

@@ -116,32 +116,46 @@ func TestQuantizeVec(t *testing.T) {
 	}
 }
 
-// TestF16Kernel: products with a half-precision matrix (converted in the
-// kernel where the CPU has F16C, per row in Go elsewhere) against float64
-// sums of the same half-precision values, subnormals and extremes included.
+// TestF16Kernel: products with a half-precision or bfloat16 matrix
+// (converted in the kernel where the CPU has AVX2/F16C, per row in Go
+// elsewhere) against float64 sums of the same values, subnormals and
+// extremes included.
 func TestF16Kernel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	for _, n := range []int{32, 96, 1024} {
-		w := make([]uint16, n)
-		x := make([]float32, n)
-		for i := range w {
-			w[i], x[i] = ToF16(float32(rng.NormFloat64())), float32(rng.NormFloat64())
+	bf16 := func(f float32) uint16 { return uint16(math.Float32bits(f) >> 16) }
+	for _, typ := range []gguf.TensorType{gguf.F16, gguf.BF16} {
+		val := F16
+		if typ == gguf.BF16 {
+			val = func(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 		}
-		w[0], w[1], w[2] = 0x0001, 0x7bff, 0xfbff // smallest subnormal, ±65504
-		var want, mag float64
-		for i := range w {
-			want += float64(F16(w[i])) * float64(x[i])
-			mag += math.Abs(float64(F16(w[i])) * float64(x[i]))
-		}
-		data := make([]byte, 2*n)
-		for i, h := range w {
-			data[2*i], data[2*i+1] = byte(h), byte(h>>8)
-		}
-		m := Matrix{Rows: 1, Cols: n, Type: gguf.F16, Data: data}
-		y := []float32{0}
-		m.MulMat([][]float32{y}, [][]float32{x})
-		if math.Abs(float64(y[0])-want) > 1e-6*mag {
-			t.Errorf("%d values: %v, float64 %v", n, y[0], want)
+		for _, n := range []int{32, 96, 1024} {
+			w := make([]uint16, n)
+			x := make([]float32, n)
+			for i := range w {
+				w[i], x[i] = ToF16(float32(rng.NormFloat64())), float32(rng.NormFloat64())
+				if typ == gguf.BF16 {
+					w[i] = bf16(float32(rng.NormFloat64()))
+				}
+			}
+			w[0], w[1], w[2] = 0x0001, 0x7bff, 0xfbff // F16: smallest subnormal, ±65504
+			if typ == gguf.BF16 {
+				w[0], w[1], w[2] = 0x0001, bf16(3e38), bf16(-1e-38)
+			}
+			var want, mag float64
+			for i := range w {
+				want += float64(val(w[i])) * float64(x[i])
+				mag += math.Abs(float64(val(w[i])) * float64(x[i]))
+			}
+			data := make([]byte, 2*n)
+			for i, h := range w {
+				data[2*i], data[2*i+1] = byte(h), byte(h>>8)
+			}
+			m := Matrix{Rows: 1, Cols: n, Type: typ, Data: data}
+			y := []float32{0}
+			m.MulMat([][]float32{y}, [][]float32{x})
+			if math.Abs(float64(y[0])-want) > 1e-6*mag {
+				t.Errorf("%s, %d values: %v, float64 %v", typ, n, y[0], want)
+			}
 		}
 	}
 }

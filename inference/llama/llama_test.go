@@ -63,19 +63,32 @@ func buildQuantized(t *testing.T, c tiny.Config, recipe string) *llama.Model {
 
 // reference is a plain float64 forward pass over the whole sequence at
 // once (no KV cache), from the same (dequantized) weights.
-func reference(m *llama.Model, tokens []int) []float64 { return referenceScaled(m, tokens, 1, nil) }
+func reference(m *llama.Model, tokens []int) []float64 {
+	return referenceScaled(m, tokens, ropeScaling{})
+}
 
-// referenceScaled is reference with RoPE scaling as the model's config
-// asked for it (not as the engine read it): positions divided by linear,
-// frequency i divided by freqs[i] (Llama 3.1's rope_freqs).
-func referenceScaled(m *llama.Model, tokens []int, linear float64, freqs []float32) []float64 {
-	logits, _ := referenceFull(m, tokens, linear, freqs)
+// ropeScaling is RoPE scaling as a model's config asks for it (not as the
+// engine read it): positions divided by linear (0: 1), frequency i divided
+// by freqs[i] (Llama 3.1's rope_freqs), or YaRN.
+type ropeScaling struct {
+	linear float64
+	freqs  []float32
+	yarn   *yarnConfig
+}
+
+// yarnConfig is YaRN's configuration as Hugging Face's rope_scaling holds
+// it: factor, original_max_position_embeddings, beta_fast, beta_slow.
+type yarnConfig struct{ factor, orig, betaFast, betaSlow float64 }
+
+// referenceScaled is reference with RoPE scaling.
+func referenceScaled(m *llama.Model, tokens []int, sc ropeScaling) []float64 {
+	logits, _ := referenceFull(m, tokens, sc)
 	return logits
 }
 
 // referenceFull is the reference's logits after the last token and every
 // position's final normalised hidden state (what embeddings pool).
-func referenceFull(m *llama.Model, tokens []int, linear float64, freqs []float32) ([]float64, [][]float64) {
+func referenceFull(m *llama.Model, tokens []int, sc ropeScaling) ([]float64, [][]float64) {
 	c := m.Config
 	hd, group := c.HeadDim(), c.Heads/c.KVHeads
 	row := func(mm llama.Matrix, r int) []float64 {
@@ -117,20 +130,49 @@ func referenceFull(m *llama.Model, tokens []int, linear float64, freqs []float32
 	// Hugging Face's Glm partial_rotary_factor 0.5, interleaved pairs, its
 	// frequencies over the rotated dimensions), the rest passed through.
 	rd := c.RotaryDims()
+	invFreq := make([]float64, rd/2)
+	mscale := 1.0
+	for i := range invFreq {
+		invFreq[i] = math.Pow(float64(c.RopeBase), -2*float64(i)/float64(rd))
+		if sc.linear > 0 {
+			invFreq[i] /= sc.linear
+		}
+		if sc.freqs != nil {
+			invFreq[i] /= float64(sc.freqs[i])
+		}
+	}
+	if y := sc.yarn; y != nil {
+		// YaRN as Hugging Face's _compute_yarn_parameters writes it: the
+		// correction range of dimensions between beta_fast and beta_slow
+		// rotations over the original context, a linear ramp over it
+		// between extrapolated (kept) and interpolated (÷ factor)
+		// frequencies, and cos, sin scaled by get_mscale(factor).
+		dim := func(rot float64) float64 {
+			return float64(rd) * math.Log(y.orig/(rot*2*math.Pi)) / (2 * math.Log(float64(c.RopeBase)))
+		}
+		lo, hi := math.Max(math.Floor(dim(y.betaFast)), 0), math.Min(math.Ceil(dim(y.betaSlow)), float64(rd-1))
+		if lo == hi {
+			hi += 0.001
+		}
+		for i, extrap := range invFreq {
+			ramp := math.Min(math.Max((float64(i)-lo)/(hi-lo), 0), 1)
+			extrapFactor := 1 - ramp
+			invFreq[i] = extrap/y.factor*(1-extrapFactor) + extrap*extrapFactor
+		}
+		mscale = 0.1*math.Log(y.factor) + 1
+	}
 	rope := func(v []float64, pos int) {
 		v = v[:rd]
 		half := len(v) / 2
 		for i := range half {
-			theta := float64(pos) / linear * math.Pow(float64(c.RopeBase), -2*float64(i)/float64(rd))
-			if freqs != nil {
-				theta /= float64(freqs[i])
-			}
+			theta := float64(pos) * invFreq[i]
 			a, b := 2*i, 2*i+1
 			if c.NeoX {
 				a, b = i, i+half
 			}
 			x0, x1 := v[a], v[b]
-			v[a], v[b] = x0*math.Cos(theta)-x1*math.Sin(theta), x0*math.Sin(theta)+x1*math.Cos(theta)
+			cs, sn := math.Cos(theta)*mscale, math.Sin(theta)*mscale
+			v[a], v[b] = x0*cs-x1*sn, x0*sn+x1*cs
 		}
 	}
 	n := len(tokens)
@@ -233,7 +275,7 @@ func referenceFull(m *llama.Model, tokens []int, linear float64, freqs []float32
 func TestPooledHiddenStates(t *testing.T) {
 	m := build(t, tiny.Config{Vocab: 64, Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 96, Context: 64, Type: gguf.F32, Seed: 7})
 	tokens := []int{1, 5, 9, 2, 33, 17, 8, 40, 3}
-	_, hidden := referenceFull(m, tokens, 1, nil)
+	_, hidden := referenceFull(m, tokens, ropeScaling{})
 	for _, pool := range []int{llama.PoolMean, llama.PoolLast} {
 		s := m.NewState()
 		s.Pool = pool
@@ -650,15 +692,23 @@ func TestRoPEScaling(t *testing.T) {
 		binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
 	}
 	tokens := []int{3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3}
+	yarn := func(extra ...gguf.KV) []gguf.KV {
+		return append([]gguf.KV{{Key: "llama.rope.scaling.type", Value: "yarn"}, {Key: "llama.rope.scaling.factor", Value: float32(4)},
+			{Key: "llama.rope.scaling.original_context_length", Value: uint32(4096)}}, extra...)
+	}
 	for _, tc := range []struct {
-		name   string
-		meta   []gguf.KV
-		extra  []gguf.Tensor
-		linear float64
-		freqs  []float32
+		name  string
+		meta  []gguf.KV
+		extra []gguf.Tensor
+		sc    ropeScaling
 	}{
-		{"rope_freqs", nil, []gguf.Tensor{{Name: "rope_freqs.weight", Dims: []uint64{uint64(len(freqs))}, Type: gguf.F32, Data: data}}, 1, freqs},
-		{"linear 4", []gguf.KV{{Key: "llama.rope.scaling.type", Value: "linear"}, {Key: "llama.rope.scaling.factor", Value: float32(4)}}, nil, 4, nil},
+		{"rope_freqs", nil, []gguf.Tensor{{Name: "rope_freqs.weight", Dims: []uint64{uint64(len(freqs))}, Type: gguf.F32, Data: data}}, ropeScaling{freqs: freqs}},
+		{"linear 4", []gguf.KV{{Key: "llama.rope.scaling.type", Value: "linear"}, {Key: "llama.rope.scaling.factor", Value: float32(4)}}, nil, ropeScaling{linear: 4}},
+		// YaRN ×4 from an original 4096: the ramp falls across the head's
+		// frequencies (dimensions 2 to 6 of 8 with these heads of 16).
+		{"yarn 4", yarn(), nil, ropeScaling{yarn: &yarnConfig{factor: 4, orig: 4096, betaFast: 32, betaSlow: 1}}},
+		{"yarn 4 betas", yarn(gguf.KV{Key: "llama.rope.scaling.yarn_beta_fast", Value: float32(16)}, gguf.KV{Key: "llama.rope.scaling.yarn_beta_slow", Value: float32(2)}),
+			nil, ropeScaling{yarn: &yarnConfig{factor: 4, orig: 4096, betaFast: 16, betaSlow: 2}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := cfg
@@ -669,7 +719,7 @@ func TestRoPEScaling(t *testing.T) {
 				if err := m.Forward(s, tok); err != nil {
 					t.Fatal(err)
 				}
-				if e := maxRelErr(s.Logits, referenceScaled(m, tokens[:i+1], tc.linear, tc.freqs)); e > 1e-4 {
+				if e := maxRelErr(s.Logits, referenceScaled(m, tokens[:i+1], tc.sc)); e > 1e-4 {
 					t.Fatalf("position %d: logits differ from the scaled reference by %.2g", i, e)
 				}
 				// and the scaling matters: unscaled, they differ.
@@ -679,11 +729,20 @@ func TestRoPEScaling(t *testing.T) {
 			}
 		})
 	}
-	var b bytes.Buffer
-	tiny.WriteWith(&b, cfg, []gguf.KV{{Key: "llama.rope.scaling.type", Value: "yarn"}})
-	f, _ := gguf.Parse(b.Bytes())
-	if _, err := llama.Load(f); err == nil || !strings.Contains(err.Error(), "only linear RoPE scaling") {
-		t.Fatalf("yarn: %v", err)
+	for _, bad := range []struct {
+		meta []gguf.KV
+		want string
+	}{
+		{[]gguf.KV{{Key: "llama.rope.scaling.type", Value: "longrope"}}, "only linear and YaRN RoPE scaling"},
+		{yarn(gguf.KV{Key: "llama.rope.scaling.yarn_log_multiplier", Value: float32(0.1)}), "yarn_log_multiplier = 0.1: only YaRN's defaults"},
+		{[]gguf.KV{{Key: "llama.rope.scaling.type", Value: "yarn"}, {Key: "llama.rope.scaling.factor", Value: float32(4)}}, "original_context_length is missing"},
+	} {
+		var b bytes.Buffer
+		tiny.WriteWith(&b, cfg, bad.meta)
+		f, _ := gguf.Parse(b.Bytes())
+		if _, err := llama.Load(f); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%v: %v, want %q", bad.meta, err, bad.want)
+		}
 	}
 }
 

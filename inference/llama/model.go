@@ -146,20 +146,42 @@ func Load(f *gguf.File) (*Model, error) {
 	if _, ok := f.Get(k("rope.freq_base")); ok {
 		c.RopeBase = meta[float32](f, k("rope.freq_base"), &errs)
 	}
-	// RoPE scaling: linear (positions divided by the factor); Llama 3.1's
-	// per-frequency factors come as the rope_freqs.weight tensor below.
-	// Other kinds (YaRN, LongRoPE) are refused rather than run wrong.
+	// RoPE scaling: linear (positions divided by the factor) or YaRN;
+	// Llama 3.1's per-frequency factors come as the rope_freqs.weight
+	// tensor below. Other kinds (LongRoPE) are refused rather than run
+	// wrong.
 	ropeLinear := 1.0
+	var yarn *yarnScaling
+	factor := func() float64 {
+		v := float64(meta[float32](f, k("rope.scaling.factor"), &errs))
+		if !(v >= 1) || math.IsInf(v, 0) {
+			errs = append(errs, fmt.Errorf("metadata %s = %v: want a factor ≥ 1", k("rope.scaling.factor"), v))
+		}
+		return v
+	}
 	if v, ok := f.Get(k("rope.scaling.type")); ok {
 		switch v {
 		case "none":
 		case "linear":
-			ropeLinear = float64(meta[float32](f, k("rope.scaling.factor"), &errs))
-			if !(ropeLinear >= 1) || math.IsInf(ropeLinear, 0) {
-				errs = append(errs, fmt.Errorf("metadata %s = %v: want a factor ≥ 1", k("rope.scaling.factor"), ropeLinear))
+			ropeLinear = factor()
+		case "yarn":
+			yarn = &yarnScaling{factor: factor(), betaFast: 32, betaSlow: 1}
+			yarn.origCtx = float64(positive(k("rope.scaling.original_context_length"), meta[uint32](f, k("rope.scaling.original_context_length"), &errs), 1<<24, &errs))
+			for key, dst := range map[string]*float64{"yarn_beta_fast": &yarn.betaFast, "yarn_beta_slow": &yarn.betaSlow} {
+				if _, ok := f.Get(k("rope.scaling." + key)); ok {
+					*dst = float64(meta[float32](f, k("rope.scaling."+key), &errs))
+				}
+			}
+			// Variants llama.cpp reads for other models (DeepSeek's log
+			// multiplier, a changed extrapolation or attention factor):
+			// refused rather than run as plain YaRN.
+			for key, def := range map[string]float32{"yarn_ext_factor": 1, "yarn_attn_factor": 1, "yarn_log_multiplier": 0} {
+				if v, ok := f.Get(k("rope.scaling." + key)); ok && v != any(def) {
+					errs = append(errs, fmt.Errorf("metadata %s = %v: only YaRN's defaults are implemented", k("rope.scaling."+key), v))
+				}
 			}
 		default:
-			errs = append(errs, fmt.Errorf("metadata %s = %v: only linear RoPE scaling (and Llama 3.1's rope_freqs) is implemented", k("rope.scaling.type"), v))
+			errs = append(errs, fmt.Errorf("metadata %s = %v: only linear and YaRN RoPE scaling (and Llama 3.1's rope_freqs) are implemented", k("rope.scaling.type"), v))
 		}
 	}
 	if len(errs) > 0 {
@@ -282,17 +304,51 @@ func Load(f *gguf.File) (*Model, error) {
 	}
 	rd := c.RotaryDims()
 	half := rd / 2
+	// Each frequency's angle per position, and the magnitude both cos and
+	// sin are scaled by (YaRN's attention factor; 1 otherwise).
+	freq := make([]float64, half)
+	mscale := 1.0
+	for i := range freq {
+		freq[i] = math.Pow(float64(c.RopeBase), -2*float64(i)/float64(rd)) / ropeLinear
+		if freqs != nil {
+			freq[i] /= float64(freqs[i])
+		}
+	}
+	if yarn != nil {
+		mscale = yarn.apply(freq, rd, float64(c.RopeBase))
+	}
 	m.ropeCos, m.ropeSin = make([]float32, c.ContextLength*half), make([]float32, c.ContextLength*half)
 	for p := range c.ContextLength {
-		for i := range half {
-			theta := float64(p) / ropeLinear * math.Pow(float64(c.RopeBase), -2*float64(i)/float64(rd))
-			if freqs != nil {
-				theta /= float64(freqs[i])
-			}
-			m.ropeCos[p*half+i], m.ropeSin[p*half+i] = float32(math.Cos(theta)), float32(math.Sin(theta))
+		for i, fr := range freq {
+			theta := float64(p) * fr
+			m.ropeCos[p*half+i], m.ropeSin[p*half+i] = float32(math.Cos(theta)*mscale), float32(math.Sin(theta)*mscale)
 		}
 	}
 	return m, nil
+}
+
+// yarnScaling is YaRN's RoPE scaling (Peng et al., as Hugging Face's
+// _compute_yarn_parameters and llama.cpp implement it): frequencies that
+// turn fewer than betaSlow times over the original context are
+// interpolated (divided by factor), those that turn more than betaFast
+// times kept, a linear ramp between; cos and sin are scaled by
+// 0.1·ln(factor) + 1.
+type yarnScaling struct {
+	factor, origCtx, betaFast, betaSlow float64
+}
+
+// apply rescales the frequencies of a head's rd rotated dimensions in
+// place and returns the magnitude scale.
+func (y *yarnScaling) apply(freq []float64, rd int, base float64) float64 {
+	corr := func(rotations float64) float64 { // the dimension turning this many times
+		return float64(rd) * math.Log(y.origCtx/(rotations*2*math.Pi)) / (2 * math.Log(base))
+	}
+	low, high := max(0, math.Floor(corr(y.betaFast))), min(float64(rd-1), math.Ceil(corr(y.betaSlow)))
+	for i, extrap := range freq {
+		ramp := 1 - min(1, max(0, (float64(i)-low)/max(0.001, high-low))) // 1: keep, 0: interpolate
+		freq[i] = extrap/y.factor*(1-ramp) + extrap*ramp
+	}
+	return 0.1*math.Log(y.factor) + 1
 }
 
 // State is one sequence's position, KV blocks and scratch space.

@@ -1,5 +1,40 @@
 #include "textflag.h"
 
+// KSCALES unpacks the 6-bit scales and mins of the Q4_K/Q5_K super-block
+// at SI into floats: Y1 the eight scales, Y2 the eight mins (AX, BX, R9,
+// R10 clobbered). Scales 0–3 are the low six bits of bytes 0–3 and mins
+// 0–3 of bytes 4–7; scales and mins 4–7 the nibbles of bytes 8–11 with
+// their top two bits in the top bits of bytes 0–3 and 4–7.
+#define KSCALES \
+	MOVL 4(SI), AX \
+	MOVL 8(SI), BX \
+	MOVL 12(SI), R9 \
+	MOVL AX, R10 \
+	ANDL $0x3f3f3f3f, R10 \
+	VMOVD R10, X1 \
+	MOVL BX, R10 \
+	ANDL $0x3f3f3f3f, R10 \
+	VMOVD R10, X2 \
+	MOVL R9, R10 \
+	ANDL $0x0f0f0f0f, R10 \
+	SHRL $6, AX \
+	ANDL $0x03030303, AX \
+	SHLL $4, AX \
+	ORL  AX, R10 \
+	VPINSRD $1, R10, X1, X1 \
+	MOVL R9, R10 \
+	SHRL $4, R10 \
+	ANDL $0x0f0f0f0f, R10 \
+	SHRL $6, BX \
+	ANDL $0x03030303, BX \
+	SHLL $4, BX \
+	ORL  BX, R10 \
+	VPINSRD $1, R10, X2, X2 \
+	VPMOVZXBD X1, Y1 \
+	VCVTDQ2PS Y1, Y1 \
+	VPMOVZXBD X2, Y2 \
+	VCVTDQ2PS Y2, Y2
+
 // func dotQ4KAVX2(w *byte, xq *int8, xd *float32, xs *int32, nsb int) float32
 //
 // A Q4_K row of nsb super-blocks times a vector quantised in blocks of 32
@@ -29,35 +64,7 @@ TEXT ·dotQ4KAVX2(SB), NOSPLIT, $32-44
 kloop:
 	TESTQ CX, CX
 	JZ    kdone
-	// Unpack the scales (R10: 0–3, R11: 4–7) and mins (R12: 0–3, R13: 4–7).
-	MOVL 4(SI), AX
-	MOVL 8(SI), BX
-	MOVL 12(SI), R9
-	MOVL AX, R10
-	ANDL $0x3f3f3f3f, R10
-	MOVL BX, R12
-	ANDL $0x3f3f3f3f, R12
-	MOVL R9, R11
-	ANDL $0x0f0f0f0f, R11
-	SHRL $6, AX
-	ANDL $0x03030303, AX
-	SHLL $4, AX
-	ORL  AX, R11
-	MOVL R9, R13
-	SHRL $4, R13
-	ANDL $0x0f0f0f0f, R13
-	SHRL $6, BX
-	ANDL $0x03030303, BX
-	SHLL $4, BX
-	ORL  BX, R13
-	VMOVD R10, X1
-	VPINSRD $1, R11, X1, X1
-	VPMOVZXBD X1, Y1
-	VCVTDQ2PS Y1, Y1 // scales
-	VMOVD R12, X2
-	VPINSRD $1, R13, X2, X2
-	VPMOVZXBD X2, Y2
-	VCVTDQ2PS Y2, Y2 // mins
+	KSCALES
 	VPBROADCASTW (SI), X3
 	VCVTPH2PS X3, Y3 // d
 	VPBROADCASTW 2(SI), X4
@@ -273,34 +280,7 @@ TEXT ·dotQ5KAVX2(SB), NOSPLIT, $32-44
 k5loop:
 	TESTQ CX, CX
 	JZ    k5done
-	MOVL 4(SI), AX
-	MOVL 8(SI), BX
-	MOVL 12(SI), R9
-	MOVL AX, R10
-	ANDL $0x3f3f3f3f, R10
-	MOVL BX, R12
-	ANDL $0x3f3f3f3f, R12
-	MOVL R9, R11
-	ANDL $0x0f0f0f0f, R11
-	SHRL $6, AX
-	ANDL $0x03030303, AX
-	SHLL $4, AX
-	ORL  AX, R11
-	MOVL R9, R13
-	SHRL $4, R13
-	ANDL $0x0f0f0f0f, R13
-	SHRL $6, BX
-	ANDL $0x03030303, BX
-	SHLL $4, BX
-	ORL  BX, R13
-	VMOVD R10, X1
-	VPINSRD $1, R11, X1, X1
-	VPMOVZXBD X1, Y1
-	VCVTDQ2PS Y1, Y1
-	VMOVD R12, X2
-	VPINSRD $1, R13, X2, X2
-	VPMOVZXBD X2, Y2
-	VCVTDQ2PS Y2, Y2
+	KSCALES
 	VPBROADCASTW (SI), X3
 	VCVTPH2PS X3, Y3
 	VPBROADCASTW 2(SI), X4
@@ -554,34 +534,7 @@ TEXT ·dotQ4Kx2AVX2(SB), NOSPLIT, $64-72
 k2loop:
 	TESTQ CX, CX
 	JZ    k2done
-	MOVL 4(SI), AX
-	MOVL 8(SI), BX
-	MOVL 12(SI), R9
-	MOVL AX, R10
-	ANDL $0x3f3f3f3f, R10
-	VMOVD R10, X1
-	MOVL BX, R10
-	ANDL $0x3f3f3f3f, R10
-	VMOVD R10, X2
-	MOVL R9, R10
-	ANDL $0x0f0f0f0f, R10
-	SHRL $6, AX
-	ANDL $0x03030303, AX
-	SHLL $4, AX
-	ORL  AX, R10
-	VPINSRD $1, R10, X1, X1
-	MOVL R9, R10
-	SHRL $4, R10
-	ANDL $0x0f0f0f0f, R10
-	SHRL $6, BX
-	ANDL $0x03030303, BX
-	SHLL $4, BX
-	ORL  BX, R10
-	VPINSRD $1, R10, X2, X2
-	VPMOVZXBD X1, Y1
-	VCVTDQ2PS Y1, Y1 // scales
-	VPMOVZXBD X2, Y2
-	VCVTDQ2PS Y2, Y2 // mins
+	KSCALES
 	VPBROADCASTW (SI), X3
 	VCVTPH2PS X3, Y3
 	VPBROADCASTW 2(SI), X4
@@ -687,34 +640,7 @@ TEXT ·dotQ4Kx2VNNI(SB), NOSPLIT, $64-72
 k2vloop:
 	TESTQ CX, CX
 	JZ    k2vdone
-	MOVL 4(SI), AX
-	MOVL 8(SI), BX
-	MOVL 12(SI), R9
-	MOVL AX, R10
-	ANDL $0x3f3f3f3f, R10
-	VMOVD R10, X1
-	MOVL BX, R10
-	ANDL $0x3f3f3f3f, R10
-	VMOVD R10, X2
-	MOVL R9, R10
-	ANDL $0x0f0f0f0f, R10
-	SHRL $6, AX
-	ANDL $0x03030303, AX
-	SHLL $4, AX
-	ORL  AX, R10
-	VPINSRD $1, R10, X1, X1
-	MOVL R9, R10
-	SHRL $4, R10
-	ANDL $0x0f0f0f0f, R10
-	SHRL $6, BX
-	ANDL $0x03030303, BX
-	SHLL $4, BX
-	ORL  BX, R10
-	VPINSRD $1, R10, X2, X2
-	VPMOVZXBD X1, Y1
-	VCVTDQ2PS Y1, Y1 // scales
-	VPMOVZXBD X2, Y2
-	VCVTDQ2PS Y2, Y2 // mins
+	KSCALES
 	VPBROADCASTW (SI), X3
 	VCVTPH2PS X3, Y3
 	VPBROADCASTW 2(SI), X4

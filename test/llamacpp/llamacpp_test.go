@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/open-autoglm/autoglm/inference/gguf"
@@ -41,22 +42,28 @@ func TestAgainstLlamaCpp(t *testing.T) {
 		// reads its rows by dequantising them (no int8 activations), so
 		// each format's layout is compared exactly
 		embd gguf.TensorType
+		meta []gguf.KV // more metadata
 	}{
-		{"llama f32", tiny.Config{Embd: 64, Layers: 2, Heads: 4, FF: 96, Seed: 1}, 1e-4, "", 0},
-		{"llama gqa f16", tiny.Config{Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 96, Type: gguf.F16, Seed: 3}, 1e-3, "", 0},
-		{"qwen2 biases tied", tiny.Config{Arch: "qwen2", Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 64, Tied: true, Seed: 5}, 1e-4, "", 0},
-		{"qwen3 qk-norm wide heads", tiny.Config{Arch: "qwen3", Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 32, FF: 96, Seed: 6}, 1e-4, "", 0},
+		{"llama f32", tiny.Config{Embd: 64, Layers: 2, Heads: 4, FF: 96, Seed: 1}, 1e-4, "", 0, nil},
+		{"llama gqa f16", tiny.Config{Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 96, Type: gguf.F16, Seed: 3}, 1e-3, "", 0, nil},
+		{"qwen2 biases tied", tiny.Config{Arch: "qwen2", Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 64, Tied: true, Seed: 5}, 1e-4, "", 0, nil},
+		{"qwen3 qk-norm wide heads", tiny.Config{Arch: "qwen3", Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 32, FF: 96, Seed: 6}, 1e-4, "", 0, nil},
 		// GLM-4 as llama.cpp implements glm4 (biased Q, K, V; post-norms)
 		// and chatglm (fused biased QKV): half-rotated heads, fused gate/up.
-		{"glm4", tiny.Config{Arch: "glm4", Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 96, Seed: 25}, 1e-4, "", 0},
-		{"chatglm", tiny.Config{Arch: "chatglm", Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 96, Seed: 26}, 1e-4, "", 0},
+		{"glm4", tiny.Config{Arch: "glm4", Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 96, Seed: 25}, 1e-4, "", 0, nil},
+		// YaRN: RoPE scaled ×4 from an original 4096 (the ramp falls across
+		// the frequencies of these heads of 64).
+		{"llama yarn", tiny.Config{Embd: 256, Layers: 2, Heads: 4, FF: 96, Seed: 27}, 1e-4, "", 0, []gguf.KV{
+			{Key: "llama.rope.scaling.type", Value: "yarn"}, {Key: "llama.rope.scaling.factor", Value: float32(4)},
+			{Key: "llama.rope.scaling.original_context_length", Value: uint32(4096)}}},
+		{"chatglm", tiny.Config{Arch: "chatglm", Embd: 64, Layers: 2, Heads: 4, KVHeads: 2, FF: 96, Seed: 26}, 1e-4, "", 0, nil},
 		// Each quantised format's layout: the embedding in that type, the
 		// rest F32.
-		{"q4_0 layout", tiny.Config{Embd: 512, Layers: 1, Heads: 4, FF: 64, Seed: 20}, 1e-4, "", gguf.Q4_0},
-		{"q8_0 layout", tiny.Config{Embd: 512, Layers: 1, Heads: 4, FF: 64, Seed: 21}, 1e-4, "", gguf.Q8_0},
-		{"q4_k layout", tiny.Config{Embd: 512, Layers: 1, Heads: 4, FF: 64, Seed: 22}, 1e-4, "", gguf.Q4_K},
-		{"q5_k layout", tiny.Config{Embd: 512, Layers: 1, Heads: 4, FF: 64, Seed: 23}, 1e-4, "", gguf.Q5_K},
-		{"q6_k layout", tiny.Config{Embd: 512, Layers: 1, Heads: 4, FF: 64, Seed: 24}, 1e-4, "", gguf.Q6_K},
+		{"q4_0 layout", tiny.Config{Embd: 512, Layers: 1, Heads: 4, FF: 64, Seed: 20}, 1e-4, "", gguf.Q4_0, nil},
+		{"q8_0 layout", tiny.Config{Embd: 512, Layers: 1, Heads: 4, FF: 64, Seed: 21}, 1e-4, "", gguf.Q8_0, nil},
+		{"q4_k layout", tiny.Config{Embd: 512, Layers: 1, Heads: 4, FF: 64, Seed: 22}, 1e-4, "", gguf.Q4_K, nil},
+		{"q5_k layout", tiny.Config{Embd: 512, Layers: 1, Heads: 4, FF: 64, Seed: 23}, 1e-4, "", gguf.Q5_K, nil},
+		{"q6_k layout", tiny.Config{Embd: 512, Layers: 1, Heads: 4, FF: 64, Seed: 24}, 1e-4, "", gguf.Q6_K, nil},
 		// Whole quantised files. Both engines quantise the activations of
 		// every product to int8 (llama.cpp in blocks of 32 with a float16
 		// scale for Q8_0/Q4_0, of 256 for the K-quants; the native engine
@@ -67,20 +74,20 @@ func TestAgainstLlamaCpp(t *testing.T) {
 		// here up to 2.2 % for Q8_0/Q4_0 and 6.8 % for Q4_K_M (llama.cpp's
 		// blocks of 256 round coarser). The layouts are exact (above); a
 		// wrong product would be off by the logits' whole scale.
-		{"llama q8_0", tiny.Config{Embd: 256, Layers: 2, Heads: 4, FF: 512, Seed: 8}, 0.03, "Q8_0", 0},
-		{"llama q4_0", tiny.Config{Embd: 256, Layers: 2, Heads: 4, FF: 512, Seed: 8}, 0.03, "Q4_0", 0},
-		{"llama q4_k_m", tiny.Config{Embd: 256, Layers: 2, Heads: 4, FF: 512, Seed: 7}, 0.08, "Q4_K_M", 0},
-		{"llama gqa q4_k_m", tiny.Config{Embd: 256, Layers: 2, Heads: 4, KVHeads: 1, FF: 256, Seed: 12}, 0.08, "Q4_K_M", 0},
-		{"qwen2 q4_k_m", tiny.Config{Arch: "qwen2", Embd: 256, Layers: 2, Heads: 4, KVHeads: 2, FF: 256, Tied: true, Seed: 10}, 0.08, "Q4_K_M", 0},
-		{"glm4 q4_k_m", tiny.Config{Arch: "glm4", Embd: 256, Layers: 2, Heads: 4, KVHeads: 2, FF: 256, Seed: 13}, 0.08, "Q4_K_M", 0},
-		{"chatglm q4_k_m", tiny.Config{Arch: "chatglm", Embd: 256, Layers: 2, Heads: 4, KVHeads: 2, FF: 256, Seed: 14}, 0.08, "Q4_K_M", 0},
-		{"qwen3 q4_k_m", tiny.Config{Arch: "qwen3", Embd: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, FF: 256, Seed: 11}, 0.08, "Q4_K_M", 0},
+		{"llama q8_0", tiny.Config{Embd: 256, Layers: 2, Heads: 4, FF: 512, Seed: 8}, 0.03, "Q8_0", 0, nil},
+		{"llama q4_0", tiny.Config{Embd: 256, Layers: 2, Heads: 4, FF: 512, Seed: 8}, 0.03, "Q4_0", 0, nil},
+		{"llama q4_k_m", tiny.Config{Embd: 256, Layers: 2, Heads: 4, FF: 512, Seed: 7}, 0.08, "Q4_K_M", 0, nil},
+		{"llama gqa q4_k_m", tiny.Config{Embd: 256, Layers: 2, Heads: 4, KVHeads: 1, FF: 256, Seed: 12}, 0.08, "Q4_K_M", 0, nil},
+		{"qwen2 q4_k_m", tiny.Config{Arch: "qwen2", Embd: 256, Layers: 2, Heads: 4, KVHeads: 2, FF: 256, Tied: true, Seed: 10}, 0.08, "Q4_K_M", 0, nil},
+		{"glm4 q4_k_m", tiny.Config{Arch: "glm4", Embd: 256, Layers: 2, Heads: 4, KVHeads: 2, FF: 256, Seed: 13}, 0.08, "Q4_K_M", 0, nil},
+		{"chatglm q4_k_m", tiny.Config{Arch: "chatglm", Embd: 256, Layers: 2, Heads: 4, KVHeads: 2, FF: 256, Seed: 14}, 0.08, "Q4_K_M", 0, nil},
+		{"qwen3 q4_k_m", tiny.Config{Arch: "qwen3", Embd: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64, FF: 256, Seed: 11}, 0.08, "Q4_K_M", 0, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := tc.cfg
 			c.Vocab, c.Context = n, 64
 			var b bytes.Buffer
-			if err := tiny.WriteWith(&b, c, vocab); err != nil {
+			if err := tiny.WriteWith(&b, c, append(slices.Clone(vocab), tc.meta...)); err != nil {
 				t.Fatal(err)
 			}
 			if tc.recipe != "" || tc.embd != 0 {
