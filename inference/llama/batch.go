@@ -100,13 +100,22 @@ func (m *Matrix) mulRows(ys, xs [][]float32, qs []qvec, lo, hi int) {
 	}
 	if m.intDot() {
 		rb := m.rowBytes()
-		pairs := m.Type == gguf.Q4_K && useAVX2 && m.Cols >= gguf.QKBlock
+		// Two vectors per call where a kernel takes them.
+		var pair func(row []byte, x0, x1 *qvec, out *[2]float32)
+		if useAVX2 && m.Cols >= gguf.QKBlock {
+			switch m.Type {
+			case gguf.Q4_K:
+				pair = dotQ4Kx2
+			case gguf.Q6_K:
+				pair = dotQ6Kx2
+			}
+		}
 		var out [2]float32
 		for r := lo; r < hi; r++ {
 			row := m.Data[r*rb : (r+1)*rb]
 			b := 0
-			for ; pairs && b+2 <= len(qs); b += 2 {
-				dotQ4Kx2(row, &qs[b], &qs[b+1], &out)
+			for ; pair != nil && b+2 <= len(qs); b += 2 {
+				pair(row, &qs[b], &qs[b+1], &out)
 				ys[b][r], ys[b+1][r] = out[0], out[1]
 			}
 			for ; b < len(qs); b++ {

@@ -716,3 +716,115 @@ k2vdone:
 	VMOVSS X5, 4(AX)
 	VZEROUPPER
 	RET
+
+// func dotQ6Kx2AVX2(w *byte, xq0 *int8, xd0 *float32, xq1 *int8, xd1 *float32, nsb int, out *[2]float32)
+//
+// dotQ6KAVX2 for one row times two vectors: each group's levels, their
+// magnitudes and its sub-block scales made once for both; each vector's
+// arithmetic is dotQ6KAVX2's, so out[v] is bit-identical to it. The second
+// vector is addressed as offsets from the first (R11, R12).
+TEXT ·dotQ6Kx2AVX2(SB), NOSPLIT, $0-56
+	MOVQ w+0(FP), SI
+	MOVQ xq0+8(FP), DI
+	MOVQ xd0+16(FP), DX
+	MOVQ xq1+24(FP), R11
+	SUBQ DI, R11
+	MOVQ xd1+32(FP), R12
+	SUBQ DX, R12
+	MOVQ nsb+40(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y7, Y7, Y7
+	MOVL $0x0f0f0f0f, AX
+	VMOVD AX, X9
+	VPBROADCASTD X9, Y9
+	MOVL $0x03030303, AX
+	VMOVD AX, X10
+	VPBROADCASTD X10, Y10
+	MOVL $0x20202020, AX
+	VMOVD AX, X11
+	VPBROADCASTD X11, Y11
+
+#define Q6KGROUP2(xoff, soff, doff) \
+	VPSUBB Y11, Y1, Y1 \
+	VPSIGNB Y1, Y1, Y2 \
+	MOVBQSX soff(SI), AX \
+	MOVBQSX (soff+1)(SI), BX \
+	VMOVD AX, X12 \
+	VPBROADCASTW X12, X12 \
+	VMOVD BX, X13 \
+	VPBROADCASTW X13, X13 \
+	VINSERTI128 $1, X13, Y12, Y12 \
+	VMOVDQU xoff(DI), Y3 \
+	VPSIGNB Y1, Y3, Y3 \
+	VPMADDUBSW Y3, Y2, Y3 \
+	VPMADDWD Y12, Y3, Y3 \
+	VCVTDQ2PS Y3, Y3 \
+	VBROADCASTSS doff(DX), Y13 \
+	VMULPS Y8, Y13, Y13 \
+	VFMADD231PS Y13, Y3, Y0 \
+	VMOVDQU xoff(DI)(R11*1), Y3 \
+	VPSIGNB Y1, Y3, Y3 \
+	VPMADDUBSW Y3, Y2, Y3 \
+	VPMADDWD Y12, Y3, Y3 \
+	VCVTDQ2PS Y3, Y3 \
+	VBROADCASTSS doff(DX)(R12*1), Y13 \
+	VMULPS Y8, Y13, Y13 \
+	VFMADD231PS Y13, Y3, Y7
+
+#define Q6KHALF2(ql, qh, sc, x, xd) \
+	VMOVDQU qh(SI), Y4 \
+	VMOVDQU ql(SI), Y5 \
+	VMOVDQU (ql+32)(SI), Y6 \
+	VPAND Y9, Y5, Y1 \
+	VPAND Y10, Y4, Y2 \
+	VPSLLW $4, Y2, Y2 \
+	VPOR Y2, Y1, Y1 \
+	Q6KGROUP2(x, sc, xd) \
+	VPAND Y9, Y6, Y1 \
+	VPSRLW $2, Y4, Y2 \
+	VPAND Y10, Y2, Y2 \
+	VPSLLW $4, Y2, Y2 \
+	VPOR Y2, Y1, Y1 \
+	Q6KGROUP2(x+32, sc+2, xd+4) \
+	VPSRLW $4, Y5, Y1 \
+	VPAND Y9, Y1, Y1 \
+	VPSRLW $4, Y4, Y2 \
+	VPAND Y10, Y2, Y2 \
+	VPSLLW $4, Y2, Y2 \
+	VPOR Y2, Y1, Y1 \
+	Q6KGROUP2(x+64, sc+4, xd+8) \
+	VPSRLW $4, Y6, Y1 \
+	VPAND Y9, Y1, Y1 \
+	VPSRLW $6, Y4, Y2 \
+	VPAND Y10, Y2, Y2 \
+	VPSLLW $4, Y2, Y2 \
+	VPOR Y2, Y1, Y1 \
+	Q6KGROUP2(x+96, sc+6, xd+12)
+
+q2loop:
+	TESTQ CX, CX
+	JZ    q2done
+	VPBROADCASTW 208(SI), X8
+	VCVTPH2PS X8, Y8
+	Q6KHALF2(0, 128, 192, 0, 0)
+	Q6KHALF2(64, 160, 200, 128, 16)
+	ADDQ $210, SI
+	ADDQ $256, DI
+	ADDQ $32, DX
+	DECQ CX
+	JMP  q2loop
+
+q2done:
+	MOVQ out+48(FP), AX
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VMOVSS X0, (AX)
+	VEXTRACTF128 $1, Y7, X1
+	VADDPS X1, X7, X7
+	VHADDPS X7, X7, X7
+	VHADDPS X7, X7, X7
+	VMOVSS X7, 4(AX)
+	VZEROUPPER
+	RET

@@ -95,14 +95,14 @@ func testQuantKernels(t *testing.T) {
 			if math.Abs(float64(got)-want) > 1e-4*math.Max(1, math.Abs(want)) {
 				t.Errorf("%s, %d values (assembly %v): %v, float64 %v", typ, n, useAVX2, got, want)
 			}
-			if typ == gguf.Q4_K && useAVX2 {
+			if pair := map[gguf.TensorType]func([]byte, *qvec, *qvec, *[2]float32){gguf.Q4_K: dotQ4Kx2, gguf.Q6_K: dotQ6Kx2}[typ]; pair != nil && useAVX2 {
 				// Two vectors at once: each bit-identical to one alone.
 				var v2 qvec
 				quantizeVec(&v2, w)
 				var out [2]float32
-				dotQ4Kx2(row, &v, &v2, &out)
+				pair(row, &v, &v2, &out)
 				if out[0] != got || out[1] != dotQuant(typ, row, &v2) {
-					t.Errorf("q4_k two vectors (VNNI %v), %d values: %v, alone %v %v", useVNNI, n, out, got, dotQuant(typ, row, &v2))
+					t.Errorf("%s two vectors (VNNI %v), %d values: %v, alone %v %v", typ, useVNNI, n, out, got, dotQuant(typ, row, &v2))
 				}
 			}
 		}
