@@ -65,3 +65,5 @@ func dotBF16AVX2(w *uint16, x *float32, n int) float32 { panic("no AVX2") }
 func dotQ6Kx2AVX2(w *byte, xq0 *int8, xd0 *float32, xq1 *int8, xd1 *float32, nsb int, out *[2]float32) {
 	panic("no AVX2")
 }
+
+func dotF16x2AVX2(w *uint16, x0, x1 *float32, n int, out *[2]float32) { panic("no AVX2") }

@@ -156,6 +156,12 @@ func TestF16Kernel(t *testing.T) {
 			if math.Abs(float64(y[0])-want) > 1e-6*mag {
 				t.Errorf("%s, %d values: %v, float64 %v", typ, n, y[0], want)
 			}
+			// In a batch (two vectors per call for F16): each result as alone.
+			y3 := [][]float32{{0}, {0}, {0}}
+			m.MulMat(y3, [][]float32{x, slices.Repeat([]float32{0.5}, n), x})
+			if y3[0][0] != y[0] || y3[2][0] != y[0] {
+				t.Errorf("%s, %d values, in a batch: %v %v, alone %v", typ, n, y3[0][0], y3[2][0], y[0])
+			}
 		}
 	}
 }
