@@ -76,9 +76,17 @@ func (m *Matrix) mulRows(ys, xs [][]float32, qs []qvec, lo, hi int) {
 		r := lo
 		var out [4]float32
 		var out8 [8]float32
+		var out16 [16]float32
 		for ; r+4 <= hi; r += 4 {
 			rows := m.Data[r*rowBytes : (r+4)*rowBytes]
 			b := 0
+			for ; b+4 <= len(qs) && useAVX2 && useVNNI; b += 4 {
+				// Four vectors at once (sixteen accumulators).
+				dotQ8x4x4(rows, rowBytes, qs[b:b+4], &out16)
+				for v := range 4 {
+					ys[b+v][r], ys[b+v][r+1], ys[b+v][r+2], ys[b+v][r+3] = out16[v], out16[4+v], out16[8+v], out16[12+v]
+				}
+			}
 			for ; b+2 <= len(qs) && useAVX2; b += 2 {
 				// Two vectors at once (each row's block loaded once for both).
 				dotQ8x4x2(rows, rowBytes, &qs[b], &qs[b+1], &out8)

@@ -119,6 +119,21 @@ func dotQ8x4x2(rows []byte, rowBytes int, x0, x1 *qvec, out *[8]float32) {
 	dotQ8x4x2AVX2(&rows[0], rowBytes, &x0.q[0], &x0.d[0], &x1.q[0], &x1.d[0], n, out)
 }
 
+// dotQ8x4x4 is dotQ8x4 for four vectors (AVX512-VNNI only): out[4i+v] is
+// row i times vector v, each bit-identical to dotQ8's.
+func dotQ8x4x4(rows []byte, rowBytes int, xs []qvec, out *[16]float32) {
+	n := len(xs[0].d)
+	_ = rows[3*rowBytes+n*q8BlockBytes-1]
+	var q [4]*int8
+	var d [4]*float32
+	for v := range 4 {
+		_ = xs[v].q[n*gguf.Q8Block-1]
+		_ = xs[v].d[n-1]
+		q[v], d[v] = &xs[v].q[0], &xs[v].d[0]
+	}
+	dotQ8x4x4VNNI(&rows[0], rowBytes, &q, &d, n, out)
+}
+
 func dotQ8Go(row []byte, x *qvec) float32 {
 	var s float32
 	for k, xd := range x.d {

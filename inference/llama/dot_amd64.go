@@ -11,8 +11,9 @@ var avx2Available = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 var useAVX2 = avx2Available
 
 // vnniAvailable: AVX512-VNNI on 256-bit registers (VPDPBUSD, EVEX with
-// AVX512VL), used by the batched Q8_0 kernel; useVNNI selects it.
-var vnniAvailable = avx2Available && cpu.X86.HasAVX512VNNI && cpu.X86.HasAVX512VL
+// AVX512VL, and the sixteen more registers Y16–Y31), used by the batched
+// kernels; useVNNI selects it.
+var vnniAvailable = avx2Available && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VNNI && cpu.X86.HasAVX512VL
 
 var useVNNI = vnniAvailable
 
@@ -81,3 +82,6 @@ func dotQ6Kx2AVX2(w *byte, xq0 *int8, xd0 *float32, xq1 *int8, xd1 *float32, nsb
 
 //go:noescape
 func dotF16x2AVX2(w *uint16, x0, x1 *float32, n int, out *[2]float32)
+
+//go:noescape
+func dotQ8x4x4VNNI(w *byte, stride int, xq *[4]*int8, xd *[4]*float32, n int, out *[16]float32)

@@ -57,6 +57,25 @@ func testKernels(t *testing.T) {
 		}
 		// Four rows times two vectors (with and without VNNI where the CPU
 		// has it): each bit-identical to the one-row kernel.
+		if useAVX2 && useVNNI {
+			// Four rows times four vectors: each bit-identical too.
+			vs := make([]qvec, 4)
+			for i, src := range [][]float32{w, x, w, x} {
+				xx := slices.Clone(src)
+				xx[i] *= 3
+				quantizeVec(&vs[i], xx)
+			}
+			rows := QuantizeQ8(append(append(append(append([]float32(nil), x...), w...), x...), w...))
+			var out16 [16]float32
+			dotQ8x4x4(rows, len(row), vs, &out16)
+			for i := range 4 {
+				for v := range 4 {
+					if one := dotQ8(rows[i*len(row):(i+1)*len(row)], &vs[v]); out16[4*i+v] != one {
+						t.Errorf("q8_0 4×4, %d blocks, row %d vector %d: %v, one-row kernel %v", blocks, i, v, out16[4*i+v], one)
+					}
+				}
+			}
+		}
 		if useAVX2 {
 			vnni := useVNNI
 			var v2 qvec
