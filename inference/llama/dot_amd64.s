@@ -61,6 +61,51 @@ done1:
 	VMULPS Y8, Y6, Y6 \
 	VFMADD231PS Y6, Y5, acc
 
+// Q8X4BODY is the body of the four-row kernels after their arguments are
+// loaded: ROW is the per-row step (ROW4, or ROW4VNNI), lp and dn its labels.
+#define Q8X4BODY(ROW, lp, dn) \
+	LEAQ (SI)(BX*1), R8 \
+	LEAQ (R8)(BX*1), R9 \
+	LEAQ (R9)(BX*1), R10 \
+	LEAQ (BX)(BX*2), R11 \
+	ADDQ BX, R11 \
+	VXORPS Y0, Y0, Y0 \
+	VXORPS Y9, Y9, Y9 \
+	VXORPS Y10, Y10, Y10 \
+	VXORPS Y11, Y11, Y11 \
+	VPCMPEQW Y7, Y7, Y7 \
+	VPSRLW $15, Y7, Y7 \
+lp: \
+	TESTQ CX, CX \
+	JZ    dn \
+	VMOVDQU (DI), Y2 \
+	VBROADCASTSS (DX), Y8 \
+	PREFETCHT0 (SI)(R11*1) \
+	PREFETCHT0 (R8)(R11*1) \
+	PREFETCHT0 (R9)(R11*1) \
+	PREFETCHT0 (R10)(R11*1) \
+	ROW(SI, Y0) \
+	ROW(R8, Y9) \
+	ROW(R9, Y10) \
+	ROW(R10, Y11) \
+	ADDQ $34, SI \
+	ADDQ $34, R8 \
+	ADDQ $34, R9 \
+	ADDQ $34, R10 \
+	ADDQ $32, DI \
+	ADDQ $4, DX \
+	DECQ CX \
+	JMP  lp \
+dn: \
+	VHADDPS Y9, Y0, Y0 \
+	VHADDPS Y11, Y10, Y10 \
+	VHADDPS Y10, Y0, Y0 \
+	VEXTRACTF128 $1, Y0, X1 \
+	VADDPS X1, X0, X0 \
+	VMOVUPS X0, (AX) \
+	VZEROUPPER \
+	RET
+
 // func dotQ8x4AVX2(w *byte, stride int, xq *int8, xd *float32, n int, out *[4]float32)
 //
 // dotQ8AVX2 for the four rows at w, w+stride, w+2·stride and w+3·stride:
@@ -72,52 +117,7 @@ TEXT ·dotQ8x4AVX2(SB), NOSPLIT, $0-48
 	MOVQ xd+24(FP), DX
 	MOVQ n+32(FP), CX
 	MOVQ out+40(FP), AX
-	LEAQ (SI)(BX*1), R8
-	LEAQ (R8)(BX*1), R9
-	LEAQ (R9)(BX*1), R10
-	LEAQ (BX)(BX*2), R11
-	ADDQ BX, R11 // 4·stride
-	VXORPS Y0, Y0, Y0
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-	VPCMPEQW Y7, Y7, Y7
-	VPSRLW $15, Y7, Y7
-
-loop4:
-	TESTQ CX, CX
-	JZ    done4
-	VMOVDQU (DI), Y2
-	VBROADCASTSS (DX), Y8
-	// The next four rows follow these: fetch them while these are done.
-	PREFETCHT0 (SI)(R11*1)
-	PREFETCHT0 (R8)(R11*1)
-	PREFETCHT0 (R9)(R11*1)
-	PREFETCHT0 (R10)(R11*1)
-	ROW4(SI, Y0)
-	ROW4(R8, Y9)
-	ROW4(R9, Y10)
-	ROW4(R10, Y11)
-	ADDQ $34, SI
-	ADDQ $34, R8
-	ADDQ $34, R9
-	ADDQ $34, R10
-	ADDQ $32, DI
-	ADDQ $4, DX
-	DECQ CX
-	JMP  loop4
-
-done4:
-	// Per row: lanes (0+1)+(2+3) and (4+5)+(6+7), then their sum, as in
-	// dotQ8AVX2.
-	VHADDPS Y9, Y0, Y0
-	VHADDPS Y11, Y10, Y10
-	VHADDPS Y10, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VMOVUPS X0, (AX)
-	VZEROUPPER
-	RET
+	Q8X4BODY(ROW4, loop4, done4)
 
 // ROW4VNNI is ROW4 with the block's int8 products summed by VPDPBUSD.
 #define ROW4VNNI(ptr, acc) \
@@ -146,52 +146,7 @@ TEXT ·dotQ8x4VNNI(SB), NOSPLIT, $0-48
 	MOVQ xd+24(FP), DX
 	MOVQ n+32(FP), CX
 	MOVQ out+40(FP), AX
-	LEAQ (SI)(BX*1), R8
-	LEAQ (R8)(BX*1), R9
-	LEAQ (R9)(BX*1), R10
-	LEAQ (BX)(BX*2), R11
-	ADDQ BX, R11 // 4·stride
-	VXORPS Y0, Y0, Y0
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-	VPCMPEQW Y7, Y7, Y7
-	VPSRLW $15, Y7, Y7
-
-loop4v:
-	TESTQ CX, CX
-	JZ    done4v
-	VMOVDQU (DI), Y2
-	VBROADCASTSS (DX), Y8
-	// The next four rows follow these: fetch them while these are done.
-	PREFETCHT0 (SI)(R11*1)
-	PREFETCHT0 (R8)(R11*1)
-	PREFETCHT0 (R9)(R11*1)
-	PREFETCHT0 (R10)(R11*1)
-	ROW4VNNI(SI, Y0)
-	ROW4VNNI(R8, Y9)
-	ROW4VNNI(R9, Y10)
-	ROW4VNNI(R10, Y11)
-	ADDQ $34, SI
-	ADDQ $34, R8
-	ADDQ $34, R9
-	ADDQ $34, R10
-	ADDQ $32, DI
-	ADDQ $4, DX
-	DECQ CX
-	JMP  loop4v
-
-done4v:
-	// Per row: lanes (0+1)+(2+3) and (4+5)+(6+7), then their sum, as in
-	// dotQ8AVX2.
-	VHADDPS Y9, Y0, Y0
-	VHADDPS Y11, Y10, Y10
-	VHADDPS Y10, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VMOVUPS X0, (AX)
-	VZEROUPPER
-	RET
+	Q8X4BODY(ROW4VNNI, loop4v, done4v)
 
 // func dotF32AVX2(w, x *float32, n int) float32
 // Σ w[i]·x[i] with four eight-lane FMA accumulators; n is a multiple of 32.
@@ -292,6 +247,51 @@ GLOBL ones16<>(SB), RODATA|NOPTR, $32
 	VADDPS X8, xacc, xacc \
 	VMOVSS xacc, off(AX)
 
+// X2BODY is the body of the four-row, two-vector kernels after their
+// arguments are loaded: ROW is the per-row step (X2ROW, or X2ROWVNNI).
+#define X2BODY(ROW, lp, dn) \
+	LEAQ (SI)(BX*1), R8 \
+	LEAQ (R8)(BX*1), R9 \
+	LEAQ (R9)(BX*1), R10 \
+	VXORPS Y0, Y0, Y0 \
+	VXORPS Y1, Y1, Y1 \
+	VXORPS Y2, Y2, Y2 \
+	VXORPS Y3, Y3, Y3 \
+	VXORPS Y4, Y4, Y4 \
+	VXORPS Y5, Y5, Y5 \
+	VXORPS Y6, Y6, Y6 \
+	VXORPS Y7, Y7, Y7 \
+lp: \
+	TESTQ CX, CX \
+	JZ    dn \
+	VMOVDQU (DI), Y9 \
+	VMOVDQU (R12), Y10 \
+	ROW(SI, Y0, Y1) \
+	ROW(R8, Y2, Y3) \
+	ROW(R9, Y4, Y5) \
+	ROW(R10, Y6, Y7) \
+	ADDQ $34, SI \
+	ADDQ $34, R8 \
+	ADDQ $34, R9 \
+	ADDQ $34, R10 \
+	ADDQ $32, DI \
+	ADDQ $32, R12 \
+	ADDQ $4, DX \
+	ADDQ $4, R13 \
+	DECQ CX \
+	JMP  lp \
+dn: \
+	X2SUM(Y0, X0, 0) \
+	X2SUM(Y1, X1, 4) \
+	X2SUM(Y2, X2, 8) \
+	X2SUM(Y3, X3, 12) \
+	X2SUM(Y4, X4, 16) \
+	X2SUM(Y5, X5, 20) \
+	X2SUM(Y6, X6, 24) \
+	X2SUM(Y7, X7, 28) \
+	VZEROUPPER \
+	RET
+
 // func dotQ8x4x2AVX2(w *byte, stride int, xq0 *int8, xd0 *float32, xq1 *int8, xd1 *float32, n int, out *[8]float32)
 //
 // dotQ8AVX2 for four rows (w + i·stride) times two vectors at once: each
@@ -306,49 +306,7 @@ TEXT ·dotQ8x4x2AVX2(SB), NOSPLIT, $0-64
 	MOVQ xd1+40(FP), R13
 	MOVQ n+48(FP), CX
 	MOVQ out+56(FP), AX
-	LEAQ (SI)(BX*1), R8
-	LEAQ (R8)(BX*1), R9
-	LEAQ (R9)(BX*1), R10
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-
-x2loop:
-	TESTQ CX, CX
-	JZ    x2done
-	VMOVDQU (DI), Y9
-	VMOVDQU (R12), Y10
-	X2ROW(SI, Y0, Y1)
-	X2ROW(R8, Y2, Y3)
-	X2ROW(R9, Y4, Y5)
-	X2ROW(R10, Y6, Y7)
-	ADDQ $34, SI
-	ADDQ $34, R8
-	ADDQ $34, R9
-	ADDQ $34, R10
-	ADDQ $32, DI
-	ADDQ $32, R12
-	ADDQ $4, DX
-	ADDQ $4, R13
-	DECQ CX
-	JMP  x2loop
-
-x2done:
-	X2SUM(Y0, X0, 0)
-	X2SUM(Y1, X1, 4)
-	X2SUM(Y2, X2, 8)
-	X2SUM(Y3, X3, 12)
-	X2SUM(Y4, X4, 16)
-	X2SUM(Y5, X5, 20)
-	X2SUM(Y6, X6, 24)
-	X2SUM(Y7, X7, 28)
-	VZEROUPPER
-	RET
+	X2BODY(X2ROW, x2loop, x2done)
 
 // X2ROWVNNI is X2ROW with each block's int8 products summed by VPDPBUSD
 // (AVX512-VNNI on 256-bit registers): the same exact int32 lane sums as
@@ -383,49 +341,7 @@ TEXT ·dotQ8x4x2VNNI(SB), NOSPLIT, $0-64
 	MOVQ xd1+40(FP), R13
 	MOVQ n+48(FP), CX
 	MOVQ out+56(FP), AX
-	LEAQ (SI)(BX*1), R8
-	LEAQ (R8)(BX*1), R9
-	LEAQ (R9)(BX*1), R10
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-
-v2loop:
-	TESTQ CX, CX
-	JZ    v2done
-	VMOVDQU (DI), Y9
-	VMOVDQU (R12), Y10
-	X2ROWVNNI(SI, Y0, Y1)
-	X2ROWVNNI(R8, Y2, Y3)
-	X2ROWVNNI(R9, Y4, Y5)
-	X2ROWVNNI(R10, Y6, Y7)
-	ADDQ $34, SI
-	ADDQ $34, R8
-	ADDQ $34, R9
-	ADDQ $34, R10
-	ADDQ $32, DI
-	ADDQ $32, R12
-	ADDQ $4, DX
-	ADDQ $4, R13
-	DECQ CX
-	JMP  v2loop
-
-v2done:
-	X2SUM(Y0, X0, 0)
-	X2SUM(Y1, X1, 4)
-	X2SUM(Y2, X2, 8)
-	X2SUM(Y3, X3, 12)
-	X2SUM(Y4, X4, 16)
-	X2SUM(Y5, X5, 20)
-	X2SUM(Y6, X6, 24)
-	X2SUM(Y7, X7, 28)
-	VZEROUPPER
-	RET
+	X2BODY(X2ROWVNNI, v2loop, v2done)
 
 // func dotBF16AVX2(w *uint16, x *float32, n int) float32
 // Σ w[i]·x[i] for bfloat16 w (widened in the kernel: the top half of a

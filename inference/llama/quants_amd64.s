@@ -1,5 +1,131 @@
 #include "textflag.h"
 
+// The macros of the two-vector Q4_K kernels come first: go vet reads a
+// macro as part of the function above it, and their frame offsets are
+// the kernels'.
+
+// Q4KPAIR2: pair p for both vectors.
+#define Q4KPAIR2(off, xoff, f0, f1) \
+	VMOVDQU off(SI), Y1 \
+	VPSRLW $4, Y1, Y2 \
+	VPAND Y10, Y1, Y1 \
+	VPAND Y10, Y2, Y2 \
+	VPMADDUBSW xoff(DI), Y1, Y3 \
+	VPMADDUBSW (xoff+32)(DI), Y2, Y4 \
+	VPMADDWD Y7, Y3, Y3 \
+	VPMADDWD Y7, Y4, Y4 \
+	VCVTDQ2PS Y3, Y3 \
+	VCVTDQ2PS Y4, Y4 \
+	VBROADCASTSS f0(SP), Y6 \
+	VBROADCASTSS f1(SP), Y8 \
+	VFMADD231PS Y6, Y3, Y0 \
+	VFMADD231PS Y8, Y4, Y0 \
+	VPMADDUBSW xoff(DI)(R11*1), Y1, Y3 \
+	VPMADDUBSW (xoff+32)(DI)(R11*1), Y2, Y4 \
+	VPMADDWD Y7, Y3, Y3 \
+	VPMADDWD Y7, Y4, Y4 \
+	VCVTDQ2PS Y3, Y3 \
+	VCVTDQ2PS Y4, Y4 \
+	VBROADCASTSS (32+f0)(SP), Y6 \
+	VBROADCASTSS (32+f1)(SP), Y8 \
+	VFMADD231PS Y6, Y3, Y5 \
+	VFMADD231PS Y8, Y4, Y5
+
+// Q4KPAIR2V: Q4KPAIR2 with VPDPBUSD.
+#define Q4KPAIR2V(off, xoff, f0, f1) \
+	VMOVDQU off(SI), Y1 \
+	VPSRLW $4, Y1, Y2 \
+	VPAND Y10, Y1, Y1 \
+	VPAND Y10, Y2, Y2 \
+	VPXOR Y3, Y3, Y3 \
+	VPXOR Y4, Y4, Y4 \
+	VPDPBUSD xoff(DI), Y1, Y3 \
+	VPDPBUSD (xoff+32)(DI), Y2, Y4 \
+	VCVTDQ2PS Y3, Y3 \
+	VCVTDQ2PS Y4, Y4 \
+	VBROADCASTSS f0(SP), Y6 \
+	VBROADCASTSS f1(SP), Y8 \
+	VFMADD231PS Y6, Y3, Y0 \
+	VFMADD231PS Y8, Y4, Y0 \
+	VPXOR Y3, Y3, Y3 \
+	VPXOR Y4, Y4, Y4 \
+	VPDPBUSD xoff(DI)(R11*1), Y1, Y3 \
+	VPDPBUSD (xoff+32)(DI)(R11*1), Y2, Y4 \
+	VCVTDQ2PS Y3, Y3 \
+	VCVTDQ2PS Y4, Y4 \
+	VBROADCASTSS (32+f0)(SP), Y6 \
+	VBROADCASTSS (32+f1)(SP), Y8 \
+	VFMADD231PS Y6, Y3, Y5 \
+	VFMADD231PS Y8, Y4, Y5
+
+// Q4KX2BODY is the body of the one-row, two-vector Q4_K kernels after their
+// arguments are loaded: PAIR is the per-pair step (Q4KPAIR2, or Q4KPAIR2V).
+#define Q4KX2BODY(PAIR, lp, dn) \
+	MOVQ AX, 64(SP) \
+	SUBQ DI, R11 \
+	SUBQ DX, R12 \
+	SUBQ R8, R13 \
+	VXORPS Y0, Y0, Y0 \
+	VXORPS Y5, Y5, Y5 \
+	VXORPS Y9, Y9, Y9 \
+	VXORPS Y14, Y14, Y14 \
+	VPCMPEQW Y7, Y7, Y7 \
+	VPSRLW $15, Y7, Y7 \
+	MOVL $0x0f0f0f0f, AX \
+	VMOVD AX, X10 \
+	VPBROADCASTD X10, Y10 \
+lp: \
+	TESTQ CX, CX \
+	JZ    dn \
+	KSCALES \
+	VPBROADCASTW (SI), X3 \
+	VCVTPH2PS X3, Y3 \
+	VPBROADCASTW 2(SI), X4 \
+	VCVTPH2PS X4, Y4 \
+	VMULPS Y3, Y1, Y1 \
+	VMULPS Y4, Y2, Y2 \
+	VMOVUPS (DX), Y3 \
+	VMULPS Y3, Y1, Y4 \
+	VMOVUPS Y4, 0(SP) \
+	VMULPS Y3, Y2, Y4 \
+	VMOVDQU (R8), Y6 \
+	VCVTDQ2PS Y6, Y6 \
+	VFMADD231PS Y6, Y4, Y9 \
+	VMOVUPS (DX)(R12*1), Y3 \
+	VMULPS Y3, Y1, Y4 \
+	VMOVUPS Y4, 32(SP) \
+	VMULPS Y3, Y2, Y4 \
+	VMOVDQU (R8)(R13*1), Y6 \
+	VCVTDQ2PS Y6, Y6 \
+	VFMADD231PS Y6, Y4, Y14 \
+	PAIR(16, 0, 0, 4) \
+	PAIR(48, 64, 8, 12) \
+	PAIR(80, 128, 16, 20) \
+	PAIR(112, 192, 24, 28) \
+	ADDQ $144, SI \
+	ADDQ $256, DI \
+	ADDQ $32, DX \
+	ADDQ $32, R8 \
+	DECQ CX \
+	JMP  lp \
+dn: \
+	MOVQ 64(SP), AX \
+	VSUBPS Y9, Y0, Y0 \
+	VEXTRACTF128 $1, Y0, X1 \
+	VADDPS X1, X0, X0 \
+	VHADDPS X0, X0, X0 \
+	VHADDPS X0, X0, X0 \
+	VMOVSS X0, (AX) \
+	VSUBPS Y14, Y5, Y5 \
+	VEXTRACTF128 $1, Y5, X1 \
+	VADDPS X1, X5, X5 \
+	VHADDPS X5, X5, X5 \
+	VHADDPS X5, X5, X5 \
+	VMOVSS X5, 4(AX) \
+	VZEROUPPER \
+	RET
+
+
 // KSCALES unpacks the 6-bit scales and mins of the Q4_K/Q5_K super-block
 // at SI into floats: Y1 the eight scales, Y2 the eight mins (AX, BX, R9,
 // R10 clobbered). Scales 0–3 are the low six bits of bytes 0–3 and mins
@@ -509,213 +635,33 @@ qvdone:
 // mins unpacked, and its nibbles split, once for both; each vector's
 // arithmetic is dotQ4KAVX2's, so out[v] is bit-identical to it. The
 // second vector is addressed as offsets from the first (R11, R12, R13).
-TEXT ·dotQ4Kx2AVX2(SB), NOSPLIT, $64-72
+TEXT ·dotQ4Kx2AVX2(SB), NOSPLIT, $72-72
+	MOVQ out+64(FP), AX
 	MOVQ w+0(FP), SI
 	MOVQ xq0+8(FP), DI
 	MOVQ xd0+16(FP), DX
 	MOVQ xs0+24(FP), R8
 	MOVQ xq1+32(FP), R11
-	SUBQ DI, R11
 	MOVQ xd1+40(FP), R12
-	SUBQ DX, R12
 	MOVQ xs1+48(FP), R13
-	SUBQ R8, R13
 	MOVQ nsb+56(FP), CX
-	VXORPS Y0, Y0, Y0 // Σ products, vector 0
-	VXORPS Y5, Y5, Y5 // Σ products, vector 1
-	VXORPS Y9, Y9, Y9 // Σ minimums, vector 0
-	VXORPS Y14, Y14, Y14 // Σ minimums, vector 1
-	VPCMPEQW Y7, Y7, Y7
-	VPSRLW $15, Y7, Y7
-	MOVL $0x0f0f0f0f, AX
-	VMOVD AX, X10
-	VPBROADCASTD X10, Y10
-
-k2loop:
-	TESTQ CX, CX
-	JZ    k2done
-	KSCALES
-	VPBROADCASTW (SI), X3
-	VCVTPH2PS X3, Y3
-	VPBROADCASTW 2(SI), X4
-	VCVTPH2PS X4, Y4
-	VMULPS Y3, Y1, Y1 // scale·d
-	VMULPS Y4, Y2, Y2 // min·dmin
-	VMOVUPS (DX), Y3
-	VMULPS Y3, Y1, Y4
-	VMOVUPS Y4, 0(SP) // factors, vector 0
-	VMULPS Y3, Y2, Y4
-	VMOVDQU (R8), Y6
-	VCVTDQ2PS Y6, Y6
-	VFMADD231PS Y6, Y4, Y9
-	VMOVUPS (DX)(R12*1), Y3
-	VMULPS Y3, Y1, Y4
-	VMOVUPS Y4, 32(SP) // factors, vector 1
-	VMULPS Y3, Y2, Y4
-	VMOVDQU (R8)(R13*1), Y6
-	VCVTDQ2PS Y6, Y6
-	VFMADD231PS Y6, Y4, Y14
-
-// Q4KPAIR2: pair p for both vectors.
-#define Q4KPAIR2(off, xoff, f0, f1) \
-	VMOVDQU off(SI), Y1 \
-	VPSRLW $4, Y1, Y2 \
-	VPAND Y10, Y1, Y1 \
-	VPAND Y10, Y2, Y2 \
-	VPMADDUBSW xoff(DI), Y1, Y3 \
-	VPMADDUBSW (xoff+32)(DI), Y2, Y4 \
-	VPMADDWD Y7, Y3, Y3 \
-	VPMADDWD Y7, Y4, Y4 \
-	VCVTDQ2PS Y3, Y3 \
-	VCVTDQ2PS Y4, Y4 \
-	VBROADCASTSS f0(SP), Y6 \
-	VBROADCASTSS f1(SP), Y8 \
-	VFMADD231PS Y6, Y3, Y0 \
-	VFMADD231PS Y8, Y4, Y0 \
-	VPMADDUBSW xoff(DI)(R11*1), Y1, Y3 \
-	VPMADDUBSW (xoff+32)(DI)(R11*1), Y2, Y4 \
-	VPMADDWD Y7, Y3, Y3 \
-	VPMADDWD Y7, Y4, Y4 \
-	VCVTDQ2PS Y3, Y3 \
-	VCVTDQ2PS Y4, Y4 \
-	VBROADCASTSS (32+f0)(SP), Y6 \
-	VBROADCASTSS (32+f1)(SP), Y8 \
-	VFMADD231PS Y6, Y3, Y5 \
-	VFMADD231PS Y8, Y4, Y5
-
-	Q4KPAIR2(16, 0, 0, 4)
-	Q4KPAIR2(48, 64, 8, 12)
-	Q4KPAIR2(80, 128, 16, 20)
-	Q4KPAIR2(112, 192, 24, 28)
-	ADDQ $144, SI
-	ADDQ $256, DI
-	ADDQ $32, DX
-	ADDQ $32, R8
-	DECQ CX
-	JMP  k2loop
-
-k2done:
-	MOVQ out+64(FP), AX
-	VSUBPS Y9, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VMOVSS X0, (AX)
-	VSUBPS Y14, Y5, Y5
-	VEXTRACTF128 $1, Y5, X1
-	VADDPS X1, X5, X5
-	VHADDPS X5, X5, X5
-	VHADDPS X5, X5, X5
-	VMOVSS X5, 4(AX)
-	VZEROUPPER
-	RET
+	Q4KX2BODY(Q4KPAIR2, k2loop, k2done)
 
 // func dotQ4Kx2VNNI(w *byte, xq0 *int8, xd0 *float32, xs0 *int32, xq1 *int8, xd1 *float32, xs1 *int32, nsb int, out *[2]float32)
 //
 // dotQ4Kx2AVX2 with VPDPBUSD (AVX512-VNNI): nibbles × int8 summed straight
 // into int32, the same sums, the same results bit for bit.
-TEXT ·dotQ4Kx2VNNI(SB), NOSPLIT, $64-72
+TEXT ·dotQ4Kx2VNNI(SB), NOSPLIT, $72-72
+	MOVQ out+64(FP), AX
 	MOVQ w+0(FP), SI
 	MOVQ xq0+8(FP), DI
 	MOVQ xd0+16(FP), DX
 	MOVQ xs0+24(FP), R8
 	MOVQ xq1+32(FP), R11
-	SUBQ DI, R11
 	MOVQ xd1+40(FP), R12
-	SUBQ DX, R12
 	MOVQ xs1+48(FP), R13
-	SUBQ R8, R13
 	MOVQ nsb+56(FP), CX
-	VXORPS Y0, Y0, Y0 // Σ products, vector 0
-	VXORPS Y5, Y5, Y5 // Σ products, vector 1
-	VXORPS Y9, Y9, Y9 // Σ minimums, vector 0
-	VXORPS Y14, Y14, Y14 // Σ minimums, vector 1
-	VPCMPEQW Y7, Y7, Y7
-	VPSRLW $15, Y7, Y7
-	MOVL $0x0f0f0f0f, AX
-	VMOVD AX, X10
-	VPBROADCASTD X10, Y10
-
-k2vloop:
-	TESTQ CX, CX
-	JZ    k2vdone
-	KSCALES
-	VPBROADCASTW (SI), X3
-	VCVTPH2PS X3, Y3
-	VPBROADCASTW 2(SI), X4
-	VCVTPH2PS X4, Y4
-	VMULPS Y3, Y1, Y1 // scale·d
-	VMULPS Y4, Y2, Y2 // min·dmin
-	VMOVUPS (DX), Y3
-	VMULPS Y3, Y1, Y4
-	VMOVUPS Y4, 0(SP) // factors, vector 0
-	VMULPS Y3, Y2, Y4
-	VMOVDQU (R8), Y6
-	VCVTDQ2PS Y6, Y6
-	VFMADD231PS Y6, Y4, Y9
-	VMOVUPS (DX)(R12*1), Y3
-	VMULPS Y3, Y1, Y4
-	VMOVUPS Y4, 32(SP) // factors, vector 1
-	VMULPS Y3, Y2, Y4
-	VMOVDQU (R8)(R13*1), Y6
-	VCVTDQ2PS Y6, Y6
-	VFMADD231PS Y6, Y4, Y14
-
-// Q4KPAIR2V: pair p for both vectors.
-#define Q4KPAIR2V(off, xoff, f0, f1) \
-	VMOVDQU off(SI), Y1 \
-	VPSRLW $4, Y1, Y2 \
-	VPAND Y10, Y1, Y1 \
-	VPAND Y10, Y2, Y2 \
-	VPXOR Y3, Y3, Y3 \
-	VPXOR Y4, Y4, Y4 \
-	VPDPBUSD xoff(DI), Y1, Y3 \
-	VPDPBUSD (xoff+32)(DI), Y2, Y4 \
-	VCVTDQ2PS Y3, Y3 \
-	VCVTDQ2PS Y4, Y4 \
-	VBROADCASTSS f0(SP), Y6 \
-	VBROADCASTSS f1(SP), Y8 \
-	VFMADD231PS Y6, Y3, Y0 \
-	VFMADD231PS Y8, Y4, Y0 \
-	VPXOR Y3, Y3, Y3 \
-	VPXOR Y4, Y4, Y4 \
-	VPDPBUSD xoff(DI)(R11*1), Y1, Y3 \
-	VPDPBUSD (xoff+32)(DI)(R11*1), Y2, Y4 \
-	VCVTDQ2PS Y3, Y3 \
-	VCVTDQ2PS Y4, Y4 \
-	VBROADCASTSS (32+f0)(SP), Y6 \
-	VBROADCASTSS (32+f1)(SP), Y8 \
-	VFMADD231PS Y6, Y3, Y5 \
-	VFMADD231PS Y8, Y4, Y5
-
-	Q4KPAIR2V(16, 0, 0, 4)
-	Q4KPAIR2V(48, 64, 8, 12)
-	Q4KPAIR2V(80, 128, 16, 20)
-	Q4KPAIR2V(112, 192, 24, 28)
-	ADDQ $144, SI
-	ADDQ $256, DI
-	ADDQ $32, DX
-	ADDQ $32, R8
-	DECQ CX
-	JMP  k2vloop
-
-k2vdone:
-	MOVQ out+64(FP), AX
-	VSUBPS Y9, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VMOVSS X0, (AX)
-	VSUBPS Y14, Y5, Y5
-	VEXTRACTF128 $1, Y5, X1
-	VADDPS X1, X5, X5
-	VHADDPS X5, X5, X5
-	VHADDPS X5, X5, X5
-	VMOVSS X5, 4(AX)
-	VZEROUPPER
-	RET
+	Q4KX2BODY(Q4KPAIR2V, k2vloop, k2vdone)
 
 // func dotQ6Kx2AVX2(w *byte, xq0 *int8, xd0 *float32, xq1 *int8, xd1 *float32, nsb int, out *[2]float32)
 //
