@@ -288,8 +288,9 @@ TEXT ·dotQ6KAVX2(SB), NOSPLIT, $0-36
 	VFMADD231PS Y3, Y2, Y0
 
 // Q6KHALF: the 128 values of half h (ql at 64h, qh at 128+32h, scales at
-// 192+8h, x blocks 4h..4h+3).
-#define Q6KHALF(ql, qh, sc, x, xd) \
+// 192+8h, x blocks 4h..4h+3), each group of 32 handed to GROUP (Q6KGROUP,
+// or Q6KGROUP2 for two vectors).
+#define Q6KHALF(GROUP, ql, qh, sc, x, xd) \
 	VMOVDQU qh(SI), Y4 \
 	VMOVDQU ql(SI), Y5 \
 	VMOVDQU (ql+32)(SI), Y6 \
@@ -297,35 +298,35 @@ TEXT ·dotQ6KAVX2(SB), NOSPLIT, $0-36
 	VPAND Y10, Y4, Y2 \
 	VPSLLW $4, Y2, Y2 \
 	VPOR Y2, Y1, Y1 \
-	Q6KGROUP(x, sc, xd) \
+	GROUP(x, sc, xd) \
 	VPAND Y9, Y6, Y1 \
 	VPSRLW $2, Y4, Y2 \
 	VPAND Y10, Y2, Y2 \
 	VPSLLW $4, Y2, Y2 \
 	VPOR Y2, Y1, Y1 \
-	Q6KGROUP(x+32, sc+2, xd+4) \
+	GROUP(x+32, sc+2, xd+4) \
 	VPSRLW $4, Y5, Y1 \
 	VPAND Y9, Y1, Y1 \
 	VPSRLW $4, Y4, Y2 \
 	VPAND Y10, Y2, Y2 \
 	VPSLLW $4, Y2, Y2 \
 	VPOR Y2, Y1, Y1 \
-	Q6KGROUP(x+64, sc+4, xd+8) \
+	GROUP(x+64, sc+4, xd+8) \
 	VPSRLW $4, Y6, Y1 \
 	VPAND Y9, Y1, Y1 \
 	VPSRLW $6, Y4, Y2 \
 	VPAND Y10, Y2, Y2 \
 	VPSLLW $4, Y2, Y2 \
 	VPOR Y2, Y1, Y1 \
-	Q6KGROUP(x+96, sc+6, xd+12)
+	GROUP(x+96, sc+6, xd+12)
 
 qloop:
 	TESTQ CX, CX
 	JZ    qdone
 	VPBROADCASTW 208(SI), X8
 	VCVTPH2PS X8, Y8 // d
-	Q6KHALF(0, 128, 192, 0, 0)
-	Q6KHALF(64, 160, 200, 128, 16)
+	Q6KHALF(Q6KGROUP, 0, 128, 192, 0, 0)
+	Q6KHALF(Q6KGROUP, 64, 160, 200, 128, 16)
 	ADDQ $210, SI
 	ADDQ $256, DI
 	ADDQ $32, DX
@@ -717,43 +718,13 @@ TEXT ·dotQ6Kx2AVX2(SB), NOSPLIT, $0-56
 	VMULPS Y8, Y13, Y13 \
 	VFMADD231PS Y13, Y3, Y7
 
-#define Q6KHALF2(ql, qh, sc, x, xd) \
-	VMOVDQU qh(SI), Y4 \
-	VMOVDQU ql(SI), Y5 \
-	VMOVDQU (ql+32)(SI), Y6 \
-	VPAND Y9, Y5, Y1 \
-	VPAND Y10, Y4, Y2 \
-	VPSLLW $4, Y2, Y2 \
-	VPOR Y2, Y1, Y1 \
-	Q6KGROUP2(x, sc, xd) \
-	VPAND Y9, Y6, Y1 \
-	VPSRLW $2, Y4, Y2 \
-	VPAND Y10, Y2, Y2 \
-	VPSLLW $4, Y2, Y2 \
-	VPOR Y2, Y1, Y1 \
-	Q6KGROUP2(x+32, sc+2, xd+4) \
-	VPSRLW $4, Y5, Y1 \
-	VPAND Y9, Y1, Y1 \
-	VPSRLW $4, Y4, Y2 \
-	VPAND Y10, Y2, Y2 \
-	VPSLLW $4, Y2, Y2 \
-	VPOR Y2, Y1, Y1 \
-	Q6KGROUP2(x+64, sc+4, xd+8) \
-	VPSRLW $4, Y6, Y1 \
-	VPAND Y9, Y1, Y1 \
-	VPSRLW $6, Y4, Y2 \
-	VPAND Y10, Y2, Y2 \
-	VPSLLW $4, Y2, Y2 \
-	VPOR Y2, Y1, Y1 \
-	Q6KGROUP2(x+96, sc+6, xd+12)
-
 q2loop:
 	TESTQ CX, CX
 	JZ    q2done
 	VPBROADCASTW 208(SI), X8
 	VCVTPH2PS X8, Y8
-	Q6KHALF2(0, 128, 192, 0, 0)
-	Q6KHALF2(64, 160, 200, 128, 16)
+	Q6KHALF(Q6KGROUP2, 0, 128, 192, 0, 0)
+	Q6KHALF(Q6KGROUP2, 64, 160, 200, 128, 16)
 	ADDQ $210, SI
 	ADDQ $256, DI
 	ADDQ $32, DX
