@@ -114,6 +114,8 @@ func (m *Matrix) mulRows(ys, xs [][]float32, qs []qvec, lo, hi int) {
 			switch m.Type {
 			case gguf.Q4_K:
 				pair = dotQ4Kx2
+			case gguf.Q5_K:
+				pair = dotQ5Kx2
 			case gguf.Q6_K:
 				pair = dotQ6Kx2
 			}

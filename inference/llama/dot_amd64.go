@@ -85,3 +85,9 @@ func dotF16x2AVX2(w *uint16, x0, x1 *float32, n int, out *[2]float32)
 
 //go:noescape
 func dotQ8x4x4VNNI(w *byte, stride int, xq *[4]*int8, xd *[4]*float32, n int, out *[16]float32)
+
+//go:noescape
+func dotQ5Kx2AVX2(w *byte, xq0 *int8, xd0 *float32, xs0 *int32, xq1 *int8, xd1 *float32, xs1 *int32, nsb int, out *[2]float32)
+
+//go:noescape
+func dotQ5Kx2VNNI(w *byte, xq0 *int8, xd0 *float32, xs0 *int32, xq1 *int8, xd1 *float32, xs1 *int32, nsb int, out *[2]float32)

@@ -154,6 +154,22 @@ func dotQ4Kx2(row []byte, x0, x1 *qvec, out *[2]float32) {
 	dotQ4Kx2AVX2(&row[0], &x0.q[0], &x0.d[0], &x0.s[0], &x1.q[0], &x1.d[0], &x1.s[0], nsb, out)
 }
 
+// dotQ5Kx2 is dotQuant of a Q5_K row for two vectors at once (AVX2 only;
+// VPDPBUSD where the CPU has AVX512-VNNI), each result bit-identical to
+// dotQuant's.
+func dotQ5Kx2(row []byte, x0, x1 *qvec, out *[2]float32) {
+	nsb := len(x0.d) / 8
+	_ = row[nsb*q5KBytes-1]
+	_ = x1.q[nsb*gguf.QKBlock-1]
+	_ = x1.d[nsb*8-1]
+	_ = x1.s[nsb*8-1]
+	if useVNNI {
+		dotQ5Kx2VNNI(&row[0], &x0.q[0], &x0.d[0], &x0.s[0], &x1.q[0], &x1.d[0], &x1.s[0], nsb, out)
+		return
+	}
+	dotQ5Kx2AVX2(&row[0], &x0.q[0], &x0.d[0], &x0.s[0], &x1.q[0], &x1.d[0], &x1.s[0], nsb, out)
+}
+
 // dotQ6Kx2 is dotQuant of a Q6_K row for two vectors at once (AVX2 only),
 // each result bit-identical to dotQuant's.
 func dotQ6Kx2(row []byte, x0, x1 *qvec, out *[2]float32) {

@@ -5,7 +5,7 @@
 // the kernels'.
 
 // Q4KPAIR2: pair p for both vectors.
-#define Q4KPAIR2(off, xoff, f0, f1) \
+#define Q4KPAIR2(off, xoff, f0, f1, s0, s1) \
 	VMOVDQU off(SI), Y1 \
 	VPSRLW $4, Y1, Y2 \
 	VPAND Y10, Y1, Y1 \
@@ -32,7 +32,7 @@
 	VFMADD231PS Y8, Y4, Y5
 
 // Q4KPAIR2V: Q4KPAIR2 with VPDPBUSD.
-#define Q4KPAIR2V(off, xoff, f0, f1) \
+#define Q4KPAIR2V(off, xoff, f0, f1, s0, s1) \
 	VMOVDQU off(SI), Y1 \
 	VPSRLW $4, Y1, Y2 \
 	VPAND Y10, Y1, Y1 \
@@ -58,9 +58,83 @@
 	VFMADD231PS Y6, Y3, Y5 \
 	VFMADD231PS Y8, Y4, Y5
 
-// Q4KX2BODY is the body of the one-row, two-vector Q4_K kernels after their
-// arguments are loaded: PAIR is the per-pair step (Q4KPAIR2, or Q4KPAIR2V).
-#define Q4KX2BODY(PAIR, lp, dn) \
+// Q5KPAIR2, Q5KPAIR2V: the Q4_K pairs with each value's fifth bit (bit s0,
+// s1 of the qh byte) added as 16.
+#define Q5KPAIR2(off, xoff, f0, f1, s0, s1) \
+	VMOVDQU off(SI), Y1 \
+	VPSRLW $4, Y1, Y2 \
+	VPAND Y10, Y1, Y1 \
+	VPAND Y10, Y2, Y2 \
+	VMOVDQU 16(SI), Y13 \
+	VPSRLW $s0, Y13, Y3 \
+	VPAND Y12, Y3, Y3 \
+	VPSLLW $4, Y3, Y3 \
+	VPOR Y3, Y1, Y1 \
+	VPSRLW $s1, Y13, Y3 \
+	VPAND Y12, Y3, Y3 \
+	VPSLLW $4, Y3, Y3 \
+	VPOR Y3, Y2, Y2 \
+	VPMADDUBSW xoff(DI), Y1, Y3 \
+	VPMADDUBSW (xoff+32)(DI), Y2, Y4 \
+	VPMADDWD Y7, Y3, Y3 \
+	VPMADDWD Y7, Y4, Y4 \
+	VCVTDQ2PS Y3, Y3 \
+	VCVTDQ2PS Y4, Y4 \
+	VBROADCASTSS f0(SP), Y6 \
+	VBROADCASTSS f1(SP), Y8 \
+	VFMADD231PS Y6, Y3, Y0 \
+	VFMADD231PS Y8, Y4, Y0 \
+	VPMADDUBSW xoff(DI)(R11*1), Y1, Y3 \
+	VPMADDUBSW (xoff+32)(DI)(R11*1), Y2, Y4 \
+	VPMADDWD Y7, Y3, Y3 \
+	VPMADDWD Y7, Y4, Y4 \
+	VCVTDQ2PS Y3, Y3 \
+	VCVTDQ2PS Y4, Y4 \
+	VBROADCASTSS (32+f0)(SP), Y6 \
+	VBROADCASTSS (32+f1)(SP), Y8 \
+	VFMADD231PS Y6, Y3, Y5 \
+	VFMADD231PS Y8, Y4, Y5
+
+#define Q5KPAIR2V(off, xoff, f0, f1, s0, s1) \
+	VMOVDQU off(SI), Y1 \
+	VPSRLW $4, Y1, Y2 \
+	VPAND Y10, Y1, Y1 \
+	VPAND Y10, Y2, Y2 \
+	VMOVDQU 16(SI), Y13 \
+	VPSRLW $s0, Y13, Y3 \
+	VPAND Y12, Y3, Y3 \
+	VPSLLW $4, Y3, Y3 \
+	VPOR Y3, Y1, Y1 \
+	VPSRLW $s1, Y13, Y3 \
+	VPAND Y12, Y3, Y3 \
+	VPSLLW $4, Y3, Y3 \
+	VPOR Y3, Y2, Y2 \
+	VPXOR Y3, Y3, Y3 \
+	VPXOR Y4, Y4, Y4 \
+	VPDPBUSD xoff(DI), Y1, Y3 \
+	VPDPBUSD (xoff+32)(DI), Y2, Y4 \
+	VCVTDQ2PS Y3, Y3 \
+	VCVTDQ2PS Y4, Y4 \
+	VBROADCASTSS f0(SP), Y6 \
+	VBROADCASTSS f1(SP), Y8 \
+	VFMADD231PS Y6, Y3, Y0 \
+	VFMADD231PS Y8, Y4, Y0 \
+	VPXOR Y3, Y3, Y3 \
+	VPXOR Y4, Y4, Y4 \
+	VPDPBUSD xoff(DI)(R11*1), Y1, Y3 \
+	VPDPBUSD (xoff+32)(DI)(R11*1), Y2, Y4 \
+	VCVTDQ2PS Y3, Y3 \
+	VCVTDQ2PS Y4, Y4 \
+	VBROADCASTSS (32+f0)(SP), Y6 \
+	VBROADCASTSS (32+f1)(SP), Y8 \
+	VFMADD231PS Y6, Y3, Y5 \
+	VFMADD231PS Y8, Y4, Y5
+
+// KX2BODY is the body of the one-row, two-vector Q4_K and Q5_K kernels
+// after their arguments are loaded: PAIR is the per-pair step (Q4KPAIR2,
+// Q5KPAIR2, or their VPDPBUSD forms), base the offset of the nibbles and
+// bytes the super-block's size; Y12 holds 0x01 bytes for Q5_K's bits.
+#define KX2BODY(PAIR, lp, dn, base, bytes) \
 	MOVQ AX, 64(SP) \
 	SUBQ DI, R11 \
 	SUBQ DX, R12 \
@@ -74,6 +148,9 @@
 	MOVL $0x0f0f0f0f, AX \
 	VMOVD AX, X10 \
 	VPBROADCASTD X10, Y10 \
+	MOVL $0x01010101, AX \
+	VMOVD AX, X12 \
+	VPBROADCASTD X12, Y12 \
 lp: \
 	TESTQ CX, CX \
 	JZ    dn \
@@ -98,11 +175,11 @@ lp: \
 	VMOVDQU (R8)(R13*1), Y6 \
 	VCVTDQ2PS Y6, Y6 \
 	VFMADD231PS Y6, Y4, Y14 \
-	PAIR(16, 0, 0, 4) \
-	PAIR(48, 64, 8, 12) \
-	PAIR(80, 128, 16, 20) \
-	PAIR(112, 192, 24, 28) \
-	ADDQ $144, SI \
+	PAIR(base, 0, 0, 4, 0, 1) \
+	PAIR(base+32, 64, 8, 12, 2, 3) \
+	PAIR(base+64, 128, 16, 20, 4, 5) \
+	PAIR(base+96, 192, 24, 28, 6, 7) \
+	ADDQ $bytes, SI \
 	ADDQ $256, DI \
 	ADDQ $32, DX \
 	ADDQ $32, R8 \
@@ -646,7 +723,7 @@ TEXT ·dotQ4Kx2AVX2(SB), NOSPLIT, $72-72
 	MOVQ xd1+40(FP), R12
 	MOVQ xs1+48(FP), R13
 	MOVQ nsb+56(FP), CX
-	Q4KX2BODY(Q4KPAIR2, k2loop, k2done)
+	KX2BODY(Q4KPAIR2, k2loop, k2done, 16, 144)
 
 // func dotQ4Kx2VNNI(w *byte, xq0 *int8, xd0 *float32, xs0 *int32, xq1 *int8, xd1 *float32, xs1 *int32, nsb int, out *[2]float32)
 //
@@ -662,7 +739,7 @@ TEXT ·dotQ4Kx2VNNI(SB), NOSPLIT, $72-72
 	MOVQ xd1+40(FP), R12
 	MOVQ xs1+48(FP), R13
 	MOVQ nsb+56(FP), CX
-	Q4KX2BODY(Q4KPAIR2V, k2vloop, k2vdone)
+	KX2BODY(Q4KPAIR2V, k2vloop, k2vdone, 16, 144)
 
 // func dotQ6Kx2AVX2(w *byte, xq0 *int8, xd0 *float32, xq1 *int8, xd1 *float32, nsb int, out *[2]float32)
 //
@@ -745,3 +822,33 @@ q2done:
 	VMOVSS X7, 4(AX)
 	VZEROUPPER
 	RET
+
+// func dotQ5Kx2AVX2(w *byte, xq0 *int8, xd0 *float32, xs0 *int32, xq1 *int8, xd1 *float32, xs1 *int32, nsb int, out *[2]float32)
+//
+// dotQ5KAVX2 for one row times two vectors (bit-identical to it for each).
+TEXT ·dotQ5Kx2AVX2(SB), NOSPLIT, $72-72
+	MOVQ out+64(FP), AX
+	MOVQ w+0(FP), SI
+	MOVQ xq0+8(FP), DI
+	MOVQ xd0+16(FP), DX
+	MOVQ xs0+24(FP), R8
+	MOVQ xq1+32(FP), R11
+	MOVQ xd1+40(FP), R12
+	MOVQ xs1+48(FP), R13
+	MOVQ nsb+56(FP), CX
+	KX2BODY(Q5KPAIR2, k5loop2, k5done2, 48, 176)
+
+// func dotQ5Kx2VNNI(w *byte, xq0 *int8, xd0 *float32, xs0 *int32, xq1 *int8, xd1 *float32, xs1 *int32, nsb int, out *[2]float32)
+//
+// dotQ5Kx2AVX2 with VPDPBUSD (bit-identical).
+TEXT ·dotQ5Kx2VNNI(SB), NOSPLIT, $72-72
+	MOVQ out+64(FP), AX
+	MOVQ w+0(FP), SI
+	MOVQ xq0+8(FP), DI
+	MOVQ xd0+16(FP), DX
+	MOVQ xs0+24(FP), R8
+	MOVQ xq1+32(FP), R11
+	MOVQ xd1+40(FP), R12
+	MOVQ xs1+48(FP), R13
+	MOVQ nsb+56(FP), CX
+	KX2BODY(Q5KPAIR2V, k5vloop2, k5vdone2, 48, 176)

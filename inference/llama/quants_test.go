@@ -95,7 +95,7 @@ func testQuantKernels(t *testing.T) {
 			if math.Abs(float64(got)-want) > 1e-4*math.Max(1, math.Abs(want)) {
 				t.Errorf("%s, %d values (assembly %v): %v, float64 %v", typ, n, useAVX2, got, want)
 			}
-			if pair := map[gguf.TensorType]func([]byte, *qvec, *qvec, *[2]float32){gguf.Q4_K: dotQ4Kx2, gguf.Q6_K: dotQ6Kx2}[typ]; pair != nil && useAVX2 {
+			if pair := map[gguf.TensorType]func([]byte, *qvec, *qvec, *[2]float32){gguf.Q4_K: dotQ4Kx2, gguf.Q5_K: dotQ5Kx2, gguf.Q6_K: dotQ6Kx2}[typ]; pair != nil && useAVX2 {
 				// Two vectors at once: each bit-identical to one alone.
 				var v2 qvec
 				quantizeVec(&v2, w)
