@@ -4,67 +4,17 @@
 // macro as part of the function above it, and their frame offsets are
 // the kernels'.
 
-// Q4KPAIR2: pair p for both vectors.
-#define Q4KPAIR2(off, xoff, f0, f1, s0, s1) \
+// KSPLIT: the 32 bytes of nibbles at off(SI) as the low (Y1) and high (Y2)
+// sub-blocks of a Q4_K/Q5_K pair.
+#define KSPLIT(off) \
 	VMOVDQU off(SI), Y1 \
 	VPSRLW $4, Y1, Y2 \
 	VPAND Y10, Y1, Y1 \
-	VPAND Y10, Y2, Y2 \
-	VPMADDUBSW xoff(DI), Y1, Y3 \
-	VPMADDUBSW (xoff+32)(DI), Y2, Y4 \
-	VPMADDWD Y7, Y3, Y3 \
-	VPMADDWD Y7, Y4, Y4 \
-	VCVTDQ2PS Y3, Y3 \
-	VCVTDQ2PS Y4, Y4 \
-	VBROADCASTSS f0(SP), Y6 \
-	VBROADCASTSS f1(SP), Y8 \
-	VFMADD231PS Y6, Y3, Y0 \
-	VFMADD231PS Y8, Y4, Y0 \
-	VPMADDUBSW xoff(DI)(R11*1), Y1, Y3 \
-	VPMADDUBSW (xoff+32)(DI)(R11*1), Y2, Y4 \
-	VPMADDWD Y7, Y3, Y3 \
-	VPMADDWD Y7, Y4, Y4 \
-	VCVTDQ2PS Y3, Y3 \
-	VCVTDQ2PS Y4, Y4 \
-	VBROADCASTSS (32+f0)(SP), Y6 \
-	VBROADCASTSS (32+f1)(SP), Y8 \
-	VFMADD231PS Y6, Y3, Y5 \
-	VFMADD231PS Y8, Y4, Y5
+	VPAND Y10, Y2, Y2
 
-// Q4KPAIR2V: Q4KPAIR2 with VPDPBUSD.
-#define Q4KPAIR2V(off, xoff, f0, f1, s0, s1) \
-	VMOVDQU off(SI), Y1 \
-	VPSRLW $4, Y1, Y2 \
-	VPAND Y10, Y1, Y1 \
-	VPAND Y10, Y2, Y2 \
-	VPXOR Y3, Y3, Y3 \
-	VPXOR Y4, Y4, Y4 \
-	VPDPBUSD xoff(DI), Y1, Y3 \
-	VPDPBUSD (xoff+32)(DI), Y2, Y4 \
-	VCVTDQ2PS Y3, Y3 \
-	VCVTDQ2PS Y4, Y4 \
-	VBROADCASTSS f0(SP), Y6 \
-	VBROADCASTSS f1(SP), Y8 \
-	VFMADD231PS Y6, Y3, Y0 \
-	VFMADD231PS Y8, Y4, Y0 \
-	VPXOR Y3, Y3, Y3 \
-	VPXOR Y4, Y4, Y4 \
-	VPDPBUSD xoff(DI)(R11*1), Y1, Y3 \
-	VPDPBUSD (xoff+32)(DI)(R11*1), Y2, Y4 \
-	VCVTDQ2PS Y3, Y3 \
-	VCVTDQ2PS Y4, Y4 \
-	VBROADCASTSS (32+f0)(SP), Y6 \
-	VBROADCASTSS (32+f1)(SP), Y8 \
-	VFMADD231PS Y6, Y3, Y5 \
-	VFMADD231PS Y8, Y4, Y5
-
-// Q5KPAIR2, Q5KPAIR2V: the Q4_K pairs with each value's fifth bit (bit s0,
-// s1 of the qh byte) added as 16.
-#define Q5KPAIR2(off, xoff, f0, f1, s0, s1) \
-	VMOVDQU off(SI), Y1 \
-	VPSRLW $4, Y1, Y2 \
-	VPAND Y10, Y1, Y1 \
-	VPAND Y10, Y2, Y2 \
+// KFIFTH: Q5_K's fifth bits (bits s0 and s1 of the qh bytes at 16(SI))
+// added to Y1 and Y2 as 16 (Y12 holds 0x01 bytes).
+#define KFIFTH(s0, s1) \
 	VMOVDQU 16(SI), Y13 \
 	VPSRLW $s0, Y13, Y3 \
 	VPAND Y12, Y3, Y3 \
@@ -73,62 +23,107 @@
 	VPSRLW $s1, Y13, Y3 \
 	VPAND Y12, Y3, Y3 \
 	VPSLLW $4, Y3, Y3 \
-	VPOR Y3, Y2, Y2 \
-	VPMADDUBSW xoff(DI), Y1, Y3 \
-	VPMADDUBSW (xoff+32)(DI), Y2, Y4 \
-	VPMADDWD Y7, Y3, Y3 \
-	VPMADDWD Y7, Y4, Y4 \
-	VCVTDQ2PS Y3, Y3 \
-	VCVTDQ2PS Y4, Y4 \
-	VBROADCASTSS f0(SP), Y6 \
-	VBROADCASTSS f1(SP), Y8 \
-	VFMADD231PS Y6, Y3, Y0 \
-	VFMADD231PS Y8, Y4, Y0 \
-	VPMADDUBSW xoff(DI)(R11*1), Y1, Y3 \
-	VPMADDUBSW (xoff+32)(DI)(R11*1), Y2, Y4 \
-	VPMADDWD Y7, Y3, Y3 \
-	VPMADDWD Y7, Y4, Y4 \
-	VCVTDQ2PS Y3, Y3 \
-	VCVTDQ2PS Y4, Y4 \
-	VBROADCASTSS (32+f0)(SP), Y6 \
-	VBROADCASTSS (32+f1)(SP), Y8 \
-	VFMADD231PS Y6, Y3, Y5 \
-	VFMADD231PS Y8, Y4, Y5
+	VPOR Y3, Y2, Y2
 
-#define Q5KPAIR2V(off, xoff, f0, f1, s0, s1) \
-	VMOVDQU off(SI), Y1 \
-	VPSRLW $4, Y1, Y2 \
-	VPAND Y10, Y1, Y1 \
-	VPAND Y10, Y2, Y2 \
-	VMOVDQU 16(SI), Y13 \
-	VPSRLW $s0, Y13, Y3 \
-	VPAND Y12, Y3, Y3 \
-	VPSLLW $4, Y3, Y3 \
-	VPOR Y3, Y1, Y1 \
-	VPSRLW $s1, Y13, Y3 \
-	VPAND Y12, Y3, Y3 \
-	VPSLLW $4, Y3, Y3 \
-	VPOR Y3, Y2, Y2 \
+// KSUMS, KSUMSV: the int32 sums of Y1 and Y2 with the vector's int8 at x
+// (VPMADDUBSW+VPMADDWD, or VPDPBUSD: the same sums) into Y3 and Y4.
+#define KSUMS(x, x32) \
+	VPMADDUBSW x, Y1, Y3 \
+	VPMADDUBSW x32, Y2, Y4 \
+	VPMADDWD Y7, Y3, Y3 \
+	VPMADDWD Y7, Y4, Y4
+
+#define KSUMSV(x, x32) \
 	VPXOR Y3, Y3, Y3 \
 	VPXOR Y4, Y4, Y4 \
-	VPDPBUSD xoff(DI), Y1, Y3 \
-	VPDPBUSD (xoff+32)(DI), Y2, Y4 \
+	VPDPBUSD x, Y1, Y3 \
+	VPDPBUSD x32, Y2, Y4
+
+// KADD: Y3 and Y4 times their factors at f0, f1(SP), into acc.
+#define KADD(f0, f1, acc) \
 	VCVTDQ2PS Y3, Y3 \
 	VCVTDQ2PS Y4, Y4 \
 	VBROADCASTSS f0(SP), Y6 \
 	VBROADCASTSS f1(SP), Y8 \
-	VFMADD231PS Y6, Y3, Y0 \
-	VFMADD231PS Y8, Y4, Y0 \
-	VPXOR Y3, Y3, Y3 \
-	VPXOR Y4, Y4, Y4 \
-	VPDPBUSD xoff(DI)(R11*1), Y1, Y3 \
-	VPDPBUSD (xoff+32)(DI)(R11*1), Y2, Y4 \
-	VCVTDQ2PS Y3, Y3 \
-	VCVTDQ2PS Y4, Y4 \
-	VBROADCASTSS (32+f0)(SP), Y6 \
-	VBROADCASTSS (32+f1)(SP), Y8 \
-	VFMADD231PS Y6, Y3, Y5 \
-	VFMADD231PS Y8, Y4, Y5
+	VFMADD231PS Y6, Y3, acc \
+	VFMADD231PS Y8, Y4, acc
+
+// KDOT2, KDOT2V: the pair in Y1, Y2 times both vectors (the second at
+// offset R11 from the first), their factors at f0, f1 and 32 above.
+#define KDOT2(xoff, f0, f1) \
+	KSUMS(xoff(DI), (xoff+32)(DI)) \
+	KADD(f0, f1, Y0) \
+	KSUMS(xoff(DI)(R11*1), (xoff+32)(DI)(R11*1)) \
+	KADD(32+f0, 32+f1, Y5)
+
+#define KDOT2V(xoff, f0, f1) \
+	KSUMSV(xoff(DI), (xoff+32)(DI)) \
+	KADD(f0, f1, Y0) \
+	KSUMSV(xoff(DI)(R11*1), (xoff+32)(DI)(R11*1)) \
+	KADD(32+f0, 32+f1, Y5)
+
+// The pair steps of the two-vector kernels: pair p's nibbles at off, the
+// vector's blocks at xoff, factors at f0, f1; s0, s1 (Q5_K) its bits.
+#define Q4KPAIR2(off, xoff, f0, f1, s0, s1) KSPLIT(off) KDOT2(xoff, f0, f1)
+#define Q4KPAIR2V(off, xoff, f0, f1, s0, s1) KSPLIT(off) KDOT2V(xoff, f0, f1)
+#define Q5KPAIR2(off, xoff, f0, f1, s0, s1) KSPLIT(off) KFIFTH(s0, s1) KDOT2(xoff, f0, f1)
+#define Q5KPAIR2V(off, xoff, f0, f1, s0, s1) KSPLIT(off) KFIFTH(s0, s1) KDOT2V(xoff, f0, f1)
+
+// The pair steps of the one-vector kernels, into Y0.
+#define Q4KPAIR1(off, xoff, f0, f1, s0, s1) KSPLIT(off) KSUMS(xoff(DI), (xoff+32)(DI)) KADD(f0, f1, Y0)
+#define Q5KPAIR1(off, xoff, f0, f1, s0, s1) KSPLIT(off) KFIFTH(s0, s1) KSUMS(xoff(DI), (xoff+32)(DI)) KADD(f0, f1, Y0)
+
+// K1BODY is the body of the one-vector Q4_K and Q5_K kernels after their
+// arguments are loaded (SI row, DI xq, DX xd, R8 xs, CX super-blocks),
+// leaving the product in X0: PAIR is the per-pair step, base the offset of
+// the nibbles, bytes the super-block's size. Per super-block the factor
+// d·scale·xd of each sub-block is kept at 0–31(SP); the minimums,
+// dmin·min·xd·Σxq, are summed in Y9 apart and subtracted at the end.
+#define K1BODY(PAIR, lp, dn, base, bytes) \
+	VXORPS Y0, Y0, Y0 \
+	VXORPS Y9, Y9, Y9 \
+	VPCMPEQW Y7, Y7, Y7 \
+	VPSRLW $15, Y7, Y7 \
+	MOVL $0x0f0f0f0f, AX \
+	VMOVD AX, X10 \
+	VPBROADCASTD X10, Y10 \
+	MOVL $0x01010101, AX \
+	VMOVD AX, X12 \
+	VPBROADCASTD X12, Y12 \
+lp: \
+	TESTQ CX, CX \
+	JZ    dn \
+	KSCALES \
+	VPBROADCASTW (SI), X3 \
+	VCVTPH2PS X3, Y3 \
+	VPBROADCASTW 2(SI), X4 \
+	VCVTPH2PS X4, Y4 \
+	VMOVUPS (DX), Y5 \
+	VMULPS Y3, Y1, Y1 \
+	VMULPS Y5, Y1, Y1 \
+	VMOVUPS Y1, 0(SP) \
+	VMULPS Y4, Y2, Y2 \
+	VMULPS Y5, Y2, Y2 \
+	VMOVDQU (R8), Y6 \
+	VCVTDQ2PS Y6, Y6 \
+	VFMADD231PS Y6, Y2, Y9 \
+	PAIR(base, 0, 0, 4, 0, 1) \
+	PAIR(base+32, 64, 8, 12, 2, 3) \
+	PAIR(base+64, 128, 16, 20, 4, 5) \
+	PAIR(base+96, 192, 24, 28, 6, 7) \
+	ADDQ $bytes, SI \
+	ADDQ $256, DI \
+	ADDQ $32, DX \
+	ADDQ $32, R8 \
+	DECQ CX \
+	JMP  lp \
+dn: \
+	VSUBPS Y9, Y0, Y0 \
+	VEXTRACTF128 $1, Y0, X1 \
+	VADDPS X1, X0, X0 \
+	VHADDPS X0, X0, X0 \
+	VHADDPS X0, X0, X0 \
+	VZEROUPPER
 
 // KX2BODY is the body of the one-row, two-vector Q4_K and Q5_K kernels
 // after their arguments are loaded: PAIR is the per-pair step (Q4KPAIR2,
@@ -256,66 +251,7 @@ TEXT ·dotQ4KAVX2(SB), NOSPLIT, $32-44
 	MOVQ xd+16(FP), DX
 	MOVQ xs+24(FP), R8
 	MOVQ nsb+32(FP), CX
-	VXORPS Y0, Y0, Y0 // Σ products
-	VXORPS Y9, Y9, Y9 // Σ minimums
-	VPCMPEQW Y7, Y7, Y7
-	VPSRLW $15, Y7, Y7 // sixteen int16 ones
-	MOVL $0x0f0f0f0f, AX
-	VMOVD AX, X10
-	VPBROADCASTD X10, Y10 // low-nibble mask
-
-kloop:
-	TESTQ CX, CX
-	JZ    kdone
-	KSCALES
-	VPBROADCASTW (SI), X3
-	VCVTPH2PS X3, Y3 // d
-	VPBROADCASTW 2(SI), X4
-	VCVTPH2PS X4, Y4 // dmin
-	VMOVUPS (DX), Y5 // the eight blocks' xd
-	VMULPS Y3, Y1, Y1
-	VMULPS Y5, Y1, Y1
-	VMOVUPS Y1, 0(SP) // factor per sub-block
-	VMULPS Y4, Y2, Y2
-	VMULPS Y5, Y2, Y2
-	VMOVDQU (R8), Y6
-	VCVTDQ2PS Y6, Y6
-	VFMADD231PS Y6, Y2, Y9
-
-#define Q4KPAIR(off, xoff, f0, f1) \
-	VMOVDQU off(SI), Y1 \
-	VPSRLW $4, Y1, Y2 \
-	VPAND Y10, Y1, Y1 \
-	VPAND Y10, Y2, Y2 \
-	VPMADDUBSW xoff(DI), Y1, Y1 \
-	VPMADDUBSW (xoff+32)(DI), Y2, Y2 \
-	VPMADDWD Y7, Y1, Y1 \
-	VPMADDWD Y7, Y2, Y2 \
-	VCVTDQ2PS Y1, Y1 \
-	VCVTDQ2PS Y2, Y2 \
-	VBROADCASTSS f0(SP), Y3 \
-	VBROADCASTSS f1(SP), Y4 \
-	VFMADD231PS Y3, Y1, Y0 \
-	VFMADD231PS Y4, Y2, Y0
-
-	Q4KPAIR(16, 0, 0, 4)
-	Q4KPAIR(48, 64, 8, 12)
-	Q4KPAIR(80, 128, 16, 20)
-	Q4KPAIR(112, 192, 24, 28)
-	ADDQ $144, SI
-	ADDQ $256, DI
-	ADDQ $32, DX
-	ADDQ $32, R8
-	DECQ CX
-	JMP  kloop
-
-kdone:
-	VSUBPS Y9, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VZEROUPPER
+	K1BODY(Q4KPAIR1, kloop, kdone, 16, 144)
 	MOVSS X0, ret+40(FP)
 	RET
 
@@ -464,86 +400,14 @@ hdone:
 // dotQ4KAVX2 for Q5_K: the same scales and mins; each sub-block's values
 // are its nibbles plus 16 times their fifth bit (bit 2p of qh byte l for
 // element 64p+l, bit 2p+1 for element 64p+32+l); pairs ≤ 7874 in int16.
+// (The body is dotQ4KAVX2's, K1BODY, with the fifth bits in each pair.)
 TEXT ·dotQ5KAVX2(SB), NOSPLIT, $32-44
 	MOVQ w+0(FP), SI
 	MOVQ xq+8(FP), DI
 	MOVQ xd+16(FP), DX
 	MOVQ xs+24(FP), R8
 	MOVQ nsb+32(FP), CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y9, Y9, Y9
-	VPCMPEQW Y7, Y7, Y7
-	VPSRLW $15, Y7, Y7
-	MOVL $0x0f0f0f0f, AX
-	VMOVD AX, X10
-	VPBROADCASTD X10, Y10 // low-nibble mask
-	MOVL $0x10101010, AX
-	VMOVD AX, X11
-	VPBROADCASTD X11, Y11 // bit 4 of each byte
-
-k5loop:
-	TESTQ CX, CX
-	JZ    k5done
-	KSCALES
-	VPBROADCASTW (SI), X3
-	VCVTPH2PS X3, Y3
-	VPBROADCASTW 2(SI), X4
-	VCVTPH2PS X4, Y4
-	VMOVUPS (DX), Y5
-	VMULPS Y3, Y1, Y1
-	VMULPS Y5, Y1, Y1
-	VMOVUPS Y1, 0(SP)
-	VMULPS Y4, Y2, Y2
-	VMULPS Y5, Y2, Y2
-	VMOVDQU (R8), Y6
-	VCVTDQ2PS Y6, Y6
-	VFMADD231PS Y6, Y2, Y9
-	VMOVDQU 16(SI), Y8 // fifth bits
-
-// Q5KPAIR: pair p's two sub-blocks; bit 2p of qh is moved to bit 4 by
-// shifting left l0 then right r0, bit 2p+1 by l1 and r1.
-#define Q5KPAIR(off, xoff, f0, f1, l0, r0, l1, r1) \
-	VMOVDQU off(SI), Y1 \
-	VPSRLW $4, Y1, Y2 \
-	VPAND Y10, Y1, Y1 \
-	VPAND Y10, Y2, Y2 \
-	VPSLLW $l0, Y8, Y3 \
-	VPSRLW $r0, Y3, Y3 \
-	VPAND Y11, Y3, Y3 \
-	VPOR Y3, Y1, Y1 \
-	VPSLLW $l1, Y8, Y3 \
-	VPSRLW $r1, Y3, Y3 \
-	VPAND Y11, Y3, Y3 \
-	VPOR Y3, Y2, Y2 \
-	VPMADDUBSW xoff(DI), Y1, Y1 \
-	VPMADDUBSW (xoff+32)(DI), Y2, Y2 \
-	VPMADDWD Y7, Y1, Y1 \
-	VPMADDWD Y7, Y2, Y2 \
-	VCVTDQ2PS Y1, Y1 \
-	VCVTDQ2PS Y2, Y2 \
-	VBROADCASTSS f0(SP), Y3 \
-	VBROADCASTSS f1(SP), Y4 \
-	VFMADD231PS Y3, Y1, Y0 \
-	VFMADD231PS Y4, Y2, Y0
-
-	Q5KPAIR(48, 0, 0, 4, 4, 0, 3, 0)
-	Q5KPAIR(80, 64, 8, 12, 2, 0, 1, 0)
-	Q5KPAIR(112, 128, 16, 20, 0, 0, 0, 1)
-	Q5KPAIR(144, 192, 24, 28, 0, 2, 0, 3)
-	ADDQ $176, SI
-	ADDQ $256, DI
-	ADDQ $32, DX
-	ADDQ $32, R8
-	DECQ CX
-	JMP  k5loop
-
-k5done:
-	VSUBPS Y9, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VZEROUPPER
+	K1BODY(Q5KPAIR1, k5loop, k5done, 48, 176)
 	MOVSS X0, ret+40(FP)
 	RET
 
