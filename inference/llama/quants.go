@@ -197,40 +197,32 @@ func dotQ40Go(row []byte, x *qvec) float32 {
 	return s
 }
 
-func dotQ4KGo(row []byte, x *qvec) float32 {
-	var s float32
-	for k := range len(x.d) / 8 {
-		blk := row[k*q4KBytes : (k+1)*q4KBytes]
-		d, dmin := F16(le16(blk)), F16(le16(blk[2:]))
-		var sum, mins float32
-		for p := range 4 {
-			qs := blk[16+32*p : 48+32*p]
-			b := 8*k + 2*p
-			x0, x1 := x.q[32*b:32*b+32], x.q[32*b+32:32*b+64]
-			var i0, i1 int32
-			for l, q := range qs {
-				i0 += int32(q&0xf) * int32(x0[l])
-				i1 += int32(q>>4) * int32(x1[l])
-			}
-			s0, m0 := scaleMinK4(2*p, blk[4:16])
-			s1, m1 := scaleMinK4(2*p+1, blk[4:16])
-			sum += x.d[b]*float32(int32(s0)*i0) + x.d[b+1]*float32(int32(s1)*i1)
-			mins += x.d[b]*float32(int32(m0)*x.s[b]) + x.d[b+1]*float32(int32(m1)*x.s[b+1])
-		}
-		s += d*sum - dmin*mins
-	}
-	return s
-}
+func dotQ4KGo(row []byte, x *qvec) float32 { return dotKGo(row, x, false) }
 
-func dotQ5KGo(row []byte, x *qvec) float32 {
+func dotQ5KGo(row []byte, x *qvec) float32 { return dotKGo(row, x, true) }
+
+// noFifthBits stands for a Q4_K block's absent fifth bits.
+var noFifthBits [32]byte
+
+// dotKGo is a Q4_K or (q5) Q5_K row times x: per sub-block of 32 the
+// integer sum of its levels (nibble, plus 16 times the fifth bit) times
+// x's int8, scaled; the minimums through x's block sums.
+func dotKGo(row []byte, x *qvec, q5 bool) float32 {
+	bb, qsOff := q4KBytes, 16
+	if q5 {
+		bb, qsOff = q5KBytes, 48
+	}
 	var s float32
 	for k := range len(x.d) / 8 {
-		blk := row[k*q5KBytes : (k+1)*q5KBytes]
+		blk := row[k*bb : (k+1)*bb]
 		d, dmin := F16(le16(blk)), F16(le16(blk[2:]))
-		qh := blk[16:48]
+		qh := noFifthBits[:]
+		if q5 {
+			qh = blk[16:48]
+		}
 		var sum, mins float32
 		for p := range 4 {
-			qs := blk[48+32*p : 80+32*p]
+			qs := blk[qsOff+32*p : qsOff+32+32*p]
 			b := 8*k + 2*p
 			x0, x1 := x.q[32*b:32*b+32], x.q[32*b+32:32*b+64]
 			var i0, i1 int32
@@ -306,13 +298,13 @@ func QuantizeQ4_0(xs []float32) []byte {
 // least squares over a sweep of starting scales, writing the levels into
 // L: the search llama.cpp's K-quant quantiser makes, written from its
 // description (weights favour the values of large magnitude).
-func fitScaleMin(x []float32, nmax int, L []uint8) (scale, minv float32) {
+func fitScaleMin(x []float32, nmax int, L []uint8, sc *fitScratch) (scale, minv float32) {
 	var sumX2 float64
 	for _, v := range x {
 		sumX2 += float64(v) * float64(v)
 	}
 	av := float32(math.Sqrt(sumX2 / float64(len(x))))
-	w := make([]float32, len(x))
+	w := grow(sc.w, len(x))
 	lo, hi := x[0], x[0]
 	var sumW, sumX float32
 	for i, v := range x {
@@ -343,7 +335,7 @@ func fitScaleMin(x []float32, nmax int, L []uint8) (scale, minv float32) {
 	scale, minv = 1/iscale, lo
 	levels(iscale, lo, L)
 	best := errOf(scale, minv, L)
-	aux := make([]uint8, len(x))
+	aux := grow(sc.aux, len(x))
 	for step := range 21 {
 		iscale := (-1 + 0.1*float32(step) + float32(nmax)) / (hi - lo)
 		levels(iscale, lo, aux)
@@ -371,6 +363,12 @@ func fitScaleMin(x []float32, nmax int, L []uint8) (scale, minv float32) {
 	return scale, minv
 }
 
+// fitScratch is fitScaleMin's working space, reused across sub-blocks.
+type fitScratch struct {
+	w   []float32
+	aux []uint8
+}
+
 // quantizeK encodes xs (a multiple of 256 values) as Q4_K (nmax 15) or
 // Q5_K (nmax 31): each sub-block of 32 fitted, its scale and −min
 // quantised to 6 bits against the block's largest, and the levels
@@ -383,13 +381,14 @@ func quantizeK(xs []float32, nmax int) []byte {
 	}
 	out := make([]byte, len(xs)/gguf.QKBlock*bb)
 	L := make([]uint8, gguf.QKBlock)
+	sc := &fitScratch{w: make([]float32, 32), aux: make([]uint8, 32)}
 	for k := range len(xs) / gguf.QKBlock {
 		x := xs[k*gguf.QKBlock : (k+1)*gguf.QKBlock]
 		blk := out[k*bb : (k+1)*bb]
 		var scales, mins [8]float32
 		var maxScale, maxMin float32
 		for j := range 8 {
-			scales[j], mins[j] = fitScaleMin(x[32*j:32*j+32], nmax, L[32*j:32*j+32])
+			scales[j], mins[j] = fitScaleMin(x[32*j:32*j+32], nmax, L[32*j:32*j+32], sc)
 			mins[j] = -mins[j]
 			maxScale, maxMin = max(maxScale, scales[j]), max(maxMin, mins[j])
 		}
