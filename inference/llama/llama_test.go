@@ -36,29 +36,8 @@ func buildWith(t *testing.T, c tiny.Config, meta []gguf.KV) *llama.Model {
 // buildQuantized builds a tiny model and, with a recipe, quantises it.
 func buildQuantized(t *testing.T, c tiny.Config, recipe string) *llama.Model {
 	t.Helper()
-	if recipe == "" {
-		return build(t, c)
-	}
-	var b, q bytes.Buffer
-	if err := tiny.Write(&b, c); err != nil {
-		t.Fatal(err)
-	}
-	f, err := gguf.Parse(b.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := llama.Quantize(f, &q, recipe); err != nil {
-		t.Fatal(err)
-	}
-	qf, err := gguf.Parse(q.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := llama.Load(qf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	c.Recipe = recipe
+	return build(t, c)
 }
 
 // reference is a plain float64 forward pass over the whole sequence at

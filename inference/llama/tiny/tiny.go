@@ -3,6 +3,7 @@
 package tiny
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -43,6 +44,9 @@ type Config struct {
 	// tokens. The built-in model uses it to keep control characters and
 	// lone bytes out of its gibberish. Needs an untied output.
 	Suppress []int
+	// Recipe, when set, quantises the written model with llama.Quantize
+	// ("Q8_0", "Q4_0", "Q4_K_M"), as the quantize command does a file.
+	Recipe string
 }
 
 // laneValue is dimension 0 of every token embedding, and suppressWeight
@@ -192,7 +196,18 @@ func WriteWith(w io.Writer, c Config, extra []gguf.KV) error {
 			keep = append(keep, kv)
 		}
 	}
-	return gguf.Write(w, append(keep, extra...), append(tensors, c.Extra...))
+	if c.Recipe == "" {
+		return gguf.Write(w, append(keep, extra...), append(tensors, c.Extra...))
+	}
+	var b bytes.Buffer
+	if err := gguf.Write(&b, append(keep, extra...), append(tensors, c.Extra...)); err != nil {
+		return err
+	}
+	f, err := gguf.Parse(b.Bytes())
+	if err != nil {
+		return err
+	}
+	return llama.Quantize(f, w, c.Recipe)
 }
 
 // lane shapes the weights of a model with suppressed tokens: embedding
